@@ -1,0 +1,141 @@
+"""Console scripts: nexus-train, nexus-data, nexus-eval, nexus-report, nexus-bench."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from nexus_pretrain.config import ConfigError, register_configs, validate
+from nexus_pretrain.paths import CONFIG_DIR
+
+
+def _one_line(error: BaseException) -> str:
+    """Condense a Hydra/OmegaConf composition error into 'key: problem; fix'."""
+    chain, e = [], error
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    text = "\n".join(chain)
+    key = re.search(r"full_key: (\S+)", text)
+    missing_key = re.search(r"Key '([^']+)' is not in struct", text) or re.search(r"Could not override '([^']+)'", text)
+    if missing_key:
+        name = key.group(1) if key else missing_key.group(1)
+        return f"{name}: no such config key; check the spelling (`nexus-train --cfg job` lists every key)"
+    option = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    if option:
+        group, value = option.groups()
+        choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        return f"{group}={value}: unknown option; choose one of {', '.join(choices)}"
+    value_error = re.search(r"Value '([^'$]*)'[^\n]*?(could not be converted to \w+|is not a valid [^\n]*)", text)
+    if value_error and key:
+        bad, problem = value_error.groups()
+        return f"{key.group(1)}={bad}: {problem}; give a value of the field's type"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"{key.group(1) + ': ' if key else ''}{first}"
+
+
+def check_overrides(overrides: List[str]) -> None:
+    """Compose and validate the config the overrides give; raise ConfigError with one line if bad."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register_configs()
+    plain = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=plain)
+    except Exception as error:  # Hydra raises several exception types for bad overrides
+        raise ConfigError(_one_line(error)) from None
+    validate(OmegaConf.to_object(cfg))
+
+
+def _train_app(cfg) -> None:
+    from omegaconf import OmegaConf
+
+    from nexus_pretrain.train.trainer import Trainer
+
+    try:
+        trainer = Trainer(OmegaConf.to_object(cfg))
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        sys.exit(2)
+    final = trainer.fit()
+    summary = ", ".join(f"{k}={v:.4f}" for k, v in final.items() if k.startswith(("val/pretrain", "ood/mean", "loss")))
+    print(f"finished step {trainer.step} in {trainer.run_dir}: {summary}")
+
+
+def train(argv: Optional[List[str]] = None) -> None:
+    """nexus-train: Hydra entry point; bad overrides fail fast with one line."""
+    import hydra
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not any(a.startswith("-") for a in argv):  # Hydra flags (--help, -m, --cfg) go straight to Hydra
+        try:
+            check_overrides(argv)
+        except ConfigError as error:
+            print(f"config error: {error}", file=sys.stderr)
+            sys.exit(2)
+    register_configs()
+    sys.argv = [sys.argv[0], *argv]
+    hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")(_train_app)()
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description)
+
+
+def data(argv: Optional[List[str]] = None) -> None:
+    """nexus-data: inspect the token data the trainer reads."""
+    parser = _parser("nexus-data", "Inspect training data. Subcommands: stats (per-domain token counts and "
+                                   "unigram entropy of the embedded corpus).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("stats", help="tokens, documents and unigram entropy per embedded domain")
+    args = parser.parse_args(argv)
+    if args.command == "stats":
+        from nexus_pretrain.data import embedded
+        from nexus_pretrain.data.tokens import domain_tokens, unigram_entropy
+
+        tokenizer = embedded.load_tokenizer()
+        print(f"{'domain':<8} {'split':<6} {'documents':>9} {'tokens':>10} {'unigram H (nats)':>17}")
+        for domain in embedded.DOMAINS:
+            splits = ("val",) if domain in embedded.OOD_DOMAINS else ("train", "val")
+            for split in splits:
+                tokens = domain_tokens(domain, split, tokenizer=tokenizer)
+                docs = len(embedded.load_documents(domain)) if split == splits[0] else ""
+                print(f"{domain:<8} {split:<6} {docs!s:>9} {len(tokens):>10} {unigram_entropy(tokens):>17.3f}")
+
+
+def evaluate(argv: Optional[List[str]] = None) -> None:
+    """nexus-eval: held-out losses of an exported model."""
+    parser = _parser("nexus-eval", "Evaluate a Hugging Face model directory (as written to RUN_DIR/hf) on the "
+                                   "embedded corpus: per-domain validation loss, pretrain loss and OOD loss.")
+    parser.add_argument("model_dir", type=Path, help="directory with config.json and model.safetensors")
+    parser.add_argument("--seq-len", type=int, default=128, help="tokens per evaluation window")
+    parser.add_argument("--sequences", type=int, default=32, help="windows per domain")
+    args = parser.parse_args(argv)
+    from nexus_pretrain.evaluation.heldout import heldout_losses
+
+    for name, value in heldout_losses(args.model_dir, args.seq_len, args.sequences).items():
+        print(f"{name:<16} {value:.4f}")
+
+
+def report(argv: Optional[List[str]] = None) -> None:
+    """nexus-report: compare finished runs."""
+    parser = _parser("nexus-report", "Compare runs: reads RUN_DIR/metrics.jsonl of each run and prints a "
+                                     "Markdown table of final training, pretrain and OOD losses.")
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by nexus-train")
+    parser.add_argument("--baseline", default=None, help="run directory whose losses the others are compared to")
+    args = parser.parse_args(argv)
+    from nexus_pretrain.report.runs import compare_runs
+
+    print(compare_runs(args.run_dirs, baseline=args.baseline))
+
+
+def bench(argv: Optional[List[str]] = None) -> None:
+    """nexus-bench: AdamW vs Nexus step time and memory on one device."""
+    from nexus_pretrain.bench import main as bench_main
+
+    bench_main(argv)

@@ -1,0 +1,321 @@
+"""Typed run configuration: one dataclass per Hydra config group, registered in Hydra's ConfigStore.
+
+Hydra composes ``configs/train.yaml`` onto these schemas, so a misspelled key fails at composition
+time; :func:`validate` then checks values and cross-field constraints and raises
+:class:`ConfigError` with a one-line message naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key and how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    """Llama-style decoder. ``preset`` picks the shape; any field set here overrides the preset."""
+
+    preset: str = "tiny"
+    """One of nexus_pretrain.model.presets.PRESETS (tiny, llama_130m, ..., llama_3b)."""
+    dim: Optional[int] = None
+    """Hidden size."""
+    n_layers: Optional[int] = None
+    """Number of transformer blocks."""
+    n_heads: Optional[int] = None
+    """Query heads; dim must be divisible by it."""
+    n_kv_heads: Optional[int] = None
+    """Key/value heads (grouped-query attention); must divide n_heads."""
+    ffn_dim: Optional[int] = None
+    """SwiGLU hidden size."""
+    vocab_size: Optional[int] = None
+    """Embedding rows; None takes the tokenizer's vocabulary rounded up to a multiple of 64."""
+    max_seq_len: Optional[int] = None
+    """Longest sequence the RoPE cache covers; None uses data.seq_len."""
+    rope_theta: Optional[float] = None
+    """RoPE base frequency."""
+    norm_eps: Optional[float] = None
+    """RMSNorm epsilon."""
+    tie_embeddings: Optional[bool] = None
+    """Share input embedding and output head weights."""
+    init_std: Optional[float] = None
+    """Std of the normal init of linear and embedding weights."""
+    attention: str = "auto"
+    """auto (flash-attn if installed and on GPU, else SDPA), sdpa or flash."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer: a plain outer optimizer (adamw, muon) or Nexus wrapping one (paper Alg. 3)."""
+
+    name: str = "adamw"
+    """adamw, muon or nexus."""
+    lr: float = 3e-3
+    """Peak (outer) learning rate; the schedule scales it."""
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    """Adam betas (paper Tab. 6)."""
+    eps: float = 1e-10
+    """Adam epsilon (paper Tab. 6)."""
+    weight_decay: float = 0.2
+    """Decoupled weight decay (paper Tab. 6: 0.2 for AdamW/Nexus, 0.1 for Muon)."""
+    max_grad_norm: float = 1.0
+    """Clip the (pseudo-)gradient to this global L2 norm before the outer step; 0 disables."""
+    fused: Optional[bool] = None
+    """Fused AdamW kernel; None uses it on GPU."""
+    outer: str = "adamw"
+    """Nexus only: the outer optimizer, adamw or muon."""
+    inner_lr: float = 0.01
+    """Nexus only: the inner normalized-SGD step size gamma (paper Tab. 6: 0.01)."""
+    variant: str = "nexus"
+    """Nexus only: nexus (Alg. 3), nexus_dot, nsgd or random (controls and ablations)."""
+    offload_anchor: bool = False
+    """Nexus only: keep the fp32 anchor copy in pinned CPU memory."""
+    inner_lr_follows_schedule: bool = False
+    """Nexus only: scale gamma by the LR schedule's multiplier too (paper keeps it fixed)."""
+    muon_momentum: float = 0.95
+    """Muon only: momentum of the orthogonalized update."""
+    muon_ns_steps: int = 5
+    """Muon only: Newton-Schulz iterations."""
+    muon_lr: Optional[float] = None
+    """Muon only: LR of the 2-D hidden matrices; None uses lr."""
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate multiplier over steps: warmup-stable-decay (wsd), cosine or constant."""
+
+    name: str = "wsd"
+    """wsd, cosine or constant."""
+    warmup_steps: int = 1000
+    """Linear warmup from 0 (paper: 1000)."""
+    decay_steps: int = 10000
+    """wsd only: length of the final decay phase (paper: 10000)."""
+    decay_shape: str = "linear"
+    """wsd only: shape of the decay, linear, cosine or sqrt (1 - sqrt)."""
+    min_lr_ratio: float = 0.0
+    """Multiplier reached at the last step."""
+
+
+@dataclass
+class DataConfig:
+    """Where sequences come from and how micro-batches mix domains."""
+
+    name: str = "embedded"
+    """Name of the data preset (for reports)."""
+    source: str = "embedded"
+    """embedded: the corpus shipped in the package."""
+    domains: Dict[str, float] = field(default_factory=lambda: {"web": 1.0, "math": 1.0, "code": 1.0})
+    """Training domains and their sampling weights (normalized)."""
+    ood_domains: List[str] = field(default_factory=lambda: ["legal"])
+    """Held-out domains evaluated for OOD loss, never trained on."""
+    seq_len: int = 256
+    """Tokens per training sequence."""
+    microbatch_domains: str = "mixed"
+    """mixed: every micro-batch drawn from the mixture (Alg. 3); per_domain: one domain per
+    micro-batch, domains cycled (Alg. 1)."""
+    val_fraction: float = 0.05
+    """Fraction of each domain's documents held out for validation."""
+    eval_sequences: int = 32
+    """Validation sequences per domain scored at each evaluation."""
+
+
+@dataclass
+class BackendConfig:
+    """How the model is placed and gradients reduced."""
+
+    name: str = "single"
+    """single (one device)."""
+    device: str = "auto"
+    """auto (cuda if available), cpu or cuda."""
+    precision: str = "auto"
+    """auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32."""
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop: batch shape, length, checkpoints and evaluation."""
+
+    global_batch: int = 32
+    """Sequences per optimizer step, over all ranks and micro-batches."""
+    micro_batch: int = 8
+    """Sequences per forward/backward on one rank."""
+    max_steps: int = 200
+    """Optimizer steps."""
+    seed: int = 0
+    """Seeds the model init and the data order."""
+    run_dir: str = "runs/default"
+    """Where metrics, checkpoints and the exported model go."""
+    log_every: int = 10
+    """Steps between metric lines."""
+    eval_every: int = 100
+    """Steps between validation/OOD evaluations (and at the end); 0 only at the end."""
+    checkpoint_every: int = 100
+    """Steps between checkpoints (and at the end); 0 only at the end."""
+    keep_last: int = 2
+    """Checkpoints kept on disk."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in run_dir."""
+    compile: bool = False
+    """torch.compile each transformer block."""
+    activation_checkpointing: bool = False
+    """Recompute block activations in backward to save memory."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms (bit-exact resume on GPU)."""
+    export_hf: bool = True
+    """Write a Hugging Face model directory at the end."""
+
+
+@dataclass
+class LoggingConfig:
+    """Metric sinks."""
+
+    jsonl: bool = True
+    """Append metrics to run_dir/metrics.jsonl."""
+    progress_bar: bool = True
+    """A terminal progress bar."""
+    wandb: bool = False
+    """Log to Weights & Biases."""
+    wandb_project: str = "nexus_pretrain"
+    """W&B project."""
+    wandb_mode: str = "offline"
+    """W&B mode: offline (default), online or disabled."""
+    tensorboard: bool = False
+    """Write TensorBoard event files under run_dir/tb."""
+    cosine_every: int = 0
+    """Steps between measurements of the mean pairwise cosine of per-domain gradients; 0 never."""
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def register_configs() -> None:
+    """Register the schemas so Hydra type-checks every composed config."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, node in [
+        ("model", ModelConfig),
+        ("optim", OptimConfig),
+        ("schedule", ScheduleConfig),
+        ("data", DataConfig),
+        ("backend", BackendConfig),
+        ("trainer", TrainerConfig),
+        ("logging", LoggingConfig),
+    ]:
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+OPTIMIZERS = ("adamw", "muon", "nexus")
+OUTER_OPTIMIZERS = ("adamw", "muon")
+NEXUS_VARIANTS = ("nexus", "nexus_dot", "nsgd", "random")
+SCHEDULES = ("wsd", "cosine", "constant")
+DECAY_SHAPES = ("linear", "cosine", "sqrt")
+BACKENDS = ("single",)
+DATA_SOURCES = ("embedded",)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _choice(key: str, value: Any, options: tuple) -> None:
+    _require(value in options, f"{key}={value!r} is not one of {', '.join(options)}; set {key} to one of them")
+
+
+def _positive(key: str, value: float, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    bound = ">= 0" if allow_zero else "> 0"
+    _require(ok, f"{key}={value} must be {bound}; set {key} to a {'non-negative' if allow_zero else 'positive'} value")
+
+
+def validate(cfg: TrainConfig, world_size: int = 1) -> None:
+    """Check values and cross-field constraints; raise ConfigError naming the first bad key."""
+    from nexus_pretrain.model.presets import PRESETS  # noqa: PLC0415 (keeps torch out of the import)
+
+    for section in fields(cfg):
+        group = getattr(cfg, section.name)
+        extra = sorted(set(vars(group)) - {f.name for f in fields(group)})
+        _require(not extra, f"{section.name}.{extra[0] if extra else ''}: no such config key; remove it or fix "
+                            "its spelling (`nexus-train --cfg job` lists every key)")
+    m, o, s, d, b, t = cfg.model, cfg.optim, cfg.schedule, cfg.data, cfg.backend, cfg.trainer
+    _choice("model.preset", m.preset, tuple(PRESETS))
+    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size", "max_seq_len"):
+        value = getattr(m, key)
+        if value is not None:
+            _positive(f"model.{key}", value)
+    _choice("model.attention", m.attention, ("auto", "sdpa", "flash"))
+
+    _choice("optim.name", o.name, OPTIMIZERS)
+    _positive("optim.lr", o.lr)
+    _positive("optim.eps", o.eps)
+    _positive("optim.weight_decay", o.weight_decay, allow_zero=True)
+    _positive("optim.max_grad_norm", o.max_grad_norm, allow_zero=True)
+    _require(len(o.betas) == 2 and all(0 <= x < 1 for x in o.betas),
+             f"optim.betas={list(o.betas)} must be two numbers in [0, 1); e.g. optim.betas=[0.9,0.95]")
+    _choice("optim.outer", o.outer, OUTER_OPTIMIZERS)
+    _choice("optim.variant", o.variant, NEXUS_VARIANTS)
+    _positive("optim.inner_lr", o.inner_lr)
+    _require(0 <= o.muon_momentum < 1, f"optim.muon_momentum={o.muon_momentum} must be in [0, 1)")
+    _positive("optim.muon_ns_steps", o.muon_ns_steps)
+    if o.muon_lr is not None:
+        _positive("optim.muon_lr", o.muon_lr)
+
+    _choice("schedule.name", s.name, SCHEDULES)
+    _choice("schedule.decay_shape", s.decay_shape, DECAY_SHAPES)
+    _positive("schedule.warmup_steps", s.warmup_steps, allow_zero=True)
+    _positive("schedule.decay_steps", s.decay_steps, allow_zero=True)
+    _require(0 <= s.min_lr_ratio <= 1, f"schedule.min_lr_ratio={s.min_lr_ratio} must be in [0, 1]")
+    _positive("trainer.max_steps", t.max_steps)
+    _require(s.warmup_steps <= t.max_steps,
+             f"schedule.warmup_steps={s.warmup_steps} exceeds trainer.max_steps={t.max_steps}; "
+             "lower schedule.warmup_steps or raise trainer.max_steps")
+    if s.name == "wsd":
+        _require(s.warmup_steps + s.decay_steps <= t.max_steps,
+                 f"schedule.decay_steps={s.decay_steps} + warmup_steps={s.warmup_steps} exceed "
+                 f"trainer.max_steps={t.max_steps}; lower schedule.decay_steps or raise trainer.max_steps")
+
+    _choice("data.source", d.source, DATA_SOURCES)
+    _require(len(d.domains) > 0, "data.domains is empty; list at least one domain with a weight")
+    for name, weight in d.domains.items():
+        _require(weight >= 0, f"data.domains.{name}={weight} must be >= 0; use a non-negative weight")
+    _require(sum(d.domains.values()) > 0, "data.domains weights sum to 0; give some domain a positive weight")
+    _positive("data.seq_len", d.seq_len)
+    _choice("data.microbatch_domains", d.microbatch_domains, ("mixed", "per_domain"))
+    _require(0 < d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
+    _positive("data.eval_sequences", d.eval_sequences)
+    if m.max_seq_len is not None:
+        _require(d.seq_len <= m.max_seq_len,
+                 f"data.seq_len={d.seq_len} exceeds model.max_seq_len={m.max_seq_len}; raise model.max_seq_len")
+
+    _choice("backend.name", b.name, BACKENDS)
+    _choice("backend.device", b.device, ("auto", "cpu", "cuda"))
+    _choice("backend.precision", b.precision, ("auto", "bf16", "fp32"))
+
+    _positive("trainer.global_batch", t.global_batch)
+    _positive("trainer.micro_batch", t.micro_batch)
+    per_step = t.micro_batch * world_size
+    _require(t.global_batch % per_step == 0,
+             f"trainer.global_batch={t.global_batch} is not divisible by trainer.micro_batch={t.micro_batch} x "
+             f"world size {world_size}; set trainer.global_batch to a multiple of {per_step}")
+    for key in ("log_every",):
+        _positive(f"trainer.{key}", getattr(t, key))
+    for key in ("eval_every", "checkpoint_every"):
+        _positive(f"trainer.{key}", getattr(t, key), allow_zero=True)
+    _positive("trainer.keep_last", t.keep_last)
+    _positive("logging.cosine_every", cfg.logging.cosine_every, allow_zero=True)
+    _choice("logging.wandb_mode", cfg.logging.wandb_mode, ("offline", "online", "disabled"))

@@ -1,0 +1,1 @@
+"""Data: the embedded corpus, tokenization and token streams."""

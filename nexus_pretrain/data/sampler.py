@@ -1,0 +1,106 @@
+"""Packed training sequences drawn from per-domain token streams by mixture weight.
+
+The sequences of optimizer step ``s`` are a pure function of (seed, s): a resumed run sees exactly
+the batches of the uninterrupted run, and every world size dividing the global batch sees the same
+global batch (each rank takes its slice of each micro-batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Mapping
+
+import numpy as np
+import torch
+
+
+@dataclass
+class MicroBatch:
+    """Inputs and next-token targets of shape (B, T), and the domain of each row."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    domains: List[str]
+
+    def to(self, device: torch.device) -> "MicroBatch":
+        """The same batch with tensors on ``device``."""
+        non_blocking = device.type == "cuda"
+        return MicroBatch(self.inputs.to(device, non_blocking=non_blocking),
+                          self.targets.to(device, non_blocking=non_blocking), self.domains)
+
+
+def normalized_weights(weights: Mapping[str, float]) -> Dict[str, float]:
+    """Weights scaled to sum to one, zero-weight domains dropped."""
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("data.domains weights sum to 0; give some domain a positive weight")
+    return {name: w / total for name, w in weights.items() if w > 0}
+
+
+class MixtureSampler:
+    """Draws windows of seq_len + 1 tokens from domain streams.
+
+    ``mode="mixed"``: each sequence's domain is drawn by weight (paper Alg. 3).
+    ``mode="per_domain"``: every micro-batch holds one domain; each group of n_domains micro-batches
+    visits every domain once, in a fresh random order (paper Alg. 1 with distinct sources).
+    """
+
+    def __init__(self, streams: Mapping[str, np.ndarray], weights: Mapping[str, float], seq_len: int,
+                 seed: int, mode: str = "mixed"):
+        self.weights = normalized_weights(weights)
+        missing = [d for d in self.weights if d not in streams]
+        if missing:
+            raise ValueError(f"data.domains names {missing} but no tokens were loaded for them")
+        short = [d for d in self.weights if len(streams[d]) <= seq_len + 1]
+        if short:
+            raise ValueError(f"domains {short} have fewer than data.seq_len+2={seq_len + 2} tokens; lower data.seq_len")
+        if mode not in ("mixed", "per_domain"):
+            raise ValueError(f"data.microbatch_domains={mode!r} is not one of mixed, per_domain")
+        self.streams, self.seq_len, self.seed, self.mode = streams, seq_len, seed, mode
+        self.domains = list(self.weights)
+
+    def step_plan(self, step: int, global_batch: int, micro_batches: int) -> tuple[np.ndarray, np.ndarray]:
+        """Domain index and start offset of each of the step's global_batch sequences, in order."""
+        if global_batch % micro_batches:
+            raise ValueError(f"global batch {global_batch} not divisible into {micro_batches} micro-batches")
+        rng = np.random.default_rng([self.seed, step])
+        n = len(self.domains)
+        if self.mode == "mixed":
+            probs = np.array([self.weights[d] for d in self.domains])
+            domain_idx = rng.choice(n, size=global_batch, p=probs)
+        else:
+            if micro_batches % n:
+                raise ValueError(f"data.microbatch_domains=per_domain needs micro-batches per step ({micro_batches}) "
+                                 f"to be a multiple of the number of domains ({n}); change trainer.global_batch")
+            order = np.concatenate([rng.permutation(n) for _ in range(micro_batches // n)])
+            domain_idx = np.repeat(order, global_batch // micro_batches)
+        highs = np.array([len(self.streams[d]) - self.seq_len - 1 for d in self.domains])
+        starts = (rng.random(global_batch) * highs[domain_idx]).astype(np.int64)
+        return domain_idx, starts
+
+    def micro_batch(self, step: int, micro: int, micro_batches: int, micro_batch_size: int,
+                    rank: int = 0, world_size: int = 1) -> MicroBatch:
+        """Rank ``rank``'s share of micro-batch ``micro`` of optimizer step ``step``."""
+        global_batch = micro_batches * micro_batch_size * world_size
+        domain_idx, starts = self.step_plan(step, global_batch, micro_batches)
+        first = (micro * world_size + rank) * micro_batch_size
+        rows, names = [], []
+        for d, start in zip(domain_idx[first:first + micro_batch_size], starts[first:first + micro_batch_size]):
+            name = self.domains[d]
+            rows.append(self.streams[name][start:start + self.seq_len + 1].astype(np.int64))
+            names.append(name)
+        window = torch.from_numpy(np.stack(rows))
+        return MicroBatch(window[:, :-1], window[:, 1:], names)
+
+
+def eval_batches(stream: np.ndarray, seq_len: int, n_sequences: int, batch_size: int) -> List[MicroBatch]:
+    """Fixed, evenly spaced, non-overlapping windows of a validation stream, in batches."""
+    available = (len(stream) - 1) // seq_len
+    if available < 1:
+        raise ValueError(f"validation stream of {len(stream)} tokens is shorter than data.seq_len={seq_len}")
+    count = min(n_sequences, available)
+    starts = np.linspace(0, (available - 1) * seq_len, count).astype(np.int64) // seq_len * seq_len
+    rows = np.stack([stream[s:s + seq_len + 1].astype(np.int64) for s in starts])
+    window = torch.from_numpy(rows)
+    return [MicroBatch(window[i:i + batch_size, :-1], window[i:i + batch_size, 1:], [])
+            for i in range(0, count, batch_size)]

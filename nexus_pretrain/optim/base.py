@@ -1,0 +1,97 @@
+"""The step-function interface every optimizer exposes to the trainer (see DESIGN.md).
+
+The loop is the same for every optimizer::
+
+    for micro_batch in window:
+        (loss / accumulation).backward()
+        opt.micro_step()          # plain optimizers: nothing; Nexus: inner normalized-SGD step
+    metrics = opt.step()          # outer step on the (pseudo-)gradient
+    opt.zero_grad()
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class StepOptimizer(Protocol):
+    """What the trainer calls; it never asks which optimizer it has."""
+
+    outer: torch.optim.Optimizer
+    """The torch optimizer whose param_groups carry the learning rate the schedule scales."""
+
+    def set_lr_multiplier(self, multiplier: float) -> None:
+        """Scale every learning rate by the schedule's multiplier for the coming step."""
+
+    def pre_micro_step(self) -> None:
+        """Called before each micro-batch forward (e.g. to move parameters for a control variant)."""
+
+    def micro_step(self) -> None:
+        """Called after each micro-batch backward."""
+
+    def step(self) -> Dict[str, torch.Tensor]:
+        """Called at the accumulation boundary; returns scalar metrics (0-d tensors, no host sync)."""
+
+    def zero_grad(self) -> None:
+        """Drop gradients before the next accumulation window."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to resume exactly."""
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
+
+
+def scale_learning_rates(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
+    """Set each param group's lr to its peak lr (remembered as ``peak_lr``) times multiplier."""
+    for group in optimizer.param_groups:
+        group.setdefault("peak_lr", group["lr"])
+        group["lr"] = group["peak_lr"] * multiplier
+
+
+def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip gradients to a global L2 norm (no-op when max_norm <= 0) and return the pre-clip norm."""
+    params = [p for p in params if p.grad is not None]
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    return torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+
+
+class Accumulate:
+    """Plain gradient accumulation (paper Alg. 2): micro_step does nothing, step clips and steps."""
+
+    def __init__(self, outer: torch.optim.Optimizer, max_grad_norm: float = 0.0):
+        self.outer = outer
+        self.max_grad_norm = max_grad_norm
+        self._params = [p for g in outer.param_groups for p in g["params"]]
+
+    def set_lr_multiplier(self, multiplier: float) -> None:
+        """Scale the outer learning rates."""
+        scale_learning_rates(self.outer, multiplier)
+
+    def pre_micro_step(self) -> None:
+        """Nothing to prepare."""
+
+    def micro_step(self) -> None:
+        """Gradients keep accumulating in .grad."""
+
+    def step(self) -> Dict[str, torch.Tensor]:
+        """Clip the accumulated gradient and take the outer step."""
+        grad_norm = clip_gradients(self._params, self.max_grad_norm)
+        self.outer.step()
+        return {"grad_norm": grad_norm}
+
+    def zero_grad(self) -> None:
+        """Drop the accumulated gradients."""
+        self.outer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The outer optimizer's state."""
+        return {"outer": self.outer.state_dict()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore the outer optimizer's state."""
+        self.outer.load_state_dict(state["outer"])

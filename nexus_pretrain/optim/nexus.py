@@ -1,0 +1,319 @@
+"""Nexus (paper Alg. 3): inner normalized-SGD steps per micro-batch, displacement as the outer gradient.
+
+See docs/theory.md for what the pseudo-gradient equals to second order in the inner step size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from nexus_pretrain.optim.base import clip_gradients, scale_learning_rates
+
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover - torch built without distributed
+    DTensor = None  # type: ignore[assignment,misc]
+
+VARIANTS = ("nexus", "nexus_dot", "nsgd", "random")
+
+# Floor of the gradient norm in a normalized step: a zero gradient then gives a zero step, not NaN.
+_MIN_NORM = 1e-12
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return DTensor is not None and isinstance(t, DTensor)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor this rank stores (its shard for a DTensor); in-place ops on it update t."""
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if _is_dtensor(t) else t
+
+
+def _like_param(p: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """Wrap a local shard so it has p's layout (a DTensor when p is one)."""
+    if not _is_dtensor(p):
+        return local
+    return DTensor.from_local(local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride())
+
+
+def _wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for 16-bit parameters, the parameter's own dtype otherwise (fp64 stays fp64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def global_norm(tensors: List[torch.Tensor]) -> torch.Tensor:
+    """L2 norm over all tensors as a 0-d device tensor; DTensors are reduced across ranks."""
+    return _full(torch.nn.utils.get_total_norm(tensors, foreach=True))
+
+
+@dataclass
+class _Window:
+    """What one accumulation window accumulates between step() calls."""
+
+    micro_steps: int = 0
+    norm_sum: Optional[torch.Tensor] = None
+    direction: Optional[List[torch.Tensor]] = None  # random variant: gamma * sum of normalized grads
+
+
+class Nexus:
+    """Nexus gradient approximator around any outer optimizer (paper Alg. 3).
+
+    Each ``micro_step`` moves the parameters by an inner step on the micro-batch gradient; ``step``
+    hands the total displacement ``anchor - p`` to the outer optimizer as its gradient, after putting
+    the parameters back at the anchor (the parameters at the start of the window).
+
+    Variants (``variant``):
+
+    * ``nexus``: ``p -= gamma * g / ||g||`` with the global L2 norm over all parameters (and ranks).
+    * ``nexus_dot``: ``p -= gamma * g`` (the paper's Nexus-Dot ablation). ``g`` is the gradient the
+      trainer produced, i.e. of ``loss / K``, so the effective step on a micro-batch loss is gamma/K.
+    * ``nsgd``: K = 1. Micro-batch gradients accumulate as usual and ``step`` takes one normalized step
+      on their sum, so the pseudo-gradient is ``gamma * g / ||g||`` (paper Sec. 5.1, "NSGD").
+    * ``random``: control for Nexus's sequential gradient alignment. The Nexus inner iterate
+      ``theta_m = theta_{m-1} - gamma * g_m / ||g_m||`` is kept as bookkeeping (the buffer
+      ``direction = anchor - theta_m``), but gradient m is evaluated at
+      ``x_m = anchor + ||theta_{m-1} - anchor|| * r_m / ||r_m||`` with ``r_m`` a fresh standard
+      Gaussian vector over all parameters. The pseudo-gradient is ``anchor - theta_K``. So each
+      gradient is taken at the same distance from the anchor as Nexus's would be (same step
+      magnitudes, curvature probed at the same radius) but in a direction independent of the earlier
+      gradients: since ``r_m`` is symmetric, ``E[J x_m] = 0`` and the second-order cross term of
+      Nexus (``-gamma^2 sum_{l<m} J_{s_m} u_{s_l}``) vanishes in expectation. No pre-forward hook is
+      needed: ``micro_step`` places the parameters at ``x_{m+1}`` right after using gradient m, and
+      ``x_1`` is the anchor itself (distance 0). The last placement of a window is never used by a
+      forward; ``step`` restores the anchor. ``r`` comes from a generator seeded with ``seed`` (its
+      state is in ``state_dict``); all ranks use the same stream, so replicated parameters (DDP) stay
+      identical, and shards (FSDP2) draw equal numbers (still a symmetric, zero-mean direction).
+      Costs one more parameter-sized buffer than ``nexus``.
+
+    The only extra state of ``nexus``/``nexus_dot`` is the anchor: one copy of the parameters in fp32
+    (fp64 parameters keep fp64), refreshed at the first ``micro_step`` of every window, so parameters
+    changed between steps (a loaded checkpoint) are picked up. Between steps the anchor equals the
+    parameters, so ``state_dict`` stores it only when taken mid-window. ``nsgd`` keeps no anchor.
+    With ``offload_anchor`` the anchor lives in CPU memory (pinned when CUDA is available) and is
+    copied with ``non_blocking``; stream order keeps those copies correct without a host sync.
+    With bf16 parameters the inner displacement (about gamma / sqrt(#params) per element and micro
+    step) is mostly below bf16 resolution; train with fp32 master weights (autocast) instead.
+
+    Gradient clipping (``max_grad_norm``) applies to the pseudo-gradient; weight decay and the
+    learning rate stay the outer optimizer's. ``inner_lr`` (gamma) is fixed unless
+    ``inner_lr_follows_schedule``.
+    """
+
+    def __init__(
+        self,
+        outer: torch.optim.Optimizer,
+        inner_lr: float,
+        variant: str = "nexus",
+        offload_anchor: bool = False,
+        max_grad_norm: float = 0.0,
+        inner_lr_follows_schedule: bool = False,
+        seed: int = 0,
+    ):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANTS)}")
+        if not inner_lr > 0:
+            raise ValueError(f"inner_lr={inner_lr} must be > 0")
+        if max_grad_norm < 0:
+            raise ValueError(f"max_grad_norm={max_grad_norm} must be >= 0 (0 disables clipping)")
+        self.outer = outer
+        self.variant = variant
+        self.peak_inner_lr = float(inner_lr)
+        self.inner_lr = float(inner_lr)
+        self.offload_anchor = offload_anchor
+        self.max_grad_norm = max_grad_norm
+        self.inner_lr_follows_schedule = inner_lr_follows_schedule
+        self.params: List[torch.Tensor] = []
+        seen = set()
+        for group in outer.param_groups:
+            for p in group["params"]:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    self.params.append(p)
+        if not self.params:
+            raise ValueError("outer has no parameters; build it on the model's parameters")
+        self._anchor: Optional[List[torch.Tensor]] = None
+        self._window = _Window()
+        self.generator: Optional[torch.Generator] = None
+        if variant == "random":
+            self.generator = torch.Generator(device=_local(self.params[0]).device)
+            self.generator.manual_seed(seed)
+
+    # ------------------------------------------------------------------ trainer interface
+
+    def set_lr_multiplier(self, multiplier: float) -> None:
+        """Scale the outer learning rates (and gamma when inner_lr_follows_schedule)."""
+        scale_learning_rates(self.outer, multiplier)
+        if self.inner_lr_follows_schedule:
+            self.inner_lr = self.peak_inner_lr * multiplier
+
+    @torch.no_grad()
+    def micro_step(self) -> None:
+        """Consume the micro-batch gradient: an inner step (none for nsgd), then drop the gradients."""
+        window = self._window
+        if self.variant == "nsgd":
+            window.micro_steps += 1
+            return
+        params = [p for p in self.params if p.grad is not None]
+        if not params:
+            raise RuntimeError("micro_step() found no gradients; call loss.backward() before it")
+        if window.micro_steps == 0:
+            self._snapshot_anchor()
+        grads = [p.grad for p in params]
+        norm = global_norm(grads)
+        window.norm_sum = norm if window.norm_sum is None else window.norm_sum + norm
+        window.micro_steps += 1
+        local_grads = [_local(g) for g in grads]
+        if self.variant == "nexus_dot":
+            torch._foreach_mul_(local_grads, self.inner_lr)
+        else:
+            torch._foreach_mul_(local_grads, self.inner_lr / norm.clamp_min(_MIN_NORM))
+        if self.variant == "random":
+            self._random_inner_step(params, local_grads)
+        else:
+            torch._foreach_sub_([_local(p) for p in params], local_grads)
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> Dict[str, torch.Tensor]:
+        """Pseudo-gradient into .grad, parameters back to the anchor, clip, outer step; metrics."""
+        window = self._window
+        if window.micro_steps == 0:
+            raise RuntimeError("step() called before any micro_step(); call micro_step() after each backward")
+        if self.variant == "nsgd":
+            mean_norm = self._nsgd_pseudo_gradient()
+        else:
+            self._pseudo_gradient_and_restore()
+            mean_norm = window.norm_sum / window.micro_steps
+        pseudo_norm = _full(clip_gradients(self.params, self.max_grad_norm))
+        self.outer.step()
+        self._window = _Window()
+        return {
+            "grad_norm": pseudo_norm,
+            "pseudo_grad_norm": pseudo_norm,
+            "inner_displacement": pseudo_norm,
+            "mean_inner_grad_norm": mean_norm,
+        }
+
+    def zero_grad(self) -> None:
+        """Drop gradients (the outer optimizer's zero_grad, set_to_none)."""
+        self.outer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Outer state, the random generator's state, and the open window (only when mid-window)."""
+        state: Dict[str, Any] = {"outer": self.outer.state_dict(), "variant": self.variant}
+        if self.generator is not None:
+            state["rng"] = self.generator.get_state()
+        window = self._window
+        if window.micro_steps > 0:
+            state["window"] = {
+                "micro_steps": window.micro_steps,
+                "norm_sum": window.norm_sum,
+                "anchor": None if self.variant == "nsgd" else list(self._anchor),
+                "direction": window.direction,
+            }
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
+        if state.get("variant", self.variant) != self.variant:
+            raise ValueError(f"state['variant']={state['variant']!r} does not match variant={self.variant!r}")
+        self.outer.load_state_dict(state["outer"])
+        if self.generator is not None:
+            if "rng" not in state:
+                raise ValueError("state has no 'rng' entry; it was not saved by a random-variant Nexus")
+            self.generator.set_state(state["rng"])
+        self._window = _Window()
+        saved = state.get("window")
+        if saved is None:
+            return
+        self._window.micro_steps = saved["micro_steps"]
+        self._window.norm_sum = saved["norm_sum"]
+        if saved["anchor"] is not None:
+            self._ensure_anchor()
+            for dst, src in zip(self._anchor, saved["anchor"]):
+                dst.copy_(src)
+        if saved["direction"] is not None:
+            self._window.direction = [d.clone() for d in saved["direction"]]
+
+    # ------------------------------------------------------------------ internals
+
+    def _ensure_anchor(self) -> None:
+        if self._anchor is not None:
+            return
+        pin = self.offload_anchor and torch.cuda.is_available()
+        self._anchor = []
+        for p in self.params:
+            local = _local(p)
+            device = torch.device("cpu") if self.offload_anchor else local.device
+            self._anchor.append(
+                torch.empty(local.shape, dtype=_wide_dtype(local.dtype), device=device, pin_memory=pin)
+            )
+
+    def _snapshot_anchor(self) -> None:
+        self._ensure_anchor()
+        locals_ = [_local(p) for p in self.params]
+        if self.offload_anchor:
+            for a, p in zip(self._anchor, locals_):
+                a.copy_(p, non_blocking=True)
+        else:
+            torch._foreach_copy_(self._anchor, locals_)
+        if self.variant == "random":
+            self._window.direction = [torch.zeros_like(a, device=p.device) for a, p in zip(self._anchor, locals_)]
+
+    def _anchor_on(self, i: int, device: torch.device) -> torch.Tensor:
+        return self._anchor[i].to(device, non_blocking=True)
+
+    def _random_inner_step(self, params: List[torch.Tensor], scaled_grads: List[torch.Tensor]) -> None:
+        """Advance the bookkeeping iterate, then put the parameters at the next random point."""
+        direction = self._window.direction
+        index = {id(p): i for i, p in enumerate(self.params)}
+        torch._foreach_add_([direction[index[id(p)]] for p in params], scaled_grads)
+        radius = global_norm([_like_param(p, d) for p, d in zip(self.params, direction)])
+        by_id = {id(p): g for p, g in zip(params, scaled_grads)}
+        noise = [by_id.get(id(p), torch.empty_like(_local(p))) for p in self.params]  # reuse grad memory
+        for r in noise:
+            r.normal_(generator=self.generator)
+        r_norm = global_norm([_like_param(p, r) for p, r in zip(self.params, noise)])
+        torch._foreach_mul_(noise, radius / r_norm.clamp_min(_MIN_NORM))
+        locals_ = [_local(p) for p in self.params]
+        if self.offload_anchor:
+            for i, (p, r) in enumerate(zip(locals_, noise)):
+                p.copy_(self._anchor_on(i, p.device)).add_(r)
+        else:
+            torch._foreach_copy_(locals_, self._anchor)
+            torch._foreach_add_(locals_, noise)
+
+    def _pseudo_gradient_and_restore(self) -> None:
+        """Set p.grad = anchor - theta_K (random: the bookkeeping displacement) and p = anchor."""
+        locals_ = [_local(p) for p in self.params]
+        if self.variant == "random":
+            pseudo = self._window.direction
+        elif self.offload_anchor:
+            pseudo = [self._anchor_on(i, p.device) - p for i, p in enumerate(locals_)]
+        else:
+            pseudo = torch._foreach_sub(self._anchor, locals_)
+        if self.offload_anchor:
+            for i, p in enumerate(locals_):
+                p.copy_(self._anchor_on(i, p.device))
+        else:
+            torch._foreach_copy_(locals_, self._anchor)
+        for p, local, g in zip(self.params, locals_, pseudo):
+            p.grad = _like_param(p, g if g.dtype == local.dtype else g.to(local.dtype))
+
+    def _nsgd_pseudo_gradient(self) -> torch.Tensor:
+        """Replace the accumulated gradient g by gamma * g / ||g||; return ||g||."""
+        params = [p for p in self.params if p.grad is not None]
+        if not params:
+            raise RuntimeError("step() found no accumulated gradients for variant='nsgd'")
+        grads = [p.grad for p in params]
+        norm = global_norm(grads)
+        torch._foreach_mul_([_local(g) for g in grads], self.inner_lr / norm.clamp_min(_MIN_NORM))
+        return norm

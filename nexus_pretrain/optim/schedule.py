@@ -1,0 +1,63 @@
+"""Learning-rate multipliers: warmup-stable-decay (WSD), cosine and constant, as pure functions of step.
+
+Being pure functions of (config, step), schedules need no state of their own: resuming a run at
+step s gives the same learning rate as the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _warmup(step: int, warmup_steps: int) -> float:
+    return (step + 1) / warmup_steps
+
+
+def wsd(step: int, max_steps: int, warmup_steps: int, decay_steps: int, decay_shape: str = "linear",
+        min_lr_ratio: float = 0.0) -> float:
+    """Linear warmup over warmup_steps, 1.0 until the last decay_steps, then decay to min_lr_ratio.
+
+    The multiplier at the last step (max_steps - 1) is exactly min_lr_ratio.
+    """
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps)
+    decay_start = max_steps - decay_steps
+    if step < decay_start or decay_steps == 0:
+        return 1.0
+    progress = (step - decay_start + 1) / decay_steps  # in (0, 1]; 1 at the last step
+    if decay_shape == "linear":
+        remaining = 1.0 - progress
+    elif decay_shape == "cosine":
+        remaining = 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif decay_shape == "sqrt":
+        remaining = 1.0 - math.sqrt(progress)
+    else:
+        raise ValueError(f"schedule.decay_shape={decay_shape!r} is not one of linear, cosine, sqrt")
+    return min_lr_ratio + (1.0 - min_lr_ratio) * remaining
+
+
+def cosine(step: int, max_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:
+    """Linear warmup, then a half cosine from 1.0 to min_lr_ratio at the last step."""
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps)
+    span = max_steps - warmup_steps
+    progress = (step - warmup_steps + 1) / span if span > 0 else 1.0
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def constant(step: int, warmup_steps: int) -> float:
+    """Linear warmup, then 1.0."""
+    return _warmup(step, warmup_steps) if step < warmup_steps else 1.0
+
+
+def lr_multiplier(schedule_cfg: Any, step: int, max_steps: int) -> float:
+    """The multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
+    s = schedule_cfg
+    if s.name == "wsd":
+        return wsd(step, max_steps, s.warmup_steps, s.decay_steps, s.decay_shape, s.min_lr_ratio)
+    if s.name == "cosine":
+        return cosine(step, max_steps, s.warmup_steps, s.min_lr_ratio)
+    if s.name == "constant":
+        return constant(step, s.warmup_steps)
+    raise ValueError(f"schedule.name={s.name!r} is not one of wsd, cosine, constant")

@@ -1,0 +1,1 @@
+"""Reports comparing runs (the paper's full tables arrive with the evaluation issue)."""

@@ -1,0 +1,110 @@
+"""Throughput accounting and metric sinks (JSONL, terminal progress bar, W&B, TensorBoard)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+# Dense bf16 peak FLOP/s that MFU is quoted against (H100/H200 SXM datasheet: 989 TFLOP/s).
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def peak_flops(device: torch.device) -> Optional[float]:
+    """Datasheet bf16 peak of the GPU, or None where MFU is not meaningful (CPU, unknown GPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def peak_memory_gib(device: torch.device) -> Optional[float]:
+    """Peak allocated GPU memory since the last reset, in GiB (None on CPU)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+class Throughput:
+    """Tokens/s and MFU over the steps since the last call to ``rates``."""
+
+    def __init__(self, flops_per_token: float, device: torch.device):
+        self.flops_per_token, self.device = flops_per_token, device
+        self.peak = peak_flops(device)
+        self._t0, self._tokens = time.perf_counter(), 0
+
+    def add(self, tokens: int) -> None:
+        """Count tokens processed."""
+        self._tokens += tokens
+
+    def rates(self) -> Dict[str, float]:
+        """tokens_per_s, mfu (when the peak is known) and peak memory since the previous call."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        elapsed = max(now - self._t0, 1e-9)
+        out = {"tokens_per_s": self._tokens / elapsed}
+        if self.peak:
+            out["mfu"] = out["tokens_per_s"] * self.flops_per_token / self.peak
+        mem = peak_memory_gib(self.device)
+        if mem is not None:
+            out["peak_mem_gib"] = mem
+        self._t0, self._tokens = now, 0
+        return out
+
+
+class MetricsLogger:
+    """Fans metric dictionaries out to the enabled sinks; only the main rank writes."""
+
+    def __init__(self, cfg: Any, run_dir: Path, total_steps: int, enabled: bool = True,
+                 run_config: Optional[Dict[str, Any]] = None, start_step: int = 0):
+        self.enabled = enabled
+        self._jsonl = self._bar = self._wandb = self._tb = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.jsonl:
+            self._jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        if cfg.progress_bar:
+            from tqdm.auto import tqdm
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
+        if cfg.wandb and cfg.wandb_mode != "disabled":
+            import wandb
+            self._wandb = wandb.init(project=cfg.wandb_project, mode=cfg.wandb_mode, dir=str(run_dir),
+                                     config=run_config, resume="allow")
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self._tb = SummaryWriter(str(run_dir / "tb"))
+
+    def log(self, step: int, metrics: Dict[str, float]) -> None:
+        """Record metrics for a step in every sink."""
+        if not self.enabled:
+            return
+        record = {"step": step, **metrics}
+        if self._jsonl:
+            self._jsonl.write(json.dumps(record) + "\n")
+        if self._wandb:
+            self._wandb.log(metrics, step=step)
+        if self._tb:
+            for key, value in metrics.items():
+                self._tb.add_scalar(key, value, step)
+        if self._bar is not None and "loss" in metrics:
+            self._bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("loss", "lr", "tokens_per_s") if k in metrics})
+
+    def advance(self, steps: int = 1) -> None:
+        """Move the progress bar."""
+        if self._bar is not None:
+            self._bar.update(steps)
+
+    def close(self) -> None:
+        """Flush and close every sink."""
+        for sink in (self._bar, self._tb):
+            if sink is not None:
+                sink.close()
+        if self._jsonl:
+            self._jsonl.close()
+        if self._wandb:
+            self._wandb.finish()
