@@ -243,6 +243,11 @@ def save_hf_tokenizer(tokenizer, target: Path) -> None:
     )
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tokenizer-"))
     hf_tokenizer.save_pretrained(str(staging))
+    # transformers 5 records its internal class name, which transformers 4 cannot resolve.
+    config_path = staging / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     staging.chmod(0o755)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)

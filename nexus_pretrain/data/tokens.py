@@ -6,6 +6,7 @@ end-of-text id. Streams are cached as .npy files keyed by the tokenizer and the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -67,12 +68,12 @@ def tokenize_documents(tokenizer: Any, docs: Sequence[str]) -> np.ndarray:
     """
     backend = _untruncated(_backend(tokenizer))
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    encodings = encode(list(docs), add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
+    ids_per_doc = [encoding.ids for encoding in encode(list(docs), add_special_tokens=False)]
+    lengths = np.fromiter((len(ids) + 1 for ids in ids_per_doc), dtype=np.int64, count=len(ids_per_doc))
     tokens = np.empty(int(lengths.sum()), dtype=token_dtype(vocab_size(tokenizer)))
     ends = np.cumsum(lengths)
-    for encoding, end, length in zip(encodings, ends, lengths):
-        tokens[end - length:end - 1] = encoding.ids
+    for ids, end, length in zip(ids_per_doc, ends, lengths):
+        tokens[end - length:end - 1] = ids
     tokens[ends - 1] = eos_id(tokenizer)
     return tokens
 
@@ -122,6 +123,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "nexus_pretrain" / "embedded"
 
 
+@functools.lru_cache(maxsize=1)
 def _default_tokenizer():
     from tokenizers import Tokenizer  # same ids as load_tokenizer(), without importing transformers
 
@@ -159,7 +161,7 @@ def domain_tokens(domain: str, split: str, *, tokenizer: Any = None, val_fractio
     `<cache_dir>/<cache_key>/`, `cache_dir` defaulting to `default_cache_dir()`.
     """
     _check_request(domain, split, val_fraction)
-    name = f"{domain}-val.npy" if domain in OOD_DOMAINS else f"{domain}-{split}-val{val_fraction!r}.npy"
+    name = f"{domain}-val.npy" if domain in OOD_DOMAINS else f"{domain}-{split}-valfrac{val_fraction!r}.npy"
     tokenizer = _default_tokenizer() if tokenizer is None else tokenizer
     path = Path(cache_dir or default_cache_dir()) / cache_key(tokenizer) / name
     if path.exists():

@@ -105,9 +105,8 @@ def percentages(rng: random.Random) -> Exercise:
     if kind == 0:
         percent, whole = rng.choice((5, 10, 12, 15, 20, 25, 30, 35, 40, 45, 60, 75, 80)), rng.randint(2, 60) * 20
         part = Fraction(percent * whole, 100)
-        return Exercise(f"What is {percent}% of {whole}?",
-                        (f"{percent}% means {percent} out of 100, so compute {percent} / 100 * {whole} = {fmt(part)}.",),
-                        part)
+        explanation = f"{percent}% means {percent} out of 100, so compute {percent} / 100 * {whole} = {fmt(part)}."
+        return Exercise(f"What is {percent}% of {whole}?", (explanation,), part)
     if kind == 1:
         whole = rng.choice((20, 25, 40, 50, 80, 200, 250, 400, 500))
         part = rng.randint(1, whole)
@@ -201,7 +200,7 @@ def combine_like_terms(rng: random.Random) -> Exercise:
     p, q, r, s = rng.randint(1, 9), rng.randint(1, 20), rng.randint(1, 9), rng.randint(1, 20)
     at = rng.randint(-5, 10)
     coefficient, constant = p + r, q - s
-    simplified = f"{term(coefficient, var)} + {constant}" if constant >= 0 else f"{term(coefficient, var)} - {-constant}"
+    simplified = f"{term(coefficient, var)} {plus(constant)}"
     value = coefficient * at + constant
     return Exercise(
         f"Simplify {term(p, var)} + {q} + {term(r, var)} - {s}, then evaluate it at {var} = {at}.",

@@ -1,0 +1,5 @@
+"""Diagnostics computed alongside training (not part of the optimization itself)."""
+
+from nexus_pretrain.analysis.grad_similarity import domain_gradient_cosine
+
+__all__ = ["domain_gradient_cosine"]
