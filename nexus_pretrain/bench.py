@@ -67,7 +67,6 @@ def run_one(name: str, args: argparse.Namespace, device: torch.device) -> Dict[s
     for step in range(args.warmup + args.steps):
         start = time.perf_counter()
         for batch in batches:
-            optimizer.pre_micro_step()
             with autocast:
                 loss = lm_loss(model(batch[:, :-1]), batch[:, 1:])
             (loss / args.accum).backward()

@@ -26,9 +26,6 @@ class StepOptimizer(Protocol):
     def set_lr_multiplier(self, multiplier: float) -> None:
         """Scale every learning rate by the schedule's multiplier for the coming step."""
 
-    def pre_micro_step(self) -> None:
-        """Called before each micro-batch forward (e.g. to move parameters for a control variant)."""
-
     def micro_step(self) -> None:
         """Called after each micro-batch backward."""
 
@@ -71,9 +68,6 @@ class Accumulate:
     def set_lr_multiplier(self, multiplier: float) -> None:
         """Scale the outer learning rates."""
         scale_learning_rates(self.outer, multiplier)
-
-    def pre_micro_step(self) -> None:
-        """Nothing to prepare."""
 
     def micro_step(self) -> None:
         """Gradients keep accumulating in .grad."""

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from nexus_pretrain.config import OptimConfig
 from nexus_pretrain.optim.base import Accumulate, StepOptimizer
 from nexus_pretrain.optim.muon import Muon, MuonAdamW
 from nexus_pretrain.optim.nexus import Nexus
+
+if TYPE_CHECKING:  # only attributes are read, so the optimizers import without Hydra (GPU images)
+    from nexus_pretrain.config import OptimConfig
 
 NON_HIDDEN_MARKERS = ("embed", "lm_head", "output")
 """A parameter whose name contains one of these is an embedding or output head: AdamW under Muon."""
@@ -51,13 +53,13 @@ def fused_row_splits(model: torch.nn.Module, name: str, p: torch.Tensor) -> Opti
     return None
 
 
-def _adamw(groups: List[Dict[str, Any]], cfg: OptimConfig) -> torch.optim.AdamW:
+def _adamw(groups: List[Dict[str, Any]], cfg: "OptimConfig") -> torch.optim.AdamW:
     params = [p for g in groups for p in g["params"]]
     fused = cfg.fused if cfg.fused is not None else all(p.is_cuda for p in params)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)
 
 
-def build_outer(cfg: OptimConfig, model: torch.nn.Module, name: str) -> Any:
+def build_outer(cfg: "OptimConfig", model: torch.nn.Module, name: str) -> Any:
     """The torch optimizer itself: name is adamw or muon (Muon on hidden matrices, AdamW on the rest)."""
     named = _trainable(model)
     if not named:
@@ -84,7 +86,7 @@ def build_outer(cfg: OptimConfig, model: torch.nn.Module, name: str) -> Any:
     return MuonAdamW(muon, adamw)
 
 
-def build_optimizer(cfg: OptimConfig, model: torch.nn.Module, seed: int = 0) -> StepOptimizer:
+def build_optimizer(cfg: "OptimConfig", model: torch.nn.Module, seed: int = 0) -> StepOptimizer:
     """The StepOptimizer named by cfg.name (adamw, muon, nexus) on the model's trainable parameters."""
     if cfg.name in ("adamw", "muon"):
         return Accumulate(build_outer(cfg, model, cfg.name), cfg.max_grad_norm)

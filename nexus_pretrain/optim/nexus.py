@@ -97,9 +97,17 @@ class Nexus:
     changed between steps (a loaded checkpoint) are picked up. Between steps the anchor equals the
     parameters, so ``state_dict`` stores it only when taken mid-window. ``nsgd`` keeps no anchor.
     With ``offload_anchor`` the anchor lives in CPU memory (pinned when CUDA is available) and is
-    copied with ``non_blocking``; stream order keeps those copies correct without a host sync.
+    copied with ``non_blocking``; stream order keeps those copies correct without a host sync. On CUDA
+    the next window's snapshot is taken right after the outer step on a side stream, overlapping the
+    next forward/backward; so between steps change the parameters only together with
+    ``load_state_dict`` (as a resume does), which discards that snapshot.
     With bf16 parameters the inner displacement (about gamma / sqrt(#params) per element and micro
     step) is mostly below bf16 resolution; train with fp32 master weights (autocast) instead.
+
+    Data parallel: each micro_step needs the micro-batch gradient already averaged over ranks (DDP
+    all-reduce or FSDP2 reduce-scatter on every backward, so no ``no_sync`` accumulation), which
+    ``sync_every_micro_step`` says (False only for ``nsgd``). The norm is global: DTensor gradients
+    are reduced across ranks by ``get_total_norm``.
 
     Gradient clipping (``max_grad_norm``) applies to the pseudo-gradient; weight decay and the
     learning rate stay the outer optimizer's. ``inner_lr`` (gamma) is fixed unless
@@ -129,6 +137,8 @@ class Nexus:
         self.offload_anchor = offload_anchor
         self.max_grad_norm = max_grad_norm
         self.inner_lr_follows_schedule = inner_lr_follows_schedule
+        self.sync_every_micro_step = variant != "nsgd"
+        """Every micro-batch gradient must be reduced across ranks before micro_step (no DDP no_sync)."""
         self.params: List[torch.Tensor] = []
         seen = set()
         for group in outer.param_groups:
@@ -140,6 +150,12 @@ class Nexus:
             raise ValueError("outer has no parameters; build it on the model's parameters")
         self._anchor: Optional[List[torch.Tensor]] = None
         self._window = _Window()
+        # Offloaded anchor on CUDA: the device-to-host snapshot of the next window's anchor starts on a
+        # side stream right after the outer step and overlaps the next forward/backward.
+        self._copy_stream = None
+        self._snapshot_done: Optional[Any] = None  # CUDA event of that copy; None when no copy is pending
+        if offload_anchor and variant != "nsgd" and _local(self.params[0]).is_cuda:
+            self._copy_stream = torch.cuda.Stream(device=_local(self.params[0]).device)
         self.generator: Optional[torch.Generator] = None
         if variant == "random":
             self.generator = torch.Generator(device=_local(self.params[0]).device)
@@ -195,6 +211,8 @@ class Nexus:
         pseudo_norm = _full(clip_gradients(self.params, self.max_grad_norm))
         self.outer.step()
         self._window = _Window()
+        if self._copy_stream is not None:
+            self._start_async_snapshot()
         return {
             "grad_norm": pseudo_norm,
             "pseudo_grad_norm": pseudo_norm,
@@ -207,12 +225,17 @@ class Nexus:
         self.outer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> Dict[str, Any]:
-        """Outer state, the random generator's state, and the open window (only when mid-window)."""
+        """Outer state, the random generator's state, and the open window (only when mid-window).
+
+        Like torch optimizers' state dicts, tensors are references: save or copy before stepping on.
+        """
         state: Dict[str, Any] = {"outer": self.outer.state_dict(), "variant": self.variant}
         if self.generator is not None:
             state["rng"] = self.generator.get_state()
         window = self._window
         if window.micro_steps > 0:
+            if self._copy_stream is not None:
+                torch.cuda.current_stream().synchronize()  # the pinned anchor is read on the host
             state["window"] = {
                 "micro_steps": window.micro_steps,
                 "norm_sum": window.norm_sum,
@@ -226,6 +249,9 @@ class Nexus:
         if state.get("variant", self.variant) != self.variant:
             raise ValueError(f"state['variant']={state['variant']!r} does not match variant={self.variant!r}")
         self.outer.load_state_dict(state["outer"])
+        if self._snapshot_done is not None:
+            self._snapshot_done.synchronize()  # a pending copy must not land on the restored anchor
+        self._snapshot_done = None  # the parameters may have been replaced: snapshot them again
         if self.generator is not None:
             if "rng" not in state:
                 raise ValueError("state has no 'rng' entry; it was not saved by a random-variant Nexus")
@@ -258,15 +284,33 @@ class Nexus:
             )
 
     def _snapshot_anchor(self) -> None:
+        """anchor = current parameters, at the first micro_step of a window."""
         self._ensure_anchor()
         locals_ = [_local(p) for p in self.params]
-        if self.offload_anchor:
+        if self._snapshot_done is not None:  # taken asynchronously after the last outer step
+            torch.cuda.current_stream(locals_[0].device).wait_event(self._snapshot_done)
+            self._snapshot_done = None
+        elif self.offload_anchor:
             for a, p in zip(self._anchor, locals_):
                 a.copy_(p, non_blocking=True)
         else:
             torch._foreach_copy_(self._anchor, locals_)
         if self.variant == "random":
             self._window.direction = [torch.zeros_like(a, device=p.device) for a, p in zip(self._anchor, locals_)]
+
+    def _start_async_snapshot(self) -> None:
+        """Copy the parameters to the pinned anchor on the side stream, after the outer step's kernels.
+
+        Forward and backward only read the parameters; the next micro_step waits for the copy before
+        its inner step writes them.
+        """
+        self._ensure_anchor()
+        self._copy_stream.wait_stream(torch.cuda.current_stream(self._copy_stream.device))
+        with torch.cuda.stream(self._copy_stream):
+            for a, p in zip(self._anchor, self.params):
+                a.copy_(_local(p), non_blocking=True)
+            self._snapshot_done = torch.cuda.Event()
+            self._snapshot_done.record(self._copy_stream)
 
     def _anchor_on(self, i: int, device: torch.device) -> torch.Tensor:
         return self._anchor[i].to(device, non_blocking=True)
@@ -294,16 +338,15 @@ class Nexus:
     def _pseudo_gradient_and_restore(self) -> None:
         """Set p.grad = anchor - theta_K (random: the bookkeeping displacement) and p = anchor."""
         locals_ = [_local(p) for p in self.params]
-        if self.variant == "random":
-            pseudo = self._window.direction
-        elif self.offload_anchor:
-            pseudo = [self._anchor_on(i, p.device) - p for i, p in enumerate(locals_)]
-        else:
-            pseudo = torch._foreach_sub(self._anchor, locals_)
+        random = self.variant == "random"
         if self.offload_anchor:
+            pseudo = []
             for i, p in enumerate(locals_):
-                p.copy_(self._anchor_on(i, p.device))
+                anchor = self._anchor_on(i, p.device)  # one host-to-device copy per parameter
+                pseudo.append(self._window.direction[i] if random else anchor - p)
+                p.copy_(anchor)
         else:
+            pseudo = self._window.direction if random else torch._foreach_sub(self._anchor, locals_)
             torch._foreach_copy_(locals_, self._anchor)
         for p, local, g in zip(self.params, locals_, pseudo):
             p.grad = _like_param(p, g if g.dtype == local.dtype else g.to(local.dtype))

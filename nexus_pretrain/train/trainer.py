@@ -94,7 +94,6 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.backend.device)
         for micro in range(self.accumulation):
             batch = self.micro_batch(micro)
-            self.optimizer.pre_micro_step()
             with self.backend.autocast():
                 loss = lm_loss(self.model(batch.inputs), batch.targets)
             (loss / self.accumulation).backward()
@@ -116,20 +115,22 @@ class Trainer:
                                self.backend.autocast)
 
     def domain_cosine(self) -> Dict[str, float]:
-        """Mean pairwise cosine of per-domain gradients at the current parameters (paper Sec. 5.1)."""
+        """Mean pairwise cosine of per-domain gradients at the current parameters (paper Sec. 5.1).
+
+        Each domain's gradient is taken on its first data.eval_sequences validation windows.
+        """
         from nexus_pretrain.analysis.grad_similarity import domain_gradient_cosine
 
-        t = self.cfg.trainer
-        batches = {}
-        for domain, stream in self.data.val_streams.items():
-            batches[domain] = eval_batches(stream, self.cfg.data.seq_len, t.micro_batch, t.micro_batch)[0].to(
-                self.backend.device)
+        d, device = self.cfg.data, self.backend.device
+        batches = {name: [b.to(device) for b in eval_batches(stream, d.seq_len, d.eval_sequences, self.cfg.trainer.micro_batch)]
+                   for name, stream in self.data.val_streams.items()}
 
-        def loss_fn(model, batch):
+        def mean_loss(model, micro_batches):
             with self.backend.autocast():
-                return lm_loss(model(batch.inputs), batch.targets)
+                losses = [lm_loss(model(b.inputs), b.targets) for b in micro_batches]
+            return torch.stack(losses).mean()
 
-        return domain_gradient_cosine(self.model, loss_fn, batches)
+        return domain_gradient_cosine(self.model, mean_loss, batches)
 
     # ------------------------------------------------------------------------------------ loop
     def fit(self, until_step: Optional[int] = None) -> Dict[str, float]:

@@ -112,7 +112,7 @@ def problem(commuting=False):
 def test_gammas_are_in_the_asymptotic_regime():
     """The expansion needs gamma * K * ||J_i|| << 1 (J_i ~ L / G_min). With seed=1 instead, one source has
     ||g|| = 0.7 and ||J|| = 11.7: at gamma = 0.1 the third-order term still dominates and slope (a), i.i.d.,
-    fits 2.43 over this range. Seeds 2-10 all give (a) 1.9-2.1 and (b) 2.98-3.02."""
+    fits 2.43 over this range. Seeds 2-10 all give (a) 1.90-2.08 and (b) 2.99-3.02."""
     p = problem()
     assert GAMMAS.max() * K * max(float(torch.linalg.matrix_norm(j, 2)) for j in p.J) < 0.5
 
@@ -228,11 +228,55 @@ def test_random_control_removes_the_cross_term():
     """Monte Carlo over directions: E[g_hat] of the control is gamma sum u_i up to O(gamma^3) + noise, while
     Nexus's differs from it by the gamma^2 cross term."""
     p = problem()
-    gamma, draws = 0.05, 60
+    gamma, draws = 0.05, 150  # MC standard error of the mean ~3e-5 here
     seqs = _sequences("perm")
     random_mean = torch.stack([p.pseudo_gradient(s, gamma, "random", seed=k) for s in seqs for k in range(draws)]).mean(0)
     first = gamma * sum(p.u)
     nexus_gap = float((p.expectation("perm", gamma, "nexus") - first).norm())
     random_gap = float((random_mean - first).norm())
     print(f"\n  random control, perm, gamma={gamma}: ||E[g]-gamma sum u|| random {random_gap:.2e} vs nexus {nexus_gap:.2e}")
-    assert random_gap < 0.2 * nexus_gap
+    assert random_gap < 0.25 * nexus_gap
+
+
+def test_eq9_and_same_source_terms_are_not_small_in_a_network():
+    """Hessian-vector products in a 3-source tanh MLP at init: Eq. 9 vs the true cosine gradient, the
+    antisymmetric part of the permutation cross term, and the i.i.d. same-source term (docs/theory.md)."""
+    torch.manual_seed(0)
+    f64 = torch.float64
+    net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
+                              torch.nn.Linear(32, 4)).double()
+    params = list(net.parameters())
+    data = []
+    for k in range(K):
+        x = torch.randn(64, 8, dtype=f64) + 0.5 * k
+        data.append((x, torch.tanh(x @ torch.randn(8, 4, dtype=f64))))
+
+    def flat_grad(i, create_graph):
+        x, y = data[i]
+        grads = torch.autograd.grad(torch.nn.functional.mse_loss(net(x), y), params, create_graph=create_graph)
+        return torch.cat([g.reshape(-1) for g in grads])
+
+    g = [flat_grad(i, False) for i in range(K)]
+    u = [gi / gi.norm() for gi in g]
+
+    def hvp(i, v):
+        return torch.cat([h.reshape(-1) for h in torch.autograd.grad(flat_grad(i, True) @ v, params)])
+
+    def jac(i, v):  # J_i v
+        hv = hvp(i, v)
+        return (hv - u[i] * (u[i] @ hv)) / g[i].norm()
+
+    def jac_t(i, v):  # J_i^T v
+        return hvp(i, v - u[i] * (u[i] @ v)) / g[i].norm()
+
+    pairs = [(i, j) for i in range(K) for j in range(K) if i != j]
+    eq9 = sum(jac(i, u[j]) for i, j in pairs)  # = 1/2 sum_{i!=j} (Eq. 9)_ij
+    exact = sum(jac_t(i, u[j]) for i, j in pairs)  # = 1/2 sum_{i!=j} grad CosSim_ij
+    same = sum(jac(i, u[i]) for i in range(K))
+    rel = float((eq9 - exact).norm() / exact.norm())
+    antisym = float((eq9 - exact).norm() / 2)
+    print(f"\n  MLP: ||Eq9 - grad CosSim|| / ||grad CosSim|| = {rel:.2f}; perm cross term: symmetric part "
+          f"{float(exact.norm()) / 2:.2f}, antisymmetric part {antisym:.2f}; ||sum_i J_i u_i|| = {float(same.norm()):.2f}"
+          f" vs ||sum_(i!=j) J_i u_j|| = {float(eq9.norm()):.2f}")
+    assert rel > 0.05  # 0.10-0.55 over torch seeds 0-9 (docs/theory.md)
+    assert float(same.norm()) > 0.1 * float(eq9.norm())
