@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
+import subprocess
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -31,7 +34,24 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile each block")
     p.add_argument("--optimizers", default="adamw,nexus,nexus_offload",
                    help="comma list of adamw, nexus, nexus_offload, muon, nexus_muon")
+    p.add_argument("--in-process", action="store_true",
+                   help="run all optimizers in this process (default: one fresh process each, so no memory "
+                        "or compile cache from one run skews the next)")
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a child's result on stdout
     return p.parse_args(argv)
+
+
+def run_isolated(name: str, argv: List[str]) -> Dict[str, float]:
+    """run_one for a single optimizer in a fresh Python process."""
+    child = [a for a in argv if not a.startswith("--optimizers")]
+    if "--optimizers" in argv:  # drop "--optimizers VALUE" given as two arguments
+        i = argv.index("--optimizers")
+        child = argv[:i] + argv[i + 2:]
+    proc = subprocess.run([sys.executable, "-m", "nexus_pretrain.bench", *child, "--optimizers", name, "--json"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"nexus-bench: the {name} run failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _optim_config(name: str) -> OptimConfig:
@@ -95,7 +115,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
-    results = {name: run_one(name, args, device) for name in names}
+    if args.json:
+        print(json.dumps(run_one(names[0], args, device)))
+        return {}
+    argv = sys.argv[1:] if argv is None else argv
+    if args.in_process or len(names) == 1:
+        results = {name: run_one(name, args, device) for name in names}
+    else:
+        results = {name: run_isolated(name, argv) for name in names}
     base = results[names[0]]
     print(f"preset={args.preset} device={device} seq_len={args.seq_len} micro_batch={args.micro_batch} "
           f"accum={args.accum} steps={args.steps}")
@@ -107,3 +134,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
         print(f"{name:<14} {r['step_s']:>9.4f} {r['tokens_per_s']:>11.0f} {mfu:>7} {mem:>9} "
               f"{r['step_s'] / base['step_s']:>11.3f} {mem_ratio:>10}")
     return results
+
+
+if __name__ == "__main__":
+    main()

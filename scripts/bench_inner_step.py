@@ -56,6 +56,11 @@ def main() -> None:
     def norm_only():
         torch.nn.utils.get_total_norm(grads, foreach=True)
 
+    def norm_scale_subtract():  # the first implementation: three kernels, five fp32 passes
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        scaled = torch._foreach_mul(grads, 1e-3 / norm)
+        torch._foreach_sub_(params, scaled)
+
     def norm_then_fused_add_with_sync():  # one pass over p and g, but a host sync for the scalar
         norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         torch._foreach_add_(params, grads, alpha=-1e-3 / float(norm))
@@ -64,7 +69,8 @@ def main() -> None:
         rows = {
             "plain accumulation (grad += new)": timed(accumulate, args.repeats),
             "global norm only": timed(norm_only, args.repeats),
-            "Nexus.micro_step (norm, scale, sub)": timed(nexus_micro_step, args.repeats),
+            "norm, scale, subtract (3 kernels)": timed(norm_scale_subtract, args.repeats),
+            "Nexus.micro_step update (norm in backward)": timed(nexus_micro_step, args.repeats),
             "norm + host sync + fused add": timed(norm_then_fused_add_with_sync, args.repeats),
         }
     bytes_per_pass = 4 * n
