@@ -14,7 +14,7 @@ python3 -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tail -n 15 | tee "$OUT
 python3 scripts/bench_inner_step.py --preset llama_1b 2>&1 | tee "$OUT/inner_step.log"
 bench() { python3 -c "from nexus_pretrain.bench import main; main()" "$@"; }
 bench --preset llama_130m --seq-len 1024 --micro-batch 16 --accum 4 --compile --steps 8 --warmup 3 \
-  --optimizers adamw,nexus,nexus_offload 2>&1 | tee "$OUT/bench_130m.log"
+  --optimizers adamw,nexus,nexus_offload,muon,nexus_muon 2>&1 | tee "$OUT/bench_130m.log"
 bench --preset llama_1b --seq-len 2048 --micro-batch 4 --accum 4 --compile --steps 6 --warmup 3 \
   --optimizers adamw,nexus,nexus_offload 2>&1 | tee "$OUT/bench_1b.log"
 python3 -c "from nexus_pretrain.cli import train; train()" model=llama_130m optim=nexus data.seq_len=1024 \
