@@ -7,14 +7,7 @@ from typing import Any, Callable, Dict, List
 
 import torch
 
-try:
-    from torch.distributed.tensor import DTensor
-except ImportError:  # pragma: no cover - torch built without distributed
-    DTensor = None  # type: ignore[assignment,misc]
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    return t.full_tensor() if DTensor is not None and isinstance(t, DTensor) else t
+from nexus_pretrain.optim.dtensor import full_tensor as _full
 
 
 def domain_gradient_cosine(

@@ -11,37 +11,16 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from nexus_pretrain.optim.base import clip_gradients, scale_learning_rates
+from nexus_pretrain.optim.dtensor import full_tensor as _full
+from nexus_pretrain.optim.dtensor import is_dtensor as _is_dtensor
+from nexus_pretrain.optim.dtensor import like_param as _like_param
+from nexus_pretrain.optim.dtensor import local_tensor as _local
 from nexus_pretrain.optim.grad_norm import BackwardGradNorm
-
-try:
-    from torch.distributed.tensor import DTensor
-except ImportError:  # pragma: no cover - torch built without distributed
-    DTensor = None  # type: ignore[assignment,misc]
 
 VARIANTS = ("nexus", "nexus_dot", "nsgd", "random")
 
 # Floor of the gradient norm in a normalized step: a zero gradient then gives a zero step, not NaN.
 _MIN_NORM = 1e-12
-
-
-def _is_dtensor(t: torch.Tensor) -> bool:
-    return DTensor is not None and isinstance(t, DTensor)
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """The tensor this rank stores (its shard for a DTensor); in-place ops on it update t."""
-    return t.to_local() if _is_dtensor(t) else t
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    return t.full_tensor() if _is_dtensor(t) else t
-
-
-def _like_param(p: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
-    """Wrap a local shard so it has p's layout (a DTensor when p is one)."""
-    if not _is_dtensor(p):
-        return local
-    return DTensor.from_local(local, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride())
 
 
 def _wide_dtype(dtype: torch.dtype) -> torch.dtype:
