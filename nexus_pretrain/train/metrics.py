@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -39,6 +40,19 @@ class Throughput:
     def add(self, tokens: int) -> None:
         """Count tokens processed."""
         self._tokens += tokens
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Leave the time spent inside (evaluation, checkpoints) out of the rates."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self._t0 += time.perf_counter() - start
 
     def rates(self) -> Dict[str, float]:
         """tokens_per_s, mfu (when the peak is known) and peak memory since the previous call."""

@@ -166,22 +166,33 @@ class Trainer:
                         raise NonFiniteLossError(f"non-finite loss {record['loss']} at step {self.step}")
                     record.update(speed.rates())
                     record["tokens"] = float(self.step * tokens_per_step)
-                    if log_cfg.cosine_every and self.step % log_cfg.cosine_every == 0:
-                        record.update(self.domain_cosine())
                     logger.log(self.step, record)
                     last.update(record)
                     window_loss, window_steps = 0.0, 0
-                if (t.eval_every and self.step % t.eval_every == 0) or self.step == t.max_steps:
-                    evals = self.evaluate()
-                    logger.log(self.step, evals)
-                    last.update(evals)
-                if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or at_end:
-                    self.save()
+                self._between_steps(logger, speed, last, at_end)
         finally:
             logger.close()
         if self.step == t.max_steps and t.export_hf and self.backend.is_main:
             self.export(self.run_dir / "hf")
         return last
+
+    def _between_steps(self, logger: MetricsLogger, speed: Throughput, last: Dict[str, float], at_end: bool) -> None:
+        """Gradient-cosine measurement, evaluation and checkpoint when due (their time is not
+        counted in tokens/s)."""
+        t, every = self.cfg.trainer, lambda n: bool(n) and self.step % n == 0
+        measure_cosine = every(self.cfg.logging.cosine_every)
+        evaluate = every(t.eval_every) or self.step == t.max_steps
+        checkpoint = every(t.checkpoint_every) or at_end
+        if not (measure_cosine or evaluate or checkpoint):
+            return
+        with speed.paused():
+            for due, measure in ((measure_cosine, self.domain_cosine), (evaluate, self.evaluate)):
+                if due:
+                    values = measure()
+                    logger.log(self.step, values)
+                    last.update(values)
+            if checkpoint:
+                self.save()
 
     def export(self, out_dir: Path) -> Path:
         """Write the current weights and tokenizer as a Hugging Face model directory."""

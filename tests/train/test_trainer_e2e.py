@@ -25,7 +25,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def test_training_lowers_loss_logs_checkpoints_and_exports(tmp_path):
     cfg = small_config(tmp_path, "trainer.max_steps=12", "trainer.log_every=2", "trainer.eval_every=6",
-                       "trainer.checkpoint_every=4", "trainer.keep_last=2")
+                       "trainer.checkpoint_every=4", "trainer.keep_last=2", "logging.cosine_every=5")
     trainer = Trainer(cfg)
     before = trainer.evaluate()["val/pretrain"]
     final = trainer.fit()
@@ -36,6 +36,7 @@ def test_training_lowers_loss_logs_checkpoints_and_exports(tmp_path):
     assert {"grad_norm", "lr", "tokens_per_s", "tokens"} <= set(train_records[0])
     assert train_records[-1]["tokens"] == 12 * 8 * 32
     assert [r["step"] for r in records if "val/pretrain" in r] == [6, 12]
+    assert [r["step"] for r in records if "cos/mean" in r] == [5, 10]  # independent of log_every
     assert {"val/web", "val/math", "val/code", "ood/legal", "ood/mean"} <= set(records[-1])
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000008", "step_00000012"]
     assert (tmp_path / "hf" / "model.safetensors").is_file() and (tmp_path / "hf" / "tokenizer.json").is_file()
