@@ -57,8 +57,13 @@ def _train_app(cfg) -> None:
 
     from nexus_pretrain.train.trainer import Trainer
 
+    from hydra.core.hydra_config import HydraConfig
+
+    run_config = OmegaConf.to_object(cfg)
+    # Hydra's output dir is trainer.run_dir for a single run and a per-job subfolder in a sweep (-m).
+    run_config.trainer.run_dir = HydraConfig.get().runtime.output_dir
     try:
-        trainer = Trainer(OmegaConf.to_object(cfg))
+        trainer = Trainer(run_config)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -51,3 +51,15 @@ def test_eval_and_report_on_a_trained_run(tmp_path, capsys):
     cli.report([str(run_dir), str(run_dir), "--baseline", str(run_dir)])
     table = capsys.readouterr().out
     assert "| run | optimizer | step |" in table and "| run | adamw | 3 |" in table
+
+
+def test_multirun_gives_each_job_its_own_run_dir(tmp_path):
+    code = "from nexus_pretrain.cli import train; train()"
+    args = ["-m", "optim=adamw,nexus", f"hydra.sweep.dir={tmp_path}", "trainer.max_steps=2", "schedule.warmup_steps=1",
+            "schedule.decay_steps=1", "model.n_layers=1", "data.seq_len=32", "trainer.global_batch=4",
+            "trainer.eval_every=0", "trainer.export_hf=false", "logging.progress_bar=false"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for job, optim in (("0", "adamw"), ("1", "nexus")):
+        assert (tmp_path / job / "metrics.jsonl").is_file()
+        assert f"name: {optim}" in (tmp_path / job / "config.yaml").read_text()
