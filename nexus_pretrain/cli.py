@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -93,24 +94,70 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def data(argv: Optional[List[str]] = None) -> None:
-    """nexus-data: inspect the token data the trainer reads."""
-    parser = _parser("nexus-data", "Inspect training data. Subcommands: stats (per-domain token counts and "
-                                   "unigram entropy of the embedded corpus).")
+    """nexus-data: prepare and inspect the token data the trainer reads."""
+    parser = _parser("nexus-data", "Prepare and inspect training data. Subcommands: stats (per-domain token counts "
+                                   "and unigram entropy of the embedded corpus), prepare (tokenize recipes into "
+                                   "shards), chinchilla (token and step budgets).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("stats", help="tokens, documents and unigram entropy per embedded domain")
+    prep = sub.add_parser("prepare", help="tokenize recipes (data_pipelines/recipes/*.yaml) into token shards")
+    prep.add_argument("recipes", nargs="+", type=Path, help="recipe YAML files, one domain each")
+    prep.add_argument("--out", type=Path, required=True, help="root folder of the prepared domains (data.path)")
+    prep.add_argument("--tokenizer", default=None, help="HF tokenizer dir or hub name (default: the embedded one)")
+    prep.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
+    prep.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard (default 2**27)")
+    prep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    chin = sub.add_parser("chinchilla", help="Chinchilla token budget and optimizer steps for a model preset")
+    chin.add_argument("--preset", required=True, help="model preset, e.g. llama_1b")
+    chin.add_argument("--multiplier", type=float, default=1.0, help="times the 20 tokens/parameter budget")
+    chin.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step")
+    chin.add_argument("--seq-len", type=int, default=2048, help="tokens per sequence")
     args = parser.parse_args(argv)
-    if args.command == "stats":
-        from nexus_pretrain.data import embedded
-        from nexus_pretrain.data.tokens import domain_tokens, unigram_entropy
+    try:
+        if args.command == "stats":
+            _data_stats()
+        elif args.command == "prepare":
+            _data_prepare(args)
+        else:
+            from nexus_pretrain.data.chinchilla import chinchilla_tokens, steps_for
 
-        tokenizer = embedded.load_tokenizer()
-        print(f"{'domain':<8} {'split':<6} {'documents':>9} {'tokens':>10} {'unigram H (nats)':>17}")
-        for domain in embedded.DOMAINS:
-            splits = ("val",) if domain in embedded.OOD_DOMAINS else ("train", "val")
-            for split in splits:
-                tokens = domain_tokens(domain, split, tokenizer=tokenizer)
-                docs = len(embedded.load_documents(domain)) if split == splits[0] else ""
-                print(f"{domain:<8} {split:<6} {docs!s:>9} {len(tokens):>10} {unigram_entropy(tokens):>17.3f}")
+            tokens = chinchilla_tokens(args.preset, args.multiplier)
+            steps = steps_for(tokens, args.global_batch, args.seq_len)
+            print(f"preset={args.preset} multiplier={args.multiplier:g}: tokens={tokens} "
+                  f"steps={steps} (global_batch={args.global_batch}, seq_len={args.seq_len})")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _data_prepare(args: argparse.Namespace) -> None:
+    from nexus_pretrain.data.prepare import DEFAULT_SHARD_TOKENS, prepare
+
+    summaries = prepare(args.recipes, args.out, tokenizer=args.tokenizer, workers=args.workers,
+                        shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS, progress=not args.no_progress)
+    total_tokens = sum(s["tokens"] for s in summaries)
+    total_seconds = sum(s["seconds"] for s in summaries)
+    for s in summaries:
+        state = "up to date, skipped" if s["skipped"] else \
+            f"{s['tokens']} tokens in {s['seconds']:.2f}s ({s['tokens'] / max(s['seconds'], 1e-9):,.0f} tokens/s)"
+        print(f"{s['domain']:<12} {state}")
+    if total_seconds > 0:
+        print(f"{'total':<12} {total_tokens} tokens in {total_seconds:.2f}s "
+              f"({total_tokens / total_seconds:,.0f} tokens/s) -> {args.out}")
+
+
+def _data_stats() -> None:
+    from nexus_pretrain.data import embedded
+    from nexus_pretrain.data.tokens import domain_tokens, unigram_entropy
+
+    tokenizer = embedded.load_tokenizer()
+    print(f"{'domain':<8} {'split':<6} {'documents':>9} {'tokens':>10} {'unigram H (nats)':>17}")
+    for domain in embedded.DOMAINS:
+        splits = ("val",) if domain in embedded.OOD_DOMAINS else ("train", "val")
+        for split in splits:
+            tokens = domain_tokens(domain, split, tokenizer=tokenizer)
+            docs = len(embedded.load_documents(domain)) if split == splits[0] else ""
+            print(f"{domain:<8} {split:<6} {docs!s:>9} {len(tokens):>10} {unigram_entropy(tokens):>17.3f}")
 
 
 def evaluate(argv: Optional[List[str]] = None) -> None:

@@ -108,9 +108,19 @@ class DataConfig:
     name: str = "embedded"
     """Name of the data preset (for reports)."""
     source: str = "embedded"
-    """embedded: the corpus shipped in the package."""
+    """embedded: the corpus shipped in the package; shards: domains prepared by `nexus-data prepare`
+    under data.path."""
+    path: Optional[str] = None
+    """Root folder of the prepared domains (the --out of nexus-data prepare); required when source=shards."""
+    tokenizer: Optional[str] = None
+    """Tokenizer of source=shards: None is the embedded one, else a Hugging Face tokenizer dir or hub
+    name; it must be the one the shards were prepared with."""
     domains: Dict[str, float] = field(default_factory=lambda: {"web": 1.0, "math": 1.0, "code": 1.0})
     """Training domains and their sampling weights (normalized)."""
+    fixed_shares: Dict[str, float] = field(default_factory=dict)
+    """Domains whose sampling share is fixed (e.g. {math: 0.1} for Math10); the other domains' weights
+    are scaled proportionally to fill the rest (paper Sec. 4.3). Presets: data=math10|math40|math70;
+    on other presets add a share with +data.fixed_shares.math=0.25."""
     ood_domains: List[str] = field(default_factory=lambda: ["legal"])
     """Held-out domains evaluated for OOD loss, never trained on."""
     seq_len: int = 256
@@ -225,7 +235,7 @@ NEXUS_VARIANTS = ("nexus", "nexus_dot", "nsgd", "random")
 SCHEDULES = ("wsd", "cosine", "constant")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 BACKENDS = ("single",)
-DATA_SOURCES = ("embedded",)
+DATA_SOURCES = ("embedded", "shards")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -294,6 +304,15 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     for name, weight in d.domains.items():
         _require(weight >= 0, f"data.domains.{name}={weight} must be >= 0; use a non-negative weight")
     _require(sum(d.domains.values()) > 0, "data.domains weights sum to 0; give some domain a positive weight")
+    _require(d.source != "shards" or bool(d.path),
+             "data.path is not set; with data.source=shards set it to the --out folder of nexus-data prepare")
+    if d.fixed_shares:
+        from nexus_pretrain.data.mixture import apply_fixed_shares  # noqa: PLC0415
+
+        try:
+            apply_fixed_shares(d.domains, d.fixed_shares)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     _positive("data.seq_len", d.seq_len)
     _choice("data.microbatch_domains", d.microbatch_domains, ("mixed", "per_domain"))
     _require(0 < d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must be in (0, 1)")

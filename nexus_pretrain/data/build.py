@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from nexus_pretrain.data.mixture import apply_fixed_shares
 from nexus_pretrain.data.sampler import MixtureSampler
+
+Streams = Dict[str, Any]  # numpy arrays, memmaps or store.ShardedStream: anything with len() and [a:b]
 
 
 @dataclass
@@ -21,9 +25,22 @@ class RunData:
 
 
 def build_data(cfg: Any, seed: int) -> RunData:
-    """Load the configured source's tokens and build the sampler (data.source=embedded)."""
-    if cfg.source != "embedded":
-        raise ValueError(f"data.source={cfg.source!r} is not one of embedded")
+    """Load the configured source's tokens (data.source=embedded or shards) and build the sampler."""
+    weights = dict(cfg.domains)
+    if cfg.fixed_shares:
+        weights = apply_fixed_shares(weights, dict(cfg.fixed_shares))
+    train_domains = [d for d, w in weights.items() if w > 0]
+    if cfg.source == "embedded":
+        tokenizer, train, val, ood = _embedded_streams(cfg, train_domains)
+    elif cfg.source == "shards":
+        tokenizer, train, val, ood = _shard_streams(cfg, train_domains)
+    else:
+        raise ValueError(f"data.source={cfg.source!r} is not one of embedded, shards")
+    sampler = MixtureSampler(train, weights, cfg.seq_len, seed, cfg.microbatch_domains)
+    return RunData(tokenizer=tokenizer, sampler=sampler, val_streams=val, ood_streams=ood)
+
+
+def _embedded_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams, Streams, Streams]:
     from nexus_pretrain.data import embedded
     from nexus_pretrain.data.tokens import domain_tokens
 
@@ -33,9 +50,29 @@ def build_data(cfg: Any, seed: int) -> RunData:
         if name not in known:
             raise ValueError(f"data domain {name!r} is not in the embedded corpus ({', '.join(sorted(known))}); "
                              "fix data.domains / data.ood_domains")
-    train_domains = [d for d, w in cfg.domains.items() if w > 0]
     train = {d: domain_tokens(d, "train", tokenizer=tokenizer, val_fraction=cfg.val_fraction) for d in train_domains}
     val = {d: domain_tokens(d, "val", tokenizer=tokenizer, val_fraction=cfg.val_fraction) for d in train_domains}
     ood = {d: domain_tokens(d, "val", tokenizer=tokenizer, val_fraction=cfg.val_fraction) for d in cfg.ood_domains}
-    sampler = MixtureSampler(train, dict(cfg.domains), cfg.seq_len, seed, cfg.microbatch_domains)
-    return RunData(tokenizer=tokenizer, sampler=sampler, val_streams=val, ood_streams=ood)
+    return tokenizer, train, val, ood
+
+
+def _shard_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams, Streams, Streams]:
+    from nexus_pretrain.data import store
+    from nexus_pretrain.data.prepare import load_tokenizer
+
+    if not cfg.path:
+        raise ValueError("data.path is not set; with data.source=shards set it to the --out folder of "
+                         "nexus-data prepare")
+    root = Path(cfg.path)
+    tokenizer, _ = load_tokenizer(cfg.tokenizer)
+    expected = store.tokenizer_hash(tokenizer)
+    for domain in [*train_domains, *cfg.ood_domains]:
+        manifest = store.complete_manifest(root, domain)
+        if manifest["tokenizer"]["hash"] != expected:
+            raise ValueError(f"{store.manifest_path(root, domain)}: shards were made with tokenizer "
+                             f"{manifest['tokenizer']['name']!r} (hash {manifest['tokenizer']['hash']}), but "
+                             f"data.tokenizer={cfg.tokenizer!r} has hash {expected}; set data.tokenizer to match")
+    train = {d: store.open_stream(root, d, "train") for d in train_domains}
+    val = {d: store.open_stream(root, d, "val") for d in train_domains}
+    ood = {d: store.open_stream(root, d, "val") for d in cfg.ood_domains}
+    return tokenizer, train, val, ood
