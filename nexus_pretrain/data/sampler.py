@@ -16,17 +16,20 @@ import torch
 
 @dataclass
 class MicroBatch:
-    """Inputs and next-token targets of shape (B, T), and the domain of each row."""
+    """Inputs and next-token targets of shape (B, T), and the domain of each row (by name, and as an
+    index into the sampler's domain list)."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     domains: List[str]
+    domain_ids: torch.Tensor
 
     def to(self, device: torch.device) -> "MicroBatch":
         """The same batch with tensors on ``device``."""
         non_blocking = device.type == "cuda"
         return MicroBatch(self.inputs.to(device, non_blocking=non_blocking),
-                          self.targets.to(device, non_blocking=non_blocking), self.domains)
+                          self.targets.to(device, non_blocking=non_blocking), self.domains,
+                          self.domain_ids.to(device, non_blocking=non_blocking))
 
 
 def normalized_weights(weights: Mapping[str, float]) -> Dict[str, float]:
@@ -84,13 +87,12 @@ class MixtureSampler:
         global_batch = micro_batches * micro_batch_size * world_size
         domain_idx, starts = self.step_plan(step, global_batch, micro_batches)
         first = (micro * world_size + rank) * micro_batch_size
-        rows, names = [], []
-        for d, start in zip(domain_idx[first:first + micro_batch_size], starts[first:first + micro_batch_size]):
-            name = self.domains[d]
-            rows.append(self.streams[name][start:start + self.seq_len + 1].astype(np.int64))
-            names.append(name)
+        ids = domain_idx[first:first + micro_batch_size]
+        rows = [self.streams[self.domains[d]][start:start + self.seq_len + 1].astype(np.int64)
+                for d, start in zip(ids, starts[first:first + micro_batch_size])]
         window = torch.from_numpy(np.stack(rows))
-        return MicroBatch(window[:, :-1], window[:, 1:], names)
+        names = [self.domains[d] for d in ids]
+        return MicroBatch(window[:, :-1], window[:, 1:], names, torch.from_numpy(ids.astype(np.int64)))
 
 
 def eval_batches(stream: np.ndarray, seq_len: int, n_sequences: int, batch_size: int) -> List[MicroBatch]:
@@ -102,5 +104,6 @@ def eval_batches(stream: np.ndarray, seq_len: int, n_sequences: int, batch_size:
     starts = np.linspace(0, (available - 1) * seq_len, count).astype(np.int64) // seq_len * seq_len
     rows = np.stack([stream[s:s + seq_len + 1].astype(np.int64) for s in starts])
     window = torch.from_numpy(rows)
-    return [MicroBatch(window[i:i + batch_size, :-1], window[i:i + batch_size, 1:], [])
+    no_domain = torch.empty(0, dtype=torch.int64)
+    return [MicroBatch(window[i:i + batch_size, :-1], window[i:i + batch_size, 1:], [], no_domain)
             for i in range(0, count, batch_size)]

@@ -173,6 +173,12 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -10
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
 
 
+def sequence_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of each sequence (B,), in fp32."""
+    per_token = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return per_token.view(targets.shape).mean(dim=1)
+
+
 def count_parameters(model: Llama, include_embeddings: bool = False) -> int:
     """Parameter count; by default without the input embedding (the output head counts, as in 6N)."""
     total = sum(p.numel() for p in model.parameters())

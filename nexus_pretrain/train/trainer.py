@@ -14,7 +14,7 @@ from nexus_pretrain.config import TrainConfig, validate
 from nexus_pretrain.data.build import RunData, build_data
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
-from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss
+from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss, sequence_losses
 from nexus_pretrain.model.presets import resolve_model_args
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.optim.schedule import lr_multiplier
@@ -46,6 +46,10 @@ class Trainer:
         self.accumulation = t.global_batch // (t.micro_batch * self.backend.world_size)
         self.n_params = count_parameters(self.model)
         self.step = 0
+        n_domains = len(self.data.sampler.domains)
+        # Per-domain training loss since the last log: summed sequence losses and sequence counts.
+        self._domain_loss = torch.zeros(n_domains, device=self.backend.device)
+        self._domain_rows = torch.zeros(n_domains, device=self.backend.device)
 
     # ----------------------------------------------------------------------------------- state
     def state_dict(self) -> Dict[str, Any]:
@@ -95,16 +99,27 @@ class Trainer:
         for micro in range(self.accumulation):
             batch = self.micro_batch(micro)
             with self.backend.autocast():
-                loss = lm_loss(self.model(batch.inputs), batch.targets)
+                row_losses = sequence_losses(self.model(batch.inputs), batch.targets)
+            loss = row_losses.mean()
             (loss / self.accumulation).backward()
             self.optimizer.micro_step()
             loss_sum += loss.detach()
+            self._domain_loss.index_add_(0, batch.domain_ids, row_losses.detach())
+            self._domain_rows.index_add_(0, batch.domain_ids, torch.ones_like(row_losses.detach()))
         metrics = self.optimizer.step()
         self.optimizer.zero_grad()
         self.step += 1
         metrics["loss"] = self.backend.all_reduce_mean(loss_sum / self.accumulation)
         metrics["lr"] = torch.tensor(self.cfg.optim.lr * multiplier)
         return metrics
+
+    def domain_training_losses(self) -> Dict[str, float]:
+        """Mean training loss per domain since the previous call (train/<domain>), then reset."""
+        sums = self.backend.all_reduce_mean(self._domain_loss).tolist()
+        rows = self.backend.all_reduce_mean(self._domain_rows).tolist()
+        self._domain_loss.zero_()
+        self._domain_rows.zero_()
+        return {f"train/{d}": s / n for d, s, n in zip(self.data.sampler.domains, sums, rows) if n > 0}
 
     # ------------------------------------------------------------------------------------ eval
     def evaluate(self) -> Dict[str, float]:
@@ -164,6 +179,7 @@ class Trainer:
                     record["loss"] = float(window_loss) / window_steps
                     if not math.isfinite(record["loss"]):
                         raise NonFiniteLossError(f"non-finite loss {record['loss']} at step {self.step}")
+                    record.update(self.domain_training_losses())
                     record.update(speed.rates())
                     record["tokens"] = float(self.step * tokens_per_step)
                     logger.log(self.step, record)

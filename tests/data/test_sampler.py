@@ -25,8 +25,9 @@ def test_targets_are_inputs_shifted_and_rows_come_from_their_domain():
     batch = sampler().micro_batch(step=3, micro=1, micro_batches=4, micro_batch_size=5)
     assert batch.inputs.shape == (5, 16)
     torch.testing.assert_close(batch.inputs[:, 1:], batch.targets[:, :-1])
-    for row, name in zip(batch.inputs, batch.domains):
+    for row, name, index in zip(batch.inputs, batch.domains, batch.domain_ids.tolist()):
         assert {domain_of(int(t)) for t in row} == {name}
+        assert sampler().domains[index] == name
         assert torch.all(row[1:] - row[:-1] == 1)  # a contiguous window of the stream
 
 

@@ -34,6 +34,9 @@ def test_training_lowers_loss_logs_checkpoints_and_exports(tmp_path):
     train_records = [r for r in records if "loss" in r]
     assert [r["step"] for r in train_records] == [2, 4, 6, 8, 10, 12]
     assert {"grad_norm", "lr", "tokens_per_s", "tokens"} <= set(train_records[0])
+    for r in train_records:  # per-domain training loss: the overall loss is a mixture of them
+        per_domain = [r[f"train/{d}"] for d in ("web", "math", "code") if f"train/{d}" in r]
+        assert len(per_domain) >= 2 and min(per_domain) <= r["loss"] <= max(per_domain)
     assert train_records[-1]["tokens"] == 12 * 8 * 32
     assert [r["step"] for r in records if "val/pretrain" in r] == [6, 12]
     assert [r["step"] for r in records if "cos/mean" in r] == [5, 10]  # independent of log_every
