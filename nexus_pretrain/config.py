@@ -132,6 +132,9 @@ class DataConfig:
     """Fraction of each domain's documents held out for validation."""
     eval_sequences: int = 32
     """Validation sequences per domain scored at each evaluation."""
+    num_workers: int = 0
+    """Worker processes preparing training micro-batches ahead of the loop (0: in the training
+    process). Batches are identical for any value."""
 
 
 @dataclass
@@ -304,6 +307,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     for name, weight in d.domains.items():
         _require(weight >= 0, f"data.domains.{name}={weight} must be >= 0; use a non-negative weight")
     _require(sum(d.domains.values()) > 0, "data.domains weights sum to 0; give some domain a positive weight")
+    _positive("data.num_workers", d.num_workers, allow_zero=True)
     _require(d.source != "shards" or bool(d.path),
              "data.path is not set; with data.source=shards set it to the --out folder of nexus-data prepare")
     if d.fixed_shares:

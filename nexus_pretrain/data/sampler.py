@@ -24,6 +24,11 @@ class MicroBatch:
     domains: List[str]
     domain_ids: torch.Tensor
 
+    def pin_memory(self) -> "MicroBatch":
+        """The same batch with tensors in page-locked memory (DataLoader calls this with pin_memory=True)."""
+        return MicroBatch(self.inputs.pin_memory(), self.targets.pin_memory(), self.domains,
+                          self.domain_ids.pin_memory())
+
     def to(self, device: torch.device) -> "MicroBatch":
         """The same batch with tensors on ``device``."""
         non_blocking = device.type == "cuda"

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from nexus_pretrain.config import TrainConfig, validate
 from nexus_pretrain.data.build import RunData, build_data
+from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
 from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss, sequence_losses
@@ -50,6 +51,12 @@ class Trainer:
         # Per-domain training loss since the last log: summed sequence losses and sequence counts.
         self._domain_loss = torch.zeros(n_domains, device=self.backend.device)
         self._domain_rows = torch.zeros(n_domains, device=self.backend.device)
+        # Tokens consumed per domain over the whole run (all ranks), and this rank's sequences not yet added.
+        self._domain_tokens = torch.zeros(n_domains, dtype=torch.int64, device=self.backend.device)
+        self._pending_rows = torch.zeros(n_domains, dtype=torch.int64, device=self.backend.device)
+        self.loader = MicroBatchLoader(self.data.sampler, self.accumulation, t.micro_batch, self.backend.rank,
+                                       self.backend.world_size, t.max_steps, cfg.data.num_workers,
+                                       pin_memory=self.backend.device.type == "cuda")
 
     # ----------------------------------------------------------------------------------- state
     def state_dict(self) -> Dict[str, Any]:
@@ -59,6 +66,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": ckpt.rng_state(),
+            "domain_tokens": self.domain_tokens(),
             "config": OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True),
         }
 
@@ -68,6 +76,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"])
         self.step = state["step"]
+        consumed = state.get("domain_tokens", {})
+        self._domain_tokens = torch.tensor([consumed.get(d, 0) for d in self.data.sampler.domains],
+                                           dtype=torch.int64, device=self.backend.device)
+        self._pending_rows.zero_()
 
     def save(self) -> Path:
         """Checkpoint the current step."""
@@ -86,10 +98,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ step
     def micro_batch(self, micro: int) -> MicroBatch:
         """This rank's micro-batch ``micro`` of the current step, on the device."""
-        t = self.cfg.trainer
-        batch = self.data.sampler.micro_batch(self.step, micro, self.accumulation, t.micro_batch,
-                                              self.backend.rank, self.backend.world_size)
-        return batch.to(self.backend.device)
+        return self.loader.get(self.step, micro).to(self.backend.device)
 
     def train_step(self) -> Dict[str, torch.Tensor]:
         """One optimizer step over the accumulation window; returns device-side metrics."""
@@ -106,6 +115,7 @@ class Trainer:
             loss_sum += loss.detach()
             self._domain_loss.index_add_(0, batch.domain_ids, row_losses.detach())
             self._domain_rows.index_add_(0, batch.domain_ids, torch.ones_like(row_losses.detach()))
+            self._pending_rows.index_add_(0, batch.domain_ids, torch.ones_like(batch.domain_ids))
         metrics = self.optimizer.step()
         self.optimizer.zero_grad()
         self.step += 1
@@ -120,6 +130,15 @@ class Trainer:
         self._domain_loss.zero_()
         self._domain_rows.zero_()
         return {f"train/{d}": s / n for d, s, n in zip(self.data.sampler.domains, sums, rows) if n > 0}
+
+    def domain_tokens(self) -> Dict[str, int]:
+        """Training tokens consumed so far per domain, summed over ranks (exact across resume)."""
+        world = self.backend.world_size
+        # The mean of integer counts times the world size is their sum; round() undoes float error.
+        rows = torch.round(self.backend.all_reduce_mean(self._pending_rows.double()) * world).long()
+        self._domain_tokens += rows * self.cfg.data.seq_len
+        self._pending_rows.zero_()
+        return dict(zip(self.data.sampler.domains, self._domain_tokens.tolist()))
 
     # ------------------------------------------------------------------------------------ eval
     def evaluate(self) -> Dict[str, float]:
@@ -182,11 +201,13 @@ class Trainer:
                     record.update(self.domain_training_losses())
                     record.update(speed.rates())
                     record["tokens"] = float(self.step * tokens_per_step)
+                    record.update({f"tokens/{d}": float(n) for d, n in self.domain_tokens().items()})
                     logger.log(self.step, record)
                     last.update(record)
                     window_loss, window_steps = 0.0, 0
                 self._between_steps(logger, speed, last, at_end)
         finally:
+            self.loader.close()
             logger.close()
         if self.step == t.max_steps and t.export_hf and self.backend.is_main:
             self.export(self.run_dir / "hf")

@@ -64,6 +64,15 @@ def test_resume_continues_bit_exactly(tmp_path, optim):
 
     losses = lambda d: [r["loss"] for r in read_metrics(d) if "loss" in r]  # noqa: E731
     assert losses(interrupted) == losses(straight)  # bit-exact on CPU, steps 1-10
+    # Per-domain tokens consumed: logged every line, carried across the restart, summing to all tokens seen.
+    counts = lambda d: [{k: v for k, v in r.items() if k.startswith("tokens/")}  # noqa: E731
+                        for r in read_metrics(d) if "loss" in r]
+    assert counts(interrupted) == counts(straight)
+    for step, record in enumerate(counts(straight), start=1):
+        assert sum(record.values()) == step * 8 * 32 and len(record) == 3
+    assert resumed.domain_tokens() == {k[len("tokens/"):]: v for k, v in counts(straight)[-1].items()}
+    restored = ckpt.load_checkpoint(ckpt.latest_checkpoint(interrupted))["domain_tokens"]
+    assert restored == resumed.domain_tokens() and sum(restored.values()) == 10 * 8 * 32
     a = ckpt.load_checkpoint(ckpt.latest_checkpoint(straight))["model"]
     b = ckpt.load_checkpoint(ckpt.latest_checkpoint(interrupted))["model"]
     for key in a:

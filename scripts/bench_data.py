@@ -1,0 +1,83 @@
+"""Data-pipeline benchmark (not a test): prints, in one run,
+
+(a) tokenization throughput of `nexus-data prepare` on the embedded recipes with --workers 2, and
+(b) loader throughput for the 130M preset's batch shape (seq_len 1024, micro-batch 16, accumulation 4,
+    data.source=shards over the shards of (a)) against the trainer's consumption for that preset.
+
+    python scripts/bench_data.py [--steps 50] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nexus_pretrain.data import store
+from nexus_pretrain.data.loader import MicroBatchLoader
+from nexus_pretrain.data.sampler import MixtureSampler
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "data_pipelines" / "recipes").glob("embedded_*.yaml"))
+# Trainer consumption measured on one H100 for the 130M preset with AdamW, micro-batch 16 x 1024 tokens,
+# accumulation 4 (scripts/bench_inner_step.py setting): tokens per second the loader must keep up with.
+TRAINER_TOKENS_PER_S_H100_130M = 292_513
+SEQ_LEN, MICRO_BATCH, ACCUMULATION = 1024, 16, 4
+
+
+def bench_prepare(out: Path, workers: int) -> float:
+    """Run `nexus-data prepare` on the embedded recipes into ``out``; return its total tokens/s."""
+    command = [sys.executable, "-c", "from nexus_pretrain.cli import data; data()", "prepare",
+               *map(str, RECIPES), "--out", str(out), "--workers", str(workers), "--no-progress"]
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    print(result.stdout.rstrip())
+    total = next(line for line in result.stdout.splitlines() if line.startswith("total"))
+    return float(total.split("(")[1].split()[0].replace(",", ""))
+
+
+def bench_loader(root: Path, steps: int, num_workers: int) -> float:
+    """Tokens/s of the trainer's micro-batch loader over ``steps`` optimizer steps of the shards under ``root``."""
+    domains = ["web", "math", "code"]
+    streams = {d: store.open_stream(root, d, "train") for d in domains}
+    sampler = MixtureSampler(streams, {d: 1.0 for d in domains}, SEQ_LEN, seed=0)
+    loader = MicroBatchLoader(sampler, ACCUMULATION, MICRO_BATCH, rank=0, world_size=1, stop_step=steps + 1,
+                              num_workers=num_workers)
+    try:
+        loader.get(0, 0)  # start the workers outside the timed part
+        for micro in range(1, ACCUMULATION):
+            loader.get(0, micro)
+        start = time.perf_counter()
+        for step in range(1, steps + 1):
+            for micro in range(ACCUMULATION):
+                batch = loader.get(step, micro)
+                assert batch.inputs.shape == (MICRO_BATCH, SEQ_LEN)
+        seconds = time.perf_counter() - start
+    finally:
+        loader.close()
+    return steps * ACCUMULATION * MICRO_BATCH * SEQ_LEN / seconds
+
+
+def main() -> None:
+    """Run both measurements and print them with the loader/trainer ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=50, help="optimizer steps the loader produces")
+    parser.add_argument("--workers", type=int, default=2, help="prepare workers and loader workers")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "shards"
+        print(f"(a) nexus-data prepare {len(RECIPES)} embedded recipes, --workers {args.workers}")
+        prepare_rate = bench_prepare(out, args.workers)
+        print(f"    tokenization: {prepare_rate:,.0f} tokens/s (goal >= 1,000,000)")
+        print(f"(b) loader, seq_len {SEQ_LEN}, micro-batch {MICRO_BATCH}, accumulation {ACCUMULATION}, "
+              f"{args.steps} steps, data.source=shards")
+        for workers in sorted({0, args.workers}):
+            rate = bench_loader(out, args.steps, workers)
+            print(f"    num_workers={workers}: {rate:,.0f} tokens/s = {rate / TRAINER_TOKENS_PER_S_H100_130M:.1f}x "
+                  f"the trainer's {TRAINER_TOKENS_PER_S_H100_130M:,} tokens/s (130M AdamW, H100; goal >= 10x)")
+
+
+if __name__ == "__main__":
+    main()
