@@ -59,13 +59,14 @@ def _embedded_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams,
 def _shard_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams, Streams, Streams]:
     from nexus_pretrain.data import store
     from nexus_pretrain.data.prepare import load_tokenizer
+    from nexus_pretrain.data.tokens import tokenizer_hash
 
     if not cfg.path:
         raise ValueError("data.path is not set; with data.source=shards set it to the --out folder of "
                          "nexus-data prepare")
     root = Path(cfg.path)
     tokenizer, _ = load_tokenizer(cfg.tokenizer)
-    expected = store.tokenizer_hash(tokenizer)
+    expected = tokenizer_hash(tokenizer)
     for domain in [*train_domains, *cfg.ood_domains]:
         manifest = store.complete_manifest(root, domain)
         if manifest["tokenizer"]["hash"] != expected:

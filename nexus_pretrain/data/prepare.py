@@ -19,7 +19,7 @@ import numpy as np
 
 from nexus_pretrain.data import store
 from nexus_pretrain.data.recipe import Recipe, iter_documents, load_recipe
-from nexus_pretrain.data.tokens import _backend, eos_id, token_dtype, vocab_size
+from nexus_pretrain.data.tokens import backend_tokenizer, eos_id, token_dtype, tokenizer_hash, vocab_size
 
 DEFAULT_SHARD_TOKENS = 1 << 27  # 256 MiB per uint16 shard
 BATCH_DOCUMENTS = 256
@@ -101,7 +101,7 @@ def _encoded(batches: Iterator[List[str]], pool: Any, workers: int) -> Iterator[
 
 def _new_manifest(recipe: Recipe, tokenizer: Any, name: str, shard_tokens: int) -> Dict[str, Any]:
     return {"format": store.FORMAT_VERSION, "domain": recipe.domain, "source": recipe.describe(),
-            "recipe_hash": recipe.content_hash(), "tokenizer": {"name": name, "hash": store.tokenizer_hash(tokenizer)},
+            "recipe_hash": recipe.content_hash(), "tokenizer": {"name": name, "hash": tokenizer_hash(tokenizer)},
             "dtype": token_dtype(vocab_size(tokenizer)).name, "eos_id": eos_id(tokenizer),
             "vocab_size": vocab_size(tokenizer), "ood": recipe.ood, "val_fraction": recipe.val_fraction,
             "token_budget": recipe.token_budget, "shard_tokens": shard_tokens, "documents_done": 0,
@@ -200,7 +200,7 @@ def prepare(recipe_paths: Sequence[str | Path], out: str | Path, tokenizer: Opti
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pool = None
-    init_args = (_backend(tok).to_str(), eos_id(tok), token_dtype(vocab_size(tok)).name)
+    init_args = (backend_tokenizer(tok).to_str(), eos_id(tok), token_dtype(vocab_size(tok)).name)
     if workers > 1:
         pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, init_args)
     else:

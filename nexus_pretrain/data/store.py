@@ -25,22 +25,7 @@ import numpy as np
 SPLITS = ("train", "val")
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-# Backend settings that do not change which ids a text maps to.
-_NON_ID_SETTINGS = ("truncation", "padding", "decoder")
-
 PathLike = Union[str, os.PathLike]
-
-
-def tokenizer_hash(tokenizer: Any) -> str:
-    """Short hash of the tokenizer's text-to-ids mapping (its tokenizer.json minus padding/truncation) and EOS id."""
-    from nexus_pretrain.data.tokens import _backend, eos_id
-
-    config = json.loads(_backend(tokenizer).to_str())
-    for setting in _NON_ID_SETTINGS:
-        config.pop(setting, None)
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    digest.update(str(eos_id(tokenizer)).encode())
-    return digest.hexdigest()[:16]
 
 
 def shard_name(index: int) -> str:

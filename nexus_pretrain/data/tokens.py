@@ -25,7 +25,7 @@ SPLITS = ("train", "val")
 _NON_ID_SETTINGS = ("truncation", "padding", "decoder")
 
 
-def _backend(tokenizer: Any):
+def backend_tokenizer(tokenizer: Any):
     """The `tokenizers.Tokenizer` behind a transformers fast tokenizer (or the argument itself)."""
     return getattr(tokenizer, "backend_tokenizer", tokenizer)
 
@@ -43,14 +43,14 @@ def _untruncated(backend):
 
 def vocab_size(tokenizer: Any) -> int:
     """Number of ids the tokenizer can produce, added tokens included."""
-    return _backend(tokenizer).get_vocab_size(with_added_tokens=True)
+    return backend_tokenizer(tokenizer).get_vocab_size(with_added_tokens=True)
 
 
 def eos_id(tokenizer: Any) -> int:
     """The id appended after every document: the tokenizer's EOS token, else `<|endoftext|>`."""
     token_id = getattr(tokenizer, "eos_token_id", None)
     if token_id is None:
-        token_id = _backend(tokenizer).token_to_id(END_OF_TEXT)
+        token_id = backend_tokenizer(tokenizer).token_to_id(END_OF_TEXT)
     if token_id is None:
         raise ValueError(f"tokenizer has neither an EOS token nor {END_OF_TEXT}")
     return int(token_id)
@@ -66,7 +66,7 @@ def tokenize_documents(tokenizer: Any, docs: Sequence[str]) -> np.ndarray:
 
     `tokenizer` is a transformers fast tokenizer or a `tokenizers.Tokenizer`.
     """
-    backend = _untruncated(_backend(tokenizer))
+    backend = _untruncated(backend_tokenizer(tokenizer))
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
     ids_per_doc = [encoding.ids for encoding in encode(list(docs), add_special_tokens=False)]
     lengths = np.fromiter((len(ids) + 1 for ids in ids_per_doc), dtype=np.int64, count=len(ids_per_doc))
@@ -130,13 +130,24 @@ def _default_tokenizer():
     return Tokenizer.from_file(str(tokenizer_dir() / "tokenizer.json"))
 
 
-def cache_key(tokenizer: Any) -> str:
-    """Short hash identifying the tokenizer's id mapping together with the corpus snapshot."""
-    config = json.loads(_backend(tokenizer).to_str())
+def _id_mapping_digest(tokenizer: Any) -> "hashlib._Hash":
+    """sha256 over the tokenizer's text-to-ids mapping (tokenizer.json minus non-id settings) and EOS id."""
+    config = json.loads(backend_tokenizer(tokenizer).to_str())
     for setting in _NON_ID_SETTINGS:
         config.pop(setting, None)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     digest.update(str(eos_id(tokenizer)).encode())
+    return digest
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    """Short hash of the tokenizer's text-to-ids mapping and EOS id (recorded in shard manifests)."""
+    return _id_mapping_digest(tokenizer).hexdigest()[:16]
+
+
+def cache_key(tokenizer: Any) -> str:
+    """Short hash identifying the tokenizer's id mapping together with the corpus snapshot."""
+    digest = _id_mapping_digest(tokenizer)
     digest.update((corpus_dir() / MANIFEST_NAME).read_bytes())
     return digest.hexdigest()[:16]
 
