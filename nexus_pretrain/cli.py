@@ -50,7 +50,7 @@ def check_overrides(overrides: List[str]) -> None:
             cfg = compose("train", overrides=plain)
     except Exception as error:  # Hydra raises several exception types for bad overrides
         raise ConfigError(_one_line(error)) from None
-    validate(OmegaConf.to_object(cfg))
+    validate(OmegaConf.to_object(cfg), world_size=int(os.environ.get("WORLD_SIZE", 1)))
 
 
 def _train_app(cfg) -> None:
@@ -68,7 +68,16 @@ def _train_app(cfg) -> None:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
-    final = trainer.fit()
+    try:
+        final = trainer.fit()
+    finally:
+        trainer.close()
+    if not trainer.is_main:
+        return
+    if final.get("preempted"):
+        print(f"stopped by a signal at step {trainer.step}; checkpoint saved in {trainer.run_dir}/checkpoints; "
+              "continue with trainer.resume=auto")
+        return
     summary = ", ".join(f"{k}={v:.4f}" for k, v in final.items() if k.startswith(("val/pretrain", "ood/mean", "loss")))
     print(f"finished step {trainer.step} in {trainer.run_dir}: {summary}")
 
@@ -184,6 +193,26 @@ def report(argv: Optional[List[str]] = None) -> None:
     from nexus_pretrain.report.runs import compare_runs
 
     print(compare_runs(args.run_dirs, baseline=args.baseline))
+
+
+def export(argv: Optional[List[str]] = None) -> None:
+    """nexus-export: a checkpoint of any backend to a Hugging Face model directory."""
+    parser = _parser("nexus-export", "Write a run checkpoint (RUN_DIR/checkpoints/step_XXXXXXXX, from any backend "
+                                     "and world size) as a Hugging Face model directory with its tokenizer.")
+    parser.add_argument("checkpoint", type=Path, help="checkpoint directory (or a run directory: its newest one)")
+    parser.add_argument("out_dir", type=Path, help="directory to write config.json, model.safetensors, tokenizer")
+    args = parser.parse_args(argv)
+    from nexus_pretrain.train import checkpoint as ckpt
+    from nexus_pretrain.train.export import export_checkpoint
+
+    checkpoint = args.checkpoint
+    if not (checkpoint / ckpt.META_FILE).is_file():
+        checkpoint = ckpt.latest_checkpoint(checkpoint)
+        if checkpoint is None:
+            print(f"error: {args.checkpoint} is neither a complete checkpoint nor a run directory with one",
+                  file=sys.stderr)
+            sys.exit(2)
+    print(f"exported {checkpoint} -> {export_checkpoint(checkpoint, args.out_dir)}")
 
 
 def bench(argv: Optional[List[str]] = None) -> None:

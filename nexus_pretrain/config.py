@@ -8,6 +8,7 @@ time; :func:`validate` then checks values and cross-field constraints and raises
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -142,11 +143,30 @@ class BackendConfig:
     """How the model is placed and gradients reduced."""
 
     name: str = "single"
-    """single (one device)."""
+    """single (one device), fsdp2 (PyTorch fully_shard per block, under torchrun) or deepspeed
+    (DeepSpeed ZeRO, under torchrun or the deepspeed launcher)."""
     device: str = "auto"
     """auto (cuda if available), cpu or cuda."""
     precision: str = "auto"
-    """auto (bf16 autocast on GPU, fp32 on CPU), bf16 or fp32."""
+    """auto (bf16 on GPU, fp32 on CPU), bf16 or fp32. fsdp2 and deepspeed keep fp32 master weights and
+    compute in bf16 (fsdp2: MixedPrecisionPolicy with fp32 gradient reduction)."""
+    dist_backend: str = "auto"
+    """Process-group backend: auto (nccl on GPU, gloo on CPU), nccl or gloo."""
+    zero_stage: int = 1
+    """deepspeed: ZeRO stage 1, 2 or 3."""
+    cpu_offload: bool = False
+    """fsdp2: keep sharded parameters, gradients and optimizer state in CPU memory (CPUOffloadPolicy);
+    deepspeed: offload the optimizer state to CPU."""
+    replicate: int = 1
+    """fsdp2: replica groups for HSDP (shard within a group of world_size/replicate ranks, replicate
+    across groups); 1 shards over all ranks."""
+    reshard_after_forward: bool = True
+    """fsdp2: free gathered block parameters after forward (ZeRO-3 style) and gather again in backward."""
+    async_checkpoint: bool = False
+    """fsdp2/single: write checkpoints in the background (DCP async_save); the loop only waits for the
+    copy to CPU memory."""
+    timeout_minutes: int = 30
+    """Collective timeout before a hung rank aborts the run."""
 
 
 @dataclass
@@ -171,8 +191,12 @@ class TrainerConfig:
     """Steps between checkpoints (and at the end); 0 only at the end."""
     keep_last: int = 2
     """Checkpoints kept on disk."""
-    resume: bool = False
-    """Continue from the newest complete checkpoint in run_dir."""
+    resume: str = "never"
+    """never; auto (continue from the newest complete checkpoint in run_dir, if any); or the path of a
+    checkpoint directory (run_dir/checkpoints/step_XXXXXXXX) to continue from."""
+    skip_nonfinite: int = 0
+    """Steps whose loss is NaN/inf that may be skipped (parameters restored, the batch dropped) before
+    the run stops; 0 stops at the first one. Skipping checks every step (one host sync per step)."""
     compile: bool = False
     """torch.compile each transformer block."""
     activation_checkpointing: bool = False
@@ -237,7 +261,7 @@ OUTER_OPTIMIZERS = ("adamw", "muon")
 NEXUS_VARIANTS = ("nexus", "nexus_dot", "nsgd", "random")
 SCHEDULES = ("wsd", "cosine", "constant")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
-BACKENDS = ("single",)
+BACKENDS = ("single", "fsdp2", "deepspeed")
 DATA_SOURCES = ("embedded", "shards")
 
 
@@ -247,7 +271,7 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _choice(key: str, value: Any, options: tuple) -> None:
-    _require(value in options, f"{key}={value!r} is not one of {', '.join(options)}; set {key} to one of them")
+    _require(value in options, f"{key}={value!r} is not one of {', '.join(map(str, options))}; set {key} to one of them")
 
 
 def _positive(key: str, value: float, allow_zero: bool = False) -> None:
@@ -328,6 +352,16 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _choice("backend.name", b.name, BACKENDS)
     _choice("backend.device", b.device, ("auto", "cpu", "cuda"))
     _choice("backend.precision", b.precision, ("auto", "bf16", "fp32"))
+    _choice("backend.dist_backend", b.dist_backend, ("auto", "nccl", "gloo"))
+    _choice("backend.zero_stage", b.zero_stage, (1, 2, 3))
+    _positive("backend.replicate", b.replicate)
+    _require(world_size % b.replicate == 0,
+             f"backend.replicate={b.replicate} does not divide the world size {world_size}")
+    _positive("backend.timeout_minutes", b.timeout_minutes)
+    _require(not (b.name == "deepspeed" and o.outer == "muon" and o.name == "nexus") and
+             not (b.name == "deepspeed" and o.name == "muon"),
+             "optim muon with backend.name=deepspeed: ZeRO flattens parameters, so Muon's per-matrix "
+             "orthogonalization is not available there; use backend.name=fsdp2")
 
     _positive("trainer.global_batch", t.global_batch)
     _positive("trainer.micro_batch", t.micro_batch)
@@ -340,5 +374,9 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     for key in ("eval_every", "checkpoint_every"):
         _positive(f"trainer.{key}", getattr(t, key), allow_zero=True)
     _positive("trainer.keep_last", t.keep_last)
+    _positive("trainer.skip_nonfinite", t.skip_nonfinite, allow_zero=True)
+    t.resume = {"true": "auto", "false": "never"}.get(str(t.resume).lower(), str(t.resume))
+    _require(t.resume in ("never", "auto") or Path(t.resume).is_dir(),
+             f"trainer.resume={t.resume!r} is neither never, auto nor an existing checkpoint directory")
     _positive("logging.cosine_every", cfg.logging.cosine_every, allow_zero=True)
     _choice("logging.wandb_mode", cfg.logging.wandb_mode, ("offline", "online", "disabled"))

@@ -77,3 +77,14 @@ def _shard_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams, St
     val = {d: store.open_stream(root, d, "val") for d in train_domains}
     ood = {d: store.open_stream(root, d, "val") for d in cfg.ood_domains}
     return tokenizer, train, val, ood
+
+
+def load_tokenizer_for(cfg: Any) -> Any:
+    """The tokenizer a data config trains with (without loading any tokens)."""
+    if cfg.source == "embedded":
+        from nexus_pretrain.data import embedded
+
+        return embedded.load_tokenizer()
+    from nexus_pretrain.data.prepare import load_tokenizer
+
+    return load_tokenizer(cfg.tokenizer)[0]

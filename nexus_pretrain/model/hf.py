@@ -49,7 +49,11 @@ def hf_config(args: ModelArgs, eos_token_id: Optional[int] = None) -> Dict[str, 
 
 def to_hf_state_dict(model: Llama) -> Dict[str, torch.Tensor]:
     """Our parameters renamed and split into Hugging Face's Llama layout."""
-    args, sd = model.args, model.state_dict()
+    return hf_tensors(model.args, model.state_dict())
+
+
+def hf_tensors(args: ModelArgs, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A state dict of our model (as Llama.state_dict names it) in Hugging Face's Llama layout."""
     q_size, kv_size = args.n_heads * args.head_dim, args.n_kv_heads * args.head_dim
     out = {"model.embed_tokens.weight": sd["tok_embeddings.weight"], "model.norm.weight": sd["norm.weight"]}
     if not args.tie_embeddings:
@@ -91,12 +95,18 @@ def from_hf_state_dict(hf: Dict[str, torch.Tensor], args: ModelArgs) -> Dict[str
 
 def export_hf(model: Llama, out_dir: str | Path, tokenizer: Any = None, dtype: torch.dtype = torch.float32) -> Path:
     """Write safetensors + config.json (+ tokenizer files) that AutoModelForCausalLM loads."""
+    return export_hf_state(model.args, model.state_dict(), out_dir, tokenizer, dtype)
+
+
+def export_hf_state(args: ModelArgs, state_dict: Dict[str, torch.Tensor], out_dir: str | Path, tokenizer: Any = None,
+                    dtype: torch.dtype = torch.float32) -> Path:
+    """export_hf from model arguments and a full state dict (as gathered from a sharded model)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in to_hf_state_dict(model).items()}
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in hf_tensors(args, state_dict).items()}
     save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
     eos = getattr(tokenizer, "eos_token_id", None)
-    config = hf_config(model.args, eos)
+    config = hf_config(args, eos)
     config["torch_dtype"] = str(dtype).removeprefix("torch.")
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:

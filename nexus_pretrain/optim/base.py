@@ -15,6 +15,8 @@ from typing import Any, Dict, Iterable, Protocol, runtime_checkable
 
 import torch
 
+from nexus_pretrain.optim.dtensor import full_tensor
+
 
 @runtime_checkable
 class StepOptimizer(Protocol):
@@ -22,6 +24,10 @@ class StepOptimizer(Protocol):
 
     outer: torch.optim.Optimizer
     """The torch optimizer whose param_groups carry the learning rate the schedule scales."""
+
+    sync_every_micro_step: bool
+    """Whether each micro-batch gradient must be reduced across ranks before micro_step (Nexus); if
+    False, gradients may accumulate locally and be reduced once, on the last micro-batch."""
 
     def set_lr_multiplier(self, multiplier: float) -> None:
         """Scale every learning rate by the schedule's multiplier for the coming step."""
@@ -34,6 +40,10 @@ class StepOptimizer(Protocol):
 
     def zero_grad(self) -> None:
         """Drop gradients before the next accumulation window."""
+
+    def discard(self) -> None:
+        """Abandon the current window instead of stepping: parameters back to where the window
+        started, gradients dropped (skipping a step whose loss was not finite)."""
 
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume exactly."""
@@ -50,15 +60,20 @@ def scale_learning_rates(optimizer: torch.optim.Optimizer, multiplier: float) ->
 
 
 def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Clip gradients to a global L2 norm (no-op when max_norm <= 0) and return the pre-clip norm."""
+    """Clip gradients to a global L2 norm (no-op when max_norm <= 0) and return the pre-clip norm
+    (a plain 0-d tensor; DTensor gradients are reduced across ranks)."""
     params = [p for p in params if p.grad is not None]
     if max_norm > 0:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-    return torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+    return full_tensor(norm)
 
 
 class Accumulate:
     """Plain gradient accumulation (paper Alg. 2): micro_step does nothing, step clips and steps."""
+
+    sync_every_micro_step = False
 
     def __init__(self, outer: torch.optim.Optimizer, max_grad_norm: float = 0.0):
         self.outer = outer
@@ -81,6 +96,10 @@ class Accumulate:
     def zero_grad(self) -> None:
         """Drop the accumulated gradients."""
         self.outer.zero_grad(set_to_none=True)
+
+    def discard(self) -> None:
+        """The parameters have not moved since the last step: just drop the gradients."""
+        self.zero_grad()
 
     def state_dict(self) -> Dict[str, Any]:
         """The outer optimizer's state."""

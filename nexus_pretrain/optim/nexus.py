@@ -6,7 +6,7 @@ See docs/theory.md for what the pseudo-gradient equals to second order in the in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -87,7 +87,10 @@ class Nexus:
     Data parallel: each micro_step needs the micro-batch gradient already averaged over ranks (DDP
     all-reduce or FSDP2 reduce-scatter on every backward, so no ``no_sync`` accumulation), which
     ``sync_every_micro_step`` says (False only for ``nsgd``). The norm is global: DTensor gradients
-    are reduced across ranks by ``get_total_norm``.
+    are reduced across ranks by ``get_total_norm``. Where the parameters are plain tensors that are
+    shards of a larger vector (DeepSpeed ZeRO's flat fp32 partitions), pass ``norm_fn``: it maps the
+    local tensors to their global L2 norm, and is used for the inner step, the random variant's radii
+    and the pseudo-gradient clipping.
 
     Gradient clipping (``max_grad_norm``) applies to the pseudo-gradient; weight decay and the
     learning rate stay the outer optimizer's. ``inner_lr`` (gamma) is fixed unless
@@ -103,6 +106,7 @@ class Nexus:
         max_grad_norm: float = 0.0,
         inner_lr_follows_schedule: bool = False,
         seed: int = 0,
+        norm_fn: Optional[Callable[[List[torch.Tensor]], torch.Tensor]] = None,
     ):
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANTS)}")
@@ -117,6 +121,7 @@ class Nexus:
         self.offload_anchor = offload_anchor
         self.max_grad_norm = max_grad_norm
         self.inner_lr_follows_schedule = inner_lr_follows_schedule
+        self._norm = norm_fn or global_norm
         self.sync_every_micro_step = variant != "nsgd"
         """Every micro-batch gradient must be reduced across ranks before micro_step (no DDP no_sync)."""
         self.params: List[torch.Tensor] = []
@@ -139,7 +144,7 @@ class Nexus:
         # Plain tensors: the inner step's global norm is accumulated during backward by hooks (on a
         # side stream on CUDA). DTensors (FSDP2) need a cross-rank reduction, taken after backward.
         self._backward_norm: Optional[BackwardGradNorm] = None
-        if variant != "nsgd" and not any(_is_dtensor(p) for p in self.params):
+        if variant != "nsgd" and norm_fn is None and not any(_is_dtensor(p) for p in self.params):
             self._backward_norm = BackwardGradNorm(self.params)
         self.generator: Optional[torch.Generator] = None
         if variant == "random":
@@ -171,7 +176,7 @@ class Nexus:
             norm = self._backward_norm.total()
             self._backward_norm.reset()
         else:
-            norm = global_norm(grads)
+            norm = self._norm(grads)
         window.norm_sum = norm if window.norm_sum is None else window.norm_sum + norm
         window.micro_steps += 1
         local_grads = [_local(g) for g in grads]
@@ -200,7 +205,7 @@ class Nexus:
         else:
             self._pseudo_gradient_and_restore()
             mean_norm = window.norm_sum / window.micro_steps
-        pseudo_norm = _full(clip_gradients(self.params, self.max_grad_norm))
+        pseudo_norm = self._clip_pseudo_gradient()
         self.outer.step()
         self._window = _Window()
         if self._copy_stream is not None:
@@ -215,6 +220,20 @@ class Nexus:
     def zero_grad(self) -> None:
         """Drop gradients (the outer optimizer's zero_grad, set_to_none)."""
         self.outer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def discard(self) -> None:
+        """Put the parameters back at the anchor, drop gradients and the window (no outer step)."""
+        if self._window.micro_steps > 0 and self.variant != "nsgd":
+            if self._backward_norm is not None:
+                self._backward_norm.reset()
+            for i, p in enumerate(self.params):
+                local = _local(p)
+                local.copy_(self._anchor_on(i, local.device) if self.offload_anchor else self._anchor[i])
+        self._window = _Window()
+        self.zero_grad()
+        if self._copy_stream is not None:
+            self._start_async_snapshot()
 
     def state_dict(self) -> Dict[str, Any]:
         """Outer state, the random generator's state, and the open window (only when mid-window).
@@ -312,12 +331,12 @@ class Nexus:
         direction = self._window.direction
         index = {id(p): i for i, p in enumerate(self.params)}
         torch._foreach_add_([direction[index[id(p)]] for p in params], scaled_grads)
-        radius = global_norm([_like_param(p, d) for p, d in zip(self.params, direction)])
+        radius = self._norm([_like_param(p, d) for p, d in zip(self.params, direction)])
         by_id = {id(p): g for p, g in zip(params, scaled_grads)}
         noise = [by_id.get(id(p), torch.empty_like(_local(p))) for p in self.params]  # reuse grad memory
         for r in noise:
             r.normal_(generator=self.generator)
-        r_norm = global_norm([_like_param(p, r) for p, r in zip(self.params, noise)])
+        r_norm = self._norm([_like_param(p, r) for p, r in zip(self.params, noise)])
         torch._foreach_mul_(noise, radius / r_norm.clamp_min(_MIN_NORM))
         locals_ = [_local(p) for p in self.params]
         if self.offload_anchor:
@@ -343,12 +362,23 @@ class Nexus:
         for p, local, g in zip(self.params, locals_, pseudo):
             p.grad = _like_param(p, g if g.dtype == local.dtype else g.to(local.dtype))
 
+    def _clip_pseudo_gradient(self) -> torch.Tensor:
+        """Clip the pseudo-gradient to max_grad_norm (0: no clipping); return its pre-clip global norm."""
+        if self._norm is global_norm:
+            return clip_gradients(self.params, self.max_grad_norm)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = self._norm(grads)
+        if self.max_grad_norm > 0:
+            coef = (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0)  # torch's clip_grad_norm_ rule
+            torch._foreach_mul_(grads, coef)
+        return norm
+
     def _nsgd_pseudo_gradient(self) -> torch.Tensor:
         """Replace the accumulated gradient g by gamma * g / ||g||; return ||g||."""
         params = [p for p in self.params if p.grad is not None]
         if not params:
             raise RuntimeError("step() found no accumulated gradients for variant='nsgd'")
         grads = [p.grad for p in params]
-        norm = global_norm(grads)
+        norm = self._norm(grads)
         torch._foreach_mul_([_local(g) for g in grads], self.inner_lr / norm.clamp_min(_MIN_NORM))
         return norm

@@ -30,10 +30,10 @@ def peak_memory_gib(device: torch.device) -> Optional[float]:
 
 
 class Throughput:
-    """Tokens/s and MFU over the steps since the last call to ``rates``."""
+    """Tokens/s (all ranks, and per GPU) and MFU over the steps since the last call to ``rates``."""
 
-    def __init__(self, flops_per_token: float, device: torch.device):
-        self.flops_per_token, self.device = flops_per_token, device
+    def __init__(self, flops_per_token: float, device: torch.device, world_size: int = 1):
+        self.flops_per_token, self.device, self.world_size = flops_per_token, device, world_size
         self.peak = peak_flops(device)
         self._t0, self._tokens = time.perf_counter(), 0
 
@@ -61,8 +61,10 @@ class Throughput:
         now = time.perf_counter()
         elapsed = max(now - self._t0, 1e-9)
         out = {"tokens_per_s": self._tokens / elapsed}
+        if self.world_size > 1:
+            out["tokens_per_s_per_device"] = out["tokens_per_s"] / self.world_size
         if self.peak:
-            out["mfu"] = out["tokens_per_s"] * self.flops_per_token / self.peak
+            out["mfu"] = out["tokens_per_s"] * self.flops_per_token / (self.peak * self.world_size)
         mem = peak_memory_gib(self.device)
         if mem is not None:
             out["peak_mem_gib"] = mem

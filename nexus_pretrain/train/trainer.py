@@ -3,9 +3,14 @@ train/backends/base.py); logging, evaluation and checkpoints happen between step
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import sys
+import threading
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -17,7 +22,6 @@ from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
 from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss, sequence_losses
 from nexus_pretrain.model.presets import resolve_model_args
-from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.optim.schedule import lr_multiplier
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train.backends import build_backend
@@ -37,16 +41,19 @@ class Trainer:
         self.backend = build_backend(cfg.backend, compile=t.compile, activation_checkpointing=t.activation_checkpointing)
         validate(cfg, world_size=self.backend.world_size)
         if t.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts (first matmul)
             torch.use_deterministic_algorithms(True)
         self.run_dir = Path(t.run_dir)
         self.data: RunData = build_data(cfg.data, seed=t.seed)
-        torch.manual_seed(t.seed)  # the model is initialised on CPU so every device gets the same weights
+        torch.manual_seed(t.seed)  # the model is initialised on CPU so every rank gets the same weights
         self.model_args = resolve_model_args(cfg.model, len(self.data.tokenizer), cfg.data.seq_len)
-        self.model: Llama = self.backend.prepare(Llama(self.model_args))
-        self.optimizer = build_optimizer(cfg.optim, self.model, seed=t.seed)
+        model = Llama(self.model_args)
+        self.n_params = count_parameters(model)
+        self.model, self.optimizer = self.backend.setup(model, cfg.optim, seed=t.seed)
         self.accumulation = t.global_batch // (t.micro_batch * self.backend.world_size)
-        self.n_params = count_parameters(self.model)
+        self.checkpointer = ckpt.Checkpointer(self.run_dir, self.backend, t.keep_last)
         self.step = 0
+        self.skipped_steps = 0
         n_domains = len(self.data.sampler.domains)
         # Per-domain training loss since the last log: summed sequence losses and sequence counts.
         self._domain_loss = torch.zeros(n_domains, device=self.backend.device)
@@ -54,45 +61,39 @@ class Trainer:
         # Tokens consumed per domain over the whole run (all ranks), and this rank's sequences not yet added.
         self._domain_tokens = torch.zeros(n_domains, dtype=torch.int64, device=self.backend.device)
         self._pending_rows = torch.zeros(n_domains, dtype=torch.int64, device=self.backend.device)
+        # Each step's micro-batch losses on this rank, kept until the next log line so that a NaN names
+        # its step, micro-batch and domains without a host sync per step.
+        self._window_losses: List[Tuple[int, torch.Tensor]] = []
         self.loader = MicroBatchLoader(self.data.sampler, self.accumulation, t.micro_batch, self.backend.rank,
                                        self.backend.world_size, t.max_steps, cfg.data.num_workers,
                                        pin_memory=self.backend.device.type == "cuda")
+        self.stop_signal: Optional[int] = None
 
     # ----------------------------------------------------------------------------------- state
-    def state_dict(self) -> Dict[str, Any]:
-        """Everything that makes a resumed run continue exactly: model, optimizer, step, RNG."""
-        return {
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": ckpt.rng_state(),
-            "domain_tokens": self.domain_tokens(),
-            "config": OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True),
-        }
+    def save(self) -> Path:
+        """Checkpoint the current step: model, optimizer, RNG, step and per-domain tokens (collective)."""
+        meta = {"domain_tokens": self.domain_tokens(), "skipped_steps": self.skipped_steps,
+                "config": OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True)}
+        return self.checkpointer.save(self.step, self.model, self.optimizer, meta)
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore a state_dict (the data position is the step: batches are a function of it)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        ckpt.set_rng_state(state["rng"])
-        self.step = state["step"]
-        consumed = state.get("domain_tokens", {})
+    def resume_from(self, checkpoint: Path) -> None:
+        """Load a checkpoint: the run continues exactly where it was saved (the data position is the
+        step, since batches are a function of it)."""
+        meta = self.checkpointer.load(Path(checkpoint), self.model, self.optimizer)
+        self.step = meta["step"]
+        self.skipped_steps = meta.get("skipped_steps", 0)
+        consumed = meta.get("domain_tokens", {})
         self._domain_tokens = torch.tensor([consumed.get(d, 0) for d in self.data.sampler.domains],
                                            dtype=torch.int64, device=self.backend.device)
         self._pending_rows.zero_()
 
-    def save(self) -> Path:
-        """Checkpoint the current step."""
-        return ckpt.save_checkpoint(self.run_dir, self.step, self.state_dict(), self.cfg.trainer.keep_last)
-
     def maybe_resume(self) -> bool:
-        """With trainer.resume, load the newest complete checkpoint of run_dir; True if one was loaded."""
-        if not self.cfg.trainer.resume:
+        """Apply trainer.resume (never, auto: the newest complete checkpoint, or a path); True if loaded."""
+        resume = self.cfg.trainer.resume
+        checkpoint = None if resume == "never" else self.checkpointer.latest() if resume == "auto" else Path(resume)
+        if checkpoint is None:
             return False
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        if latest is None:
-            return False
-        self.load_state_dict(ckpt.load_checkpoint(latest))
+        self.resume_from(checkpoint)
         return True
 
     # ------------------------------------------------------------------------------------ step
@@ -104,24 +105,67 @@ class Trainer:
         """One optimizer step over the accumulation window; returns device-side metrics."""
         multiplier = lr_multiplier(self.cfg.schedule, self.step, self.cfg.trainer.max_steps)
         self.optimizer.set_lr_multiplier(multiplier)
-        loss_sum = torch.zeros((), device=self.backend.device)
+        micro_losses = []
+        last = self.accumulation - 1
         for micro in range(self.accumulation):
             batch = self.micro_batch(micro)
             with self.backend.autocast():
                 row_losses = sequence_losses(self.model(batch.inputs), batch.targets)
             loss = row_losses.mean()
-            (loss / self.accumulation).backward()
+            self.backend.backward(loss / self.accumulation, sync=self.optimizer.sync_every_micro_step or micro == last)
             self.optimizer.micro_step()
-            loss_sum += loss.detach()
+            micro_losses.append(loss.detach())
             self._domain_loss.index_add_(0, batch.domain_ids, row_losses.detach())
             self._domain_rows.index_add_(0, batch.domain_ids, torch.ones_like(row_losses.detach()))
             self._pending_rows.index_add_(0, batch.domain_ids, torch.ones_like(batch.domain_ids))
-        metrics = self.optimizer.step()
-        self.optimizer.zero_grad()
+        micro_losses = torch.stack(micro_losses)
+        self._window_losses.append((self.step, micro_losses))
+        mean_loss = self.backend.all_reduce_mean(micro_losses.mean())
+        if self.cfg.trainer.skip_nonfinite and not torch.isfinite(mean_loss):
+            self._skip_step(micro_losses)
+            metrics = {}  # no loss: a skipped step does not enter the logged mean
+        else:
+            metrics = self.optimizer.step()
+            self.optimizer.zero_grad()
+            metrics["loss"] = mean_loss
         self.step += 1
-        metrics["loss"] = self.backend.all_reduce_mean(loss_sum / self.accumulation)
         metrics["lr"] = torch.tensor(self.cfg.optim.lr * multiplier)
         return metrics
+
+    def _skip_step(self, micro_losses: torch.Tensor) -> None:
+        """Drop a step whose loss is not finite (parameters back to the window start), or stop the run
+        when trainer.skip_nonfinite steps were already dropped."""
+        self.optimizer.discard()
+        if self.skipped_steps >= self.cfg.trainer.skip_nonfinite:
+            raise NonFiniteLossError(self._describe_nonfinite(self.step, micro_losses) +
+                                     f"; {self.skipped_steps} step(s) already skipped (trainer.skip_nonfinite)")
+        self.skipped_steps += 1
+        self._window_losses.pop()
+        if self.backend.is_main:
+            print(f"warning: skipped {self._describe_nonfinite(self.step, micro_losses)} "
+                  f"({self.skipped_steps}/{self.cfg.trainer.skip_nonfinite})", file=sys.stderr)
+
+    def _describe_nonfinite(self, step: int, micro_losses: torch.Tensor) -> str:
+        """Where a non-finite loss came from: step, micro-batch and its domains on this rank."""
+        bad = [i for i, value in enumerate(micro_losses.tolist()) if not math.isfinite(value)]
+        if not bad:
+            return f"non-finite loss at step {step + 1} on another rank than rank {self.backend.rank}"
+        micro = bad[0]
+        batch = self.data.sampler.micro_batch(
+            step, micro, self.accumulation, self.cfg.trainer.micro_batch, self.backend.rank, self.backend.world_size)
+        domains = ", ".join(sorted(set(batch.domains)))
+        return (f"non-finite loss {micro_losses[micro].item()} at step {step + 1}, micro-batch {micro} of rank "
+                f"{self.backend.rank} (domains: {domains})")
+
+    def _raise_nonfinite(self) -> None:
+        """Raise NonFiniteLossError naming the first step since the last log whose loss was not finite
+        on this rank (or saying another rank had it)."""
+        window, self._window_losses = self._window_losses, []
+        finite = torch.isfinite(torch.stack([losses for _, losses in window])).all(dim=1).tolist() if window else []
+        for (step, losses), ok in zip(window, finite):
+            if not ok:
+                raise NonFiniteLossError(self._describe_nonfinite(step, losses))
+        raise NonFiniteLossError(f"non-finite loss before step {self.step} on a rank other than {self.backend.rank}")
 
     def domain_training_losses(self) -> Dict[str, float]:
         """Mean training loss per domain since the previous call (train/<domain>), then reset."""
@@ -170,7 +214,9 @@ class Trainer:
     def fit(self, until_step: Optional[int] = None) -> Dict[str, float]:
         """Train to trainer.max_steps (or stop early after ``until_step``, as a preemption would).
 
-        Returns the last logged metrics merged with the final evaluation.
+        SIGTERM or SIGUSR1 (Slurm preemption) stops the run at the next log step with a checkpoint.
+        Returns the last logged metrics merged with the final evaluation ("preempted": 1 when a signal
+        stopped the run).
         """
         t, log_cfg = self.cfg.trainer, self.cfg.logging
         resumed = self.maybe_resume()
@@ -182,36 +228,54 @@ class Trainer:
         logger = MetricsLogger(log_cfg, self.run_dir, t.max_steps, enabled=self.backend.is_main,
                                run_config=run_config, start_step=self.step)
         tokens_per_step = t.global_batch * self.cfg.data.seq_len
-        speed = Throughput(flops_per_token(self.model_args, self.cfg.data.seq_len, self.n_params), self.backend.device)
+        speed = Throughput(flops_per_token(self.model_args, self.cfg.data.seq_len, self.n_params), self.backend.device,
+                           self.backend.world_size)
         last: Dict[str, float] = {"resumed_from": float(self.step)} if resumed else {}
         window_loss, window_steps = 0.0, 0
         try:
-            while self.step < stop:
-                metrics = self.train_step()
-                speed.add(tokens_per_step)
-                logger.advance()
-                window_loss = metrics["loss"] + window_loss
-                window_steps += 1
-                at_end = self.step == stop
-                if self.step % t.log_every == 0 or at_end:
-                    record = {k: float(v) for k, v in metrics.items()}
-                    record["loss"] = float(window_loss) / window_steps
-                    if not math.isfinite(record["loss"]):
-                        raise NonFiniteLossError(f"non-finite loss {record['loss']} at step {self.step}")
-                    record.update(self.domain_training_losses())
-                    record.update(speed.rates())
-                    record["tokens"] = float(self.step * tokens_per_step)
-                    record.update({f"tokens/{d}": float(n) for d, n in self.domain_tokens().items()})
-                    logger.log(self.step, record)
-                    last.update(record)
-                    window_loss, window_steps = 0.0, 0
-                self._between_steps(logger, speed, last, at_end)
+            with preemption_signals(self):
+                while self.step < stop:
+                    metrics = self.train_step()
+                    speed.add(tokens_per_step)
+                    logger.advance()
+                    if "loss" in metrics:
+                        window_loss = metrics.pop("loss") + window_loss
+                        window_steps += 1
+                    at_end = self.step == stop
+                    if self.step % t.log_every == 0 or at_end:
+                        record = {k: float(v) for k, v in metrics.items()}
+                        if window_steps:
+                            record["loss"] = float(window_loss) / window_steps
+                            if not math.isfinite(record["loss"]):
+                                self._raise_nonfinite()
+                        self._window_losses.clear()
+                        record.update(self.domain_training_losses())
+                        record.update(speed.rates())
+                        record["tokens"] = float(self.step * tokens_per_step)
+                        record.update({f"tokens/{d}": float(n) for d, n in self.domain_tokens().items()})
+                        if self.skipped_steps:
+                            record["skipped_steps"] = float(self.skipped_steps)
+                        logger.log(self.step, record)
+                        last.update(record)
+                        window_loss, window_steps = 0.0, 0
+                        if self._signalled():
+                            with speed.paused():
+                                self.save()
+                            last["preempted"] = 1.0
+                            break
+                    self._between_steps(logger, speed, last, at_end)
+            self.checkpointer.wait()
         finally:
             self.loader.close()
             logger.close()
-        if self.step == t.max_steps and t.export_hf and self.backend.is_main:
+        if self.step == t.max_steps and t.export_hf:
             self.export(self.run_dir / "hf")
         return last
+
+    def _signalled(self) -> bool:
+        """Whether any rank received a preemption signal (all ranks agree; collective)."""
+        flag = torch.tensor(1.0 if self.stop_signal is not None else 0.0, device=self.backend.device)
+        return bool(self.backend.all_reduce_mean(flag) > 0)
 
     def _between_steps(self, logger: MetricsLogger, speed: Throughput, last: Dict[str, float], at_end: bool) -> None:
         """Gradient-cosine measurement, evaluation and checkpoint when due (their time is not
@@ -231,8 +295,39 @@ class Trainer:
             if checkpoint:
                 self.save()
 
-    def export(self, out_dir: Path) -> Path:
-        """Write the current weights and tokenizer as a Hugging Face model directory."""
-        from nexus_pretrain.model.hf import export_hf
+    @property
+    def is_main(self) -> bool:
+        """Whether this process is the rank that logs and writes shared files."""
+        return self.backend.is_main
 
-        return export_hf(self.model, out_dir, tokenizer=self.data.tokenizer)
+    def close(self) -> None:
+        """Release the backend (process groups); the trainer is unusable afterwards."""
+        self.backend.close()
+
+    def export(self, out_dir: Path) -> Optional[Path]:
+        """Write the current weights and tokenizer as a Hugging Face model directory (collective; the
+        main rank writes, and gets the path)."""
+        from nexus_pretrain.model.hf import export_hf_state
+
+        state = self.backend.full_state_dict(self.model)
+        if not self.backend.is_main:
+            return None
+        return export_hf_state(self.model_args, state, out_dir, tokenizer=self.data.tokenizer)
+
+
+@contextlib.contextmanager
+def preemption_signals(trainer: Trainer):
+    """While training, SIGTERM/SIGUSR1 set trainer.stop_signal instead of killing the process (restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        trainer.stop_signal = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -8,6 +8,7 @@ import torch
 
 from nexus_pretrain.demo import compose_config
 from nexus_pretrain.train import checkpoint as ckpt
+from nexus_pretrain.train.export import load_checkpoint_weights
 from nexus_pretrain.train.trainer import Trainer
 
 SMALL = ["model.dim=64", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1", "model.ffn_dim=128",
@@ -58,7 +59,7 @@ def test_resume_continues_bit_exactly(tmp_path, optim):
     assert ckpt.latest_checkpoint(interrupted).name == "step_00000006"
     # A half-written checkpoint from a crash must be ignored.
     (ckpt.checkpoint_root(interrupted) / "step_00000007").mkdir()
-    resumed = Trainer(small_config(interrupted, *common, "trainer.checkpoint_every=4", "trainer.resume=true"))
+    resumed = Trainer(small_config(interrupted, *common, "trainer.checkpoint_every=4", "trainer.resume=auto"))
     final = resumed.fit()
     assert final["resumed_from"] == 6
 
@@ -71,15 +72,13 @@ def test_resume_continues_bit_exactly(tmp_path, optim):
     for step, record in enumerate(counts(straight), start=1):
         assert sum(record.values()) == step * 8 * 32 and len(record) == 3
     assert resumed.domain_tokens() == {k[len("tokens/"):]: v for k, v in counts(straight)[-1].items()}
-    restored = ckpt.load_checkpoint(ckpt.latest_checkpoint(interrupted))["domain_tokens"]
+    restored = ckpt.read_meta(ckpt.latest_checkpoint(interrupted))["domain_tokens"]
     assert restored == resumed.domain_tokens() and sum(restored.values()) == 10 * 8 * 32
-    a = ckpt.load_checkpoint(ckpt.latest_checkpoint(straight))["model"]
-    b = ckpt.load_checkpoint(ckpt.latest_checkpoint(interrupted))["model"]
+    a, b = (checkpoint_weights(ckpt.latest_checkpoint(d)) for d in (straight, interrupted))
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_resume_without_checkpoint_starts_fresh(tmp_path):
-    trainer = Trainer(small_config(tmp_path, "trainer.max_steps=7", "trainer.resume=true", "trainer.export_hf=false",
-                                   "trainer.eval_every=0"))
-    assert trainer.maybe_resume() is False and trainer.step == 0
+def checkpoint_weights(checkpoint: Path) -> dict:
+    """The model weights stored in a checkpoint."""
+    return load_checkpoint_weights(checkpoint)[1]

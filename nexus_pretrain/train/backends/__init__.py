@@ -6,10 +6,18 @@ from nexus_pretrain.train.backends.single import SingleDevice
 
 
 def build_backend(cfg: BackendConfig, compile: bool = False, activation_checkpointing: bool = False) -> Backend:
-    """The backend named by backend.name."""
+    """The backend named by backend.name (distributed ones join the launcher's process group)."""
     if cfg.name == "single":
         return SingleDevice(cfg, compile=compile, activation_checkpointing=activation_checkpointing)
-    raise ValueError(f"backend.name={cfg.name!r} is not one of single")
+    if cfg.name == "fsdp2":
+        from nexus_pretrain.train.backends.fsdp2 import FSDP2
+
+        return FSDP2(cfg, compile=compile, activation_checkpointing=activation_checkpointing)
+    if cfg.name == "deepspeed":
+        from nexus_pretrain.train.backends.deepspeed import DeepSpeedBackend
+
+        return DeepSpeedBackend(cfg, compile=compile, activation_checkpointing=activation_checkpointing)
+    raise ValueError(f"backend.name={cfg.name!r} is not one of single, fsdp2, deepspeed")
 
 
 __all__ = ["Backend", "SingleDevice", "build_backend"]
