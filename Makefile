@@ -13,7 +13,7 @@ install:
 
 install-dev:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install -q -e '.[dev]'
+	DS_BUILD_OPS=0 $(PYTHON) -m pip install -q -e '.[dev]'
 
 demo: install
 	$(PYTHON) -m nexus_pretrain.demo

@@ -375,6 +375,9 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         _positive(f"trainer.{key}", getattr(t, key), allow_zero=True)
     _positive("trainer.keep_last", t.keep_last)
     _positive("trainer.skip_nonfinite", t.skip_nonfinite, allow_zero=True)
+    _require(not (b.name == "deepspeed" and t.skip_nonfinite > 0),
+             "trainer.skip_nonfinite with backend.name=deepspeed is not supported (the engine's step has already "
+             "changed the weights when the loss is checked); set trainer.skip_nonfinite=0")
     t.resume = {"true": "auto", "false": "never"}.get(str(t.resume).lower(), str(t.resume))
     _require(t.resume in ("never", "auto") or Path(t.resume).is_dir(),
              f"trainer.resume={t.resume!r} is neither never, auto nor an existing checkpoint directory")

@@ -1,15 +1,19 @@
 """Data-pipeline benchmark (not a test): prints, in one run,
 
-(a) tokenization throughput of `nexus-data prepare` on the embedded recipes with --workers 2, and
+(a) tokenization throughput of `nexus-data prepare` on the embedded recipes, once per --prepare-workers value
+    (1: one process, the Rust thread pool on every core; 2: two processes of cores/2 threads each): the
+    rate prepare reports (tokenizing and writing, after start-up) and the end-to-end rate of the whole
+    command (interpreter start, imports and worker start-up included), and
 (b) loader throughput for the 130M preset's batch shape (seq_len 1024, micro-batch 16, accumulation 4,
     data.source=shards over the shards of (a)) against the trainer's consumption for that preset.
 
-    python scripts/bench_data.py [--steps 50] [--workers 2]
+    python scripts/bench_data.py [--steps 50] [--workers 2] [--prepare-workers 1,2] [--repeat 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,14 +32,19 @@ TRAINER_TOKENS_PER_S_H100_130M = 292_513
 SEQ_LEN, MICRO_BATCH, ACCUMULATION = 1024, 16, 4
 
 
-def bench_prepare(out: Path, workers: int) -> float:
-    """Run `nexus-data prepare` on the embedded recipes into ``out``; return its total tokens/s."""
+def bench_prepare(out: Path, workers: int, verbose: bool = True) -> tuple[float, float]:
+    """Run `nexus-data prepare` on the embedded recipes into ``out`` (which must not exist); return its
+    reported total tokens/s and the end-to-end tokens/s of the command."""
     command = [sys.executable, "-c", "from nexus_pretrain.cli import data; data()", "prepare",
                *map(str, RECIPES), "--out", str(out), "--workers", str(workers), "--no-progress"]
+    start = time.perf_counter()
     result = subprocess.run(command, check=True, capture_output=True, text=True)
-    print(result.stdout.rstrip())
+    wall = time.perf_counter() - start
+    if verbose:
+        print(result.stdout.rstrip())
     total = next(line for line in result.stdout.splitlines() if line.startswith("total"))
-    return float(total.split("(")[1].split()[0].replace(",", ""))
+    tokens = int(total.split()[1])
+    return float(total.split("(")[1].split()[0].replace(",", "")), tokens / wall
 
 
 def bench_loader(root: Path, steps: int, num_workers: int) -> float:
@@ -64,13 +73,23 @@ def main() -> None:
     """Run both measurements and print them with the loader/trainer ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50, help="optimizer steps the loader produces")
-    parser.add_argument("--workers", type=int, default=2, help="prepare workers and loader workers")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers")
+    parser.add_argument("--prepare-workers", default="1,2", help="comma-separated --workers values for prepare")
+    parser.add_argument("--repeat", type=int, default=1, help="prepare runs per setting (best and median shown)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "shards"
-        print(f"(a) nexus-data prepare {len(RECIPES)} embedded recipes, --workers {args.workers}")
-        prepare_rate = bench_prepare(out, args.workers)
-        print(f"    tokenization: {prepare_rate:,.0f} tokens/s (goal >= 1,000,000)")
+        for workers in [int(w) for w in args.prepare_workers.split(",")]:
+            print(f"(a) nexus-data prepare {len(RECIPES)} embedded recipes, --workers {workers}")
+            rates, walls = [], []
+            for run in range(args.repeat):
+                target = out if not out.exists() else Path(tmp) / f"prepare_{workers}_{run}"
+                rate, wall = bench_prepare(target, workers, verbose=run == 0)
+                rates.append(rate)
+                walls.append(wall)
+            print(f"    tokenization: {max(rates):,.0f} tokens/s best, {statistics.median(rates):,.0f} median of "
+                  f"{len(rates)} (goal >= 1,000,000); whole command incl. start-up: {max(walls):,.0f} best, "
+                  f"{statistics.median(walls):,.0f} median")
         print(f"(b) loader, seq_len {SEQ_LEN}, micro-batch {MICRO_BATCH}, accumulation {ACCUMULATION}, "
               f"{args.steps} steps, data.source=shards")
         for workers in sorted({0, args.workers}):

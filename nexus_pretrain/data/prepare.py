@@ -1,17 +1,22 @@
 """`nexus-data prepare`: tokenize recipes into the shard store (see store.py), incrementally.
 
-Documents are read in a fixed order and tokenized in worker processes, results kept in order, so the
-output is byte-identical for any number of workers. Shards of both splits are committed together
-and the manifest then records how many documents the committed shards cover: an interrupted run
-resumes after the last commit, and a finished domain is skipped when its recipe and tokenizer match.
+Documents are read in a fixed order and tokenized in batches, results kept in order, so the output is
+byte-identical for any number of workers and any batch size. With one worker, batches are encoded on a
+background thread of this process by the Rust encoder's own thread pool (one thread per core) while this
+thread reads documents and writes shards; with N workers, by N spawned processes of cores/N threads each.
+Shards of both splits are committed together and the manifest then records how many documents the
+committed shards cover: an interrupted run resumes after the last commit, and a finished domain is
+skipped when its recipe and tokenizer match. Shard cuts and the token budget are decided per document.
 """
 
 from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -22,9 +27,26 @@ from nexus_pretrain.data.recipe import Recipe, iter_documents, load_recipe
 from nexus_pretrain.data.tokens import backend_tokenizer, eos_id, token_dtype, tokenizer_hash, vocab_size
 
 DEFAULT_SHARD_TOKENS = 1 << 27  # 256 MiB per uint16 shard
-BATCH_DOCUMENTS = 256
+# A worker task is a batch of consecutive documents holding at least BATCH_CHARS characters (or
+# BATCH_DOCUMENTS documents): large enough that the Rust thread pool and the task round trip are
+# amortised, small enough that reading, tokenizing and writing overlap.
+BATCH_CHARS = 1 << 19
+BATCH_DOCUMENTS = 4096
 
 _worker_tokenizer: Any = None
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def rust_threads(workers: int) -> int:
+    """Threads of each worker's Rust (rayon) pool: the cores shared out over the workers, at least 1."""
+    return max(1, cpu_cores() // workers)
 
 
 def load_tokenizer(spec: Optional[str] = None) -> Tuple[Any, str]:
@@ -50,53 +72,87 @@ def is_validation(domain: str, index: int, val_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
-def _init_worker(tokenizer_json: str, eos: int, dtype: str) -> None:
+def _init_worker(tokenizer_json: str, eos: int, dtype: str, threads: Optional[int] = None) -> None:
+    """Set up this process's tokenizer; in a worker process, `threads` sizes its Rust thread pool."""
     global _worker_tokenizer
+    if threads is not None:
+        # Read by the Rust pool when it first runs (before this fresh process's first encode); a value
+        # the user exported wins. The main process keeps the default: one thread per core.
+        os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if threads > 1 else "false")
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_str(tokenizer_json)
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    _worker_tokenizer = (tokenizer, np.array([eos], dtype=dtype))
+    _worker_tokenizer = (tokenizer, np.dtype(dtype), eos)
+
+
+def _ready(_: int) -> int:
+    return os.getpid()
 
 
 def _encode(texts: List[str]) -> Tuple[np.ndarray, np.ndarray]:
-    """Token ids of a batch of documents, each followed by EOS, concatenated; and each document's length."""
-    tokenizer, eos = _worker_tokenizer
+    """Token ids of a batch of documents, each followed by EOS, concatenated; and each document's length.
+
+    One Rust call for the whole batch (no offsets computed), then the ids go straight into a
+    preallocated array of the shard dtype.
+    """
+    tokenizer, dtype, eos = _worker_tokenizer
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    parts: List[np.ndarray] = []
-    for encoding in encode(texts, add_special_tokens=False):
-        parts.append(np.asarray(encoding.ids, dtype=eos.dtype))
-        parts.append(eos)
-    lengths = np.array([len(p) + 1 for p in parts[::2]], dtype=np.int64)
-    return np.concatenate(parts), lengths
+    ids = [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)) + 1
+    ends = np.cumsum(lengths)
+    flat = np.empty(int(ends[-1]) if len(ends) else 0, dtype=dtype)
+    for doc, end, length in zip(ids, ends.tolist(), lengths.tolist()):
+        flat[end - length:end - 1] = doc
+    flat[ends - 1] = eos
+    return flat, lengths
 
 
 def _batches(documents: Iterable[str], skip: int) -> Iterator[List[str]]:
     batch: List[str] = []
+    chars = 0
     for i, text in enumerate(documents):
         if i < skip:
             continue
         batch.append(text)
-        if len(batch) == BATCH_DOCUMENTS:
+        chars += len(text)
+        if chars >= BATCH_CHARS or len(batch) >= BATCH_DOCUMENTS:
             yield batch
-            batch = []
+            batch, chars = [], 0
     if batch:
         yield batch
 
 
 def _encoded(batches: Iterator[List[str]], pool: Any, workers: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """Encoded batches in input order; at most 2 per worker in flight, so sources are read lazily."""
-    if pool is None:
-        yield from map(_encode, batches)
-        return
+    """Encoded batches in input order, sources read lazily.
+
+    With a process pool, at most 2 batches per worker are in flight. Without one, the batches are
+    encoded in one background thread (the Rust encoder releases the GIL and runs on its own thread
+    pool) while this thread reads the next batch and writes shards: one batch in flight.
+    """
     pending: deque = deque()
+    if pool is None:
+        with ThreadPoolExecutor(1, thread_name_prefix="nexus-tokenize") as thread:
+            for batch in batches:
+                pending.append(thread.submit(_encode, batch))
+                if len(pending) >= 2:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        return
     for batch in batches:
         pending.append(pool.apply_async(_encode, (batch,)))
         if len(pending) >= 2 * workers:
             yield pending.popleft().get()
     while pending:
         yield pending.popleft().get()
+
+
+def _validation_mask(domain: str, first: int, count: int, val_fraction: float) -> np.ndarray:
+    return np.fromiter((is_validation(domain, i, val_fraction) for i in range(first, first + count)),
+                       dtype=bool, count=count)
 
 
 def _new_manifest(recipe: Recipe, tokenizer: Any, name: str, shard_tokens: int) -> Dict[str, Any]:
@@ -124,24 +180,40 @@ def _existing_manifest(recipe: Recipe, out: Path, fresh: Dict[str, Any]) -> Dict
     return manifest
 
 
-def _commit(out: Path, manifest: Dict[str, Any], buffers: Dict[str, List[np.ndarray]], documents_done: int,
+Chunks = List[Tuple[np.ndarray, np.ndarray]]  # (tokens of consecutive documents, each one's length)
+
+
+def _commit(out: Path, manifest: Dict[str, Any], buffers: Dict[str, Chunks], documents_done: int,
             tokens_done: int) -> None:
     """Write every non-empty split buffer as a new shard, then record them in the manifest."""
     dtype = np.dtype(manifest["dtype"])
-    for split, docs in buffers.items():
-        if not docs:
+    for split, chunks in buffers.items():
+        if not chunks:
             continue
         info = manifest["splits"][split]
-        lengths = np.array([len(d) for d in docs], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        tokens = np.concatenate(docs).astype(dtype, copy=False)
+        lengths = np.concatenate([chunk_lengths for _, chunk_lengths in chunks])
+        starts = np.cumsum(lengths) - lengths
+        tokens = np.concatenate([chunk_tokens for chunk_tokens, _ in chunks]).astype(dtype, copy=False)
         entry = store.write_shard(out / manifest["domain"] / split, len(info["shards"]), tokens, starts)
         info["shards"].append(entry)
         info["tokens"] += entry["tokens"]
         info["documents"] += entry["documents"]
-        docs.clear()
+        chunks.clear()
     manifest["documents_done"], manifest["tokens_done"] = documents_done, tokens_done
     store.write_manifest(out, manifest["domain"], manifest)
+
+
+def _first_event(lengths: np.ndarray, is_val: np.ndarray, buffered: Dict[str, int], tokens_done: int,
+                 shard_tokens: int, budget: Optional[int]) -> Tuple[int, bool]:
+    """Index of the first document after which a shard is due or the budget is reached (len(lengths) if
+    none), and whether it is the budget. Decided per document, so shards do not depend on batching."""
+    due = (buffered["train"] + np.cumsum(np.where(is_val, 0, lengths)) >= shard_tokens) | \
+          (buffered["val"] + np.cumsum(np.where(is_val, lengths, 0)) >= shard_tokens)
+    over = tokens_done + np.cumsum(lengths) >= budget if budget is not None else np.zeros(len(lengths), bool)
+    events = np.flatnonzero(due | over)
+    if not len(events):
+        return len(lengths), False
+    return int(events[0]), bool(over[events[0]])
 
 
 def prepare_recipe(recipe: Recipe, out: Path, tokenizer: Any, name: str, pool: Any = None, workers: int = 1,
@@ -154,26 +226,37 @@ def prepare_recipe(recipe: Recipe, out: Path, tokenizer: Any, name: str, pool: A
         return {"domain": recipe.domain, "tokens": 0, "seconds": 0.0, "skipped": True}
     shard_tokens, budget = manifest["shard_tokens"], recipe.token_budget
     docs_done, tokens_done = manifest["documents_done"], manifest["tokens_done"]
-    buffers: Dict[str, List[np.ndarray]] = {s: [] for s in store.SPLITS}
+    buffers: Dict[str, Chunks] = {s: [] for s in store.SPLITS}
     buffered = {s: 0 for s in store.SPLITS}
     start_time, start_tokens = time.perf_counter(), tokens_done
     bar = tqdm(total=budget, initial=tokens_done, unit="tok", unit_scale=True, desc=recipe.domain,
                disable=not progress, dynamic_ncols=True)
     finished = False
     for flat, lengths in _encoded(_batches(iter_documents(recipe), docs_done), pool, workers):
-        ends = np.cumsum(lengths)
-        for end, length in zip(ends, lengths):
-            split = "val" if recipe.ood or is_validation(recipe.domain, docs_done, recipe.val_fraction) else "train"
-            buffers[split].append(flat[end - length:end])
-            buffered[split] += int(length)
-            docs_done, tokens_done = docs_done + 1, tokens_done + int(length)
-            if budget is not None and tokens_done >= budget:
-                finished = True
-                break
-            if max(buffered.values()) >= shard_tokens:
+        count = len(lengths)
+        is_val = (np.ones(count, dtype=bool) if recipe.ood
+                  else _validation_mask(recipe.domain, docs_done, count, recipe.val_fraction))
+        starts = np.cumsum(lengths) - lengths
+        first = 0
+        while first < count and not finished:
+            # Documents first..last (inclusive) go to the buffers in one step per split.
+            event, finished = _first_event(lengths[first:], is_val[first:], buffered, tokens_done, shard_tokens,
+                                           budget)
+            last = min(first + event, count - 1)
+            for split, mask in (("train", ~is_val[first:last + 1]), ("val", is_val[first:last + 1])):
+                if mask.any():
+                    chosen = lengths[first:last + 1][mask]
+                    span = flat[starts[first]:starts[last] + lengths[last]]
+                    tokens = span if mask.all() else span[np.repeat(mask, lengths[first:last + 1])]
+                    buffers[split].append((tokens, chosen))
+                    buffered[split] += int(chosen.sum())
+            added = int(lengths[first:last + 1].sum())
+            docs_done, tokens_done = docs_done + last + 1 - first, tokens_done + added
+            bar.update(added)
+            if event < count - first and not finished:
                 _commit(out, manifest, buffers, docs_done, tokens_done)
                 buffered = {s: 0 for s in store.SPLITS}
-        bar.update(int(lengths.sum()))
+            first = last + 1
         if finished:
             break
     bar.close()
@@ -202,7 +285,8 @@ def prepare(recipe_paths: Sequence[str | Path], out: str | Path, tokenizer: Opti
     pool = None
     init_args = (backend_tokenizer(tok).to_str(), eos_id(tok), token_dtype(vocab_size(tok)).name)
     if workers > 1:
-        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, init_args)
+        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (*init_args, rust_threads(workers)))
+        pool.map(_ready, range(workers), chunksize=1)  # start-up (imports) before the first recipe's clock
     else:
         _init_worker(*init_args)
     try:

@@ -1,1 +1,3 @@
-"""Evaluation: held-out and OOD losses (lm-eval benchmarks arrive with the evaluation issue)."""
+"""Evaluation of exported checkpoints: held-out pretrain/OOD losses (heldout), lm-eval benchmarks over our
+task YAMLs in eval/tasks (benchmarks, harness), gold-answer downstream losses (downstream_loss), sandboxed
+code execution (sandbox), the results JSON (results) and the stage tying them together (stage, command)."""

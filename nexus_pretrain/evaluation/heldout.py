@@ -59,3 +59,30 @@ def heldout_losses(model_dir: str | Path, seq_len: int = 128, n_sequences: int =
     ood = {d: domain_tokens(d, "val", tokenizer=tokenizer) for d in embedded.OOD_DOMAINS}
     weights = {d: 1.0 for d in val}
     return heldout_metrics(model, val, ood, weights, seq_len, n_sequences, 8, torch.device("cpu"))
+
+
+def run_heldout_losses(run_dir: str | Path, model_dir: str | Path | None = None, batch_size: int = 8,
+                       device: str = "cpu") -> Dict[str, float]:
+    """Held-out losses of a run's exported model on that run's own validation and OOD data.
+
+    Reads RUN_DIR/config.yaml and rebuilds the data the trainer evaluated on (same domains, mixture
+    weights, sequence length and number of windows), so the numbers match its in-loop val/* and ood/*.
+    ``model_dir`` defaults to RUN_DIR/hf.
+    """
+    from omegaconf import OmegaConf
+
+    from nexus_pretrain.config import DataConfig
+    from nexus_pretrain.data.build import build_data
+    from nexus_pretrain.model.hf import import_hf
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found; is {run_dir} a nexus-train run directory?")
+    cfg = OmegaConf.load(config_path)
+    # Older runs' configs lack fields added since; the dataclass defaults fill them.
+    data_cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg.data)
+    data = build_data(data_cfg, int(cfg.trainer.seed))
+    model = import_hf(Path(model_dir) if model_dir is not None else run_dir / "hf").to(device)
+    return heldout_metrics(model, data.val_streams, data.ood_streams, data.sampler.weights, int(data_cfg.seq_len),
+                           int(data_cfg.eval_sequences), batch_size, torch.device(device))

@@ -1,1 +1,2 @@
-"""Reports comparing runs (the paper's full tables arrive with the evaluation issue)."""
+"""Reports: run comparisons from metrics.jsonl (runs), the paper's tables from results JSONs (tables, stats),
+figures (plots) and the nexus-report command line (command)."""

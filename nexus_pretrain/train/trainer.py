@@ -38,7 +38,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         t = cfg.trainer
-        self.backend = build_backend(cfg.backend, compile=t.compile, activation_checkpointing=t.activation_checkpointing)
+        self.backend = build_backend(cfg.backend, compile=t.compile, activation_checkpointing=t.activation_checkpointing,
+                                     micro_batch=t.micro_batch)
         validate(cfg, world_size=self.backend.world_size)
         if t.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts (first matmul)

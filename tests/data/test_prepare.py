@@ -105,6 +105,20 @@ def test_rerun_is_a_noop_and_workers_do_not_change_output(tmp_path, fineweb_like
     assert shard_bytes(tmp_path / "two") == before
 
 
+@pytest.mark.parametrize("batch_chars", [1, 500, 3000])
+def test_batch_size_does_not_change_output(tmp_path, monkeypatch, fineweb_like, batch_chars):
+    # Shards are cut and the token budget applied per document, whatever the worker tasks' size.
+    recipe, _ = fineweb_like
+    budget = write_recipe(tmp_path / "b.yaml", "domain: b\nsource:\n  local: {paths: ['fineweb/*.jsonl'], "
+                                               "format: jsonl}\nval_fraction: 0.3\ntoken_budget: 2000\n")
+    prepare([recipe, budget], tmp_path / "default", shard_tokens=700, progress=False)
+    monkeypatch.setattr(prep, "BATCH_CHARS", batch_chars)
+    prepare([recipe, budget], tmp_path / "small", shard_tokens=700, workers=2 if batch_chars == 500 else 1,
+            progress=False)
+    assert shard_bytes(tmp_path / "small") == shard_bytes(tmp_path / "default")
+    assert len(store.read_manifest(tmp_path / "small", "web")["splits"]["train"]["shards"]) > 3
+
+
 @pytest.mark.parametrize("fail_at_write", [2, 3, 6])
 def test_interrupted_run_resumes_to_identical_shards(tmp_path, monkeypatch, fineweb_like, fail_at_write):
     recipe, _ = fineweb_like

@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_slurm_task_environment_becomes_torchrun_environment(monkeypatch):
-    for key in TORCHRUN_KEYS:
-        monkeypatch.delenv(key, raising=False)
+    for key in TORCHRUN_KEYS:  # set, then delete: monkeypatch then restores (removes) what the call exports
+        monkeypatch.setenv(key, "placeholder")
+        monkeypatch.delenv(key)
     slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "123456",
              "SLURM_JOB_NODELIST": "gpu017"}
     for key, value in slurm.items():

@@ -5,7 +5,8 @@ from nexus_pretrain.train.backends.base import Backend
 from nexus_pretrain.train.backends.single import SingleDevice
 
 
-def build_backend(cfg: BackendConfig, compile: bool = False, activation_checkpointing: bool = False) -> Backend:
+def build_backend(cfg: BackendConfig, compile: bool = False, activation_checkpointing: bool = False,
+                  micro_batch: int = 1) -> Backend:
     """The backend named by backend.name (distributed ones join the launcher's process group)."""
     if cfg.name == "single":
         return SingleDevice(cfg, compile=compile, activation_checkpointing=activation_checkpointing)
@@ -16,7 +17,8 @@ def build_backend(cfg: BackendConfig, compile: bool = False, activation_checkpoi
     if cfg.name == "deepspeed":
         from nexus_pretrain.train.backends.deepspeed import DeepSpeedBackend
 
-        return DeepSpeedBackend(cfg, compile=compile, activation_checkpointing=activation_checkpointing)
+        return DeepSpeedBackend(cfg, compile=compile, activation_checkpointing=activation_checkpointing,
+                                micro_batch=micro_batch)
     raise ValueError(f"backend.name={cfg.name!r} is not one of single, fsdp2, deepspeed")
 
 

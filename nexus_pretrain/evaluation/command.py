@@ -1,0 +1,128 @@
+"""nexus-eval's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from nexus_pretrain.evaluation.benchmarks import BENCHMARKS
+
+# Hydra-style overrides accepted as well as flags: nexus-eval run_dir=runs/x eval.tasks=mmlu,gsm8k
+_OVERRIDES = {"run_dir": None, "eval.tasks": "--tasks", "eval.data_dir": "--data-dir", "eval.limit": "--limit",
+              "eval.out": "--out", "eval.batch_size": "--batch-size", "eval.device": "--device",
+              "eval.max_gen_toks": "--max-gen-toks", "eval.step": "--step", "eval.model_dir": "--model-dir",
+              "eval.checkpoint": "--checkpoint",
+              "eval.tag": "--tag"}
+
+
+def translate_overrides(argv: List[str]) -> List[str]:
+    """Rewrite ``key=value`` overrides into the equivalent flags (``run_dir=X`` becomes the positional X)."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and not arg.startswith("-") and key in _OVERRIDES:
+            out += [value] if _OVERRIDES[key] is None else [_OVERRIDES[key], value]
+        elif eq and not arg.startswith("-") and key.startswith("eval."):
+            raise ValueError(f"{key}: no such nexus-eval setting; use one of {', '.join(_OVERRIDES)}")
+        else:
+            out.append(arg)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nexus-eval",
+        description="Evaluate a checkpoint: held-out pretrain/OOD loss, lm-eval accuracies on the paper's "
+                    "benchmarks and downstream (gold-answer) losses, written to one results JSON. With a bare "
+                    "model directory and no --tasks/--data-dir, prints its held-out losses on the embedded corpus.")
+    parser.add_argument("path", type=Path, help="run directory (config.yaml, metrics.jsonl, hf/) or a Hugging Face "
+                                                "model directory (config.json)")
+    parser.add_argument("--tasks", default=None,
+                        help=f"comma-separated benchmarks (default: all): {','.join(BENCHMARKS)}")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="benchmark data directory (default: $NEXUS_EVAL_DATA or data/benchmarks)")
+    parser.add_argument("--limit", type=int, default=None, help="at most N examples per task (BBH: per subtask)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default: RUN_DIR/eval/results_step<step>.json, or MODEL_DIR/results.json)")
+    parser.add_argument("--model-dir", type=Path, default=None, help="model to evaluate instead of RUN_DIR/hf")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="evaluate this training checkpoint (RUN_DIR/checkpoints/step_XXXXXXXX) instead of "
+                             "RUN_DIR/hf: exported to a temporary HF directory, its step read from it "
+                             "(for Fig. 7a over checkpoints)")
+    parser.add_argument("--step", type=int, default=None,
+                        help="training step the model is from (default: the run's last logged step)")
+    parser.add_argument("--tag", default=None, help="label stored in the results JSON for table layouts to match "
+                                                   "(e.g. chinchilla4, public, pre_sft; see eval/tables/README.md)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-gen-toks", type=int, default=None, help="cap on generated tokens (smoke tests)")
+    parser.add_argument("--no-harness", action="store_true", help="skip lm-eval accuracies")
+    parser.add_argument("--no-downstream-loss", action="store_true", help="skip gold-answer losses")
+    parser.add_argument("--no-heldout", action="store_true", help="skip pretrain/OOD held-out losses")
+    parser.add_argument("--seq-len", type=int, default=128, help="held-out window length (bare model directory only)")
+    parser.add_argument("--sequences", type=int, default=32,
+                        help="held-out windows per domain (bare model directory only)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Parse the command line, evaluate and write the results JSON."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(translate_overrides(list(sys.argv[1:] if argv is None else argv)))
+    except ValueError as e:
+        parser.error(str(e))
+    from nexus_pretrain.evaluation.stage import EvalSettings, evaluate_checkpoint, resolve_dirs
+
+    try:
+        run_dir, model_dir = resolve_dirs(args.path)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    if run_dir is None and args.tasks is None and args.data_dir is None:
+        from nexus_pretrain.evaluation.heldout import heldout_losses
+
+        for name, value in heldout_losses(model_dir, args.seq_len, args.sequences).items():
+            print(f"{name:<16} {value:.4f}")
+        return
+    settings = EvalSettings(
+        tasks=[t for t in (args.tasks or "").split(",") if t],
+        data_dir=args.data_dir or Path(os.environ.get("NEXUS_EVAL_DATA", "data/benchmarks")),
+        limit=args.limit, batch_size=args.batch_size, device=args.device, max_gen_toks=args.max_gen_toks,
+        harness=not args.no_harness, downstream_loss=not args.no_downstream_loss, heldout=not args.no_heldout)
+    try:
+        if args.checkpoint is not None:
+            results = _evaluate_training_checkpoint(args, settings)
+        else:
+            results = evaluate_checkpoint(args.path, settings, step=args.step, model_dir=args.model_dir, tag=args.tag)
+    except (FileNotFoundError, ValueError, ConnectionError) as e:
+        sys.exit(f"nexus-eval: {e}")
+    from nexus_pretrain.evaluation.results import write_results
+
+    out = args.out or (run_dir / "eval" / f"results_step{results['step']}.json" if run_dir
+                       else model_dir / "results.json")
+    write_results(results, out)
+    m = results["metrics"]
+    print(json.dumps({"pretrain": m["pretrain"], "ood": m["ood"], "accuracy": m["accuracy"], "loss": m["loss"]},
+                     indent=1))
+    print(f"wrote {out}")
+
+
+def _evaluate_training_checkpoint(args: argparse.Namespace, settings) -> dict:
+    """evaluate_checkpoint on a training checkpoint, exported with nexus-export's export_checkpoint."""
+    import tempfile
+
+    from nexus_pretrain.evaluation.stage import evaluate_checkpoint
+    from nexus_pretrain.train.checkpoint import read_meta
+    from nexus_pretrain.train.export import export_checkpoint
+
+    step = read_meta(args.checkpoint)["step"]
+    with tempfile.TemporaryDirectory(prefix="nexus_eval_hf_") as tmp:
+        model_dir = export_checkpoint(args.checkpoint, Path(tmp) / "hf")
+        results = evaluate_checkpoint(args.path, settings, step=step, model_dir=model_dir, tag=args.tag)
+    results["model_dir"] = None
+    results["checkpoint"] = str(Path(args.checkpoint).resolve())
+    return results

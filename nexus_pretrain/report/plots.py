@@ -1,0 +1,115 @@
+"""Figures (PNG and PDF): loss curves per optimizer, per-domain losses, and the paper's Fig. 7a scatter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence
+
+from nexus_pretrain.report.runs import optimizer_label
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_dir: Path, name: str) -> List[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    for path in paths:
+        fig.savefig(path, bbox_inches="tight", dpi=150)
+    _pyplot().close(fig)
+    return paths
+
+
+def series(run_dir: Path, key: str) -> tuple:
+    """(steps, values) of one metric over a run's metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; is {run_dir} a nexus-train run directory?")
+    steps, values = [], []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if key in row and "step" in row:
+                steps.append(row["step"])
+                values.append(row[key])
+    return steps, values
+
+
+def _label(run_dir: Path) -> str:
+    return f"{optimizer_label(run_dir)} ({Path(run_dir).name})"
+
+
+def loss_curves(run_dirs: Sequence[Path], out_dir: Path) -> List[Path]:
+    """Training loss and validation (pretrain) loss against step, one line per run."""
+    plt = _pyplot()
+    fig, (train, val) = plt.subplots(1, 2, figsize=(10, 4))
+    for run_dir in run_dirs:
+        train.plot(*series(run_dir, "loss"), label=_label(run_dir))
+        val.plot(*series(run_dir, "val/pretrain"), marker="o", label=_label(run_dir))
+    for ax, title in ((train, "training loss"), (val, "validation loss (pretrain mixture)")):
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    return _save(fig, Path(out_dir), "loss_curves")
+
+
+def domain_losses(run_dirs: Sequence[Path], out_dir: Path) -> List[Path]:
+    """One panel per validation/OOD domain (val/<d>, ood/<d>), one line per run."""
+    plt = _pyplot()
+    keys: List[str] = []
+    for run_dir in run_dirs:
+        for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+            if line.strip():
+                for k in json.loads(line):
+                    if (k.startswith("val/") or k.startswith("ood/")) and k not in ("val/pretrain", "ood/mean") \
+                            and k not in keys:
+                        keys.append(k)
+    if not keys:
+        raise ValueError(f"no val/<domain> or ood/<domain> metrics in {', '.join(str(r) for r in run_dirs)}")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for run_dir in run_dirs:
+            ax.plot(*series(run_dir, key), marker="o", label=_label(run_dir))
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+    axes[0][0].legend(fontsize=8)
+    return _save(fig, Path(out_dir), "domain_losses")
+
+
+def downstream_vs_pretrain(results: Sequence[Mapping[str, Any]], out_dir: Path) -> List[Path]:
+    """Paper Fig. 7a: average downstream loss against pretrain validation loss, one point per checkpoint.
+
+    Points of one optimizer share a colour; checkpoints of the same run are joined in step order.
+    """
+    plt = _pyplot()
+    runs: Dict[tuple, List[Mapping[str, Any]]] = {}
+    for r in results:
+        m = r.get("metrics", {})
+        if m.get("pretrain") is None or (m.get("loss") or {}).get("All") is None:
+            continue
+        runs.setdefault((r.get("optimizer"), r.get("run_dir") or r.get("model_dir")), []).append(r)
+    if not runs:
+        raise ValueError("no results with both a pretrain loss and downstream losses to plot")
+    colours: Dict[Any, str] = {}
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for (optimizer, _), points in runs.items():
+        points = sorted(points, key=lambda r: r.get("step") or 0)
+        first = optimizer not in colours
+        colour = colours.setdefault(optimizer, f"C{len(colours)}")
+        xs = [p["metrics"]["pretrain"] for p in points]
+        ys = [p["metrics"]["loss"]["All"] for p in points]
+        ax.plot(xs, ys, marker="o", color=colour, label=str(optimizer) if first else None)
+    ax.set_xlabel("pretrain validation loss")
+    ax.set_ylabel("average downstream loss")
+    ax.set_title("Implicit bias: downstream vs pretrain loss")
+    ax.legend(fontsize=8)
+    return _save(fig, Path(out_dir), "downstream_vs_pretrain")

@@ -1,0 +1,282 @@
+"""The paper's result tables from results JSONs, in Markdown, LaTeX and CSV.
+
+A layout (eval/tables/*.yaml) lists groups of rows; each row selects results JSONs by matching
+fields (dotted paths such as ``optimizer``, ``model``, ``config.schedule.name`` or ``run_name``,
+compared as strings with shell-style wildcards). Every row gives an "Acc. (↑)" line (pretrain and
+OOD loss, then the benchmark accuracies and their mean) and a "Loss (↓)" line (the benchmarks'
+downstream losses and their mean); every non-baseline row is followed by its improvement over the
+group's baseline row (accuracy: run - baseline; loss: baseline - run, so positive is better).
+
+Bold marks the paper's non-trivial gaps: a loss improving by more than 0.01 or an accuracy by more
+than 2 points, on the improved row's cell and on the improvement. Where several results match one row
+(seeds; of one run only its last checkpoint counts), cells show mean ± sample std, improvements show
+the difference of means ± the half-width of its Welch 95% confidence interval, and a gap is bolded
+only when that interval also excludes 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+from nexus_pretrain.report.stats import Summary, summarize, welch_ci
+
+BENCH_COLUMNS = ("MMLU", "GPQA", "GPQA-D", "BBH", "GSM8k", "MATH", "HumanEval", "MBPP", "All")
+LOSS_THRESHOLD = 0.01
+ACC_THRESHOLD = 2.0
+UP, DOWN = "↑", "↓"
+
+
+@dataclass
+class RowSpec:
+    label: str
+    match: Dict[str, Any]
+    baseline: bool = False
+
+
+@dataclass
+class GroupSpec:
+    label: str
+    rows: List[RowSpec]
+
+
+@dataclass
+class Layout:
+    """Which results go where in one table."""
+
+    name: str
+    title: str = ""
+    group_header: str = ""
+    pretrain_header: str = "Pretrain."
+    improvement_label: str = "Improv."
+    improvement_rows: Tuple[str, ...] = ("acc", "loss")
+    groups: List[GroupSpec] = field(default_factory=list)
+
+
+@dataclass
+class Cell:
+    text: str
+    bold: bool = False
+
+
+@dataclass
+class Table:
+    """Header and body rows of a rendered table; body rows are label cells followed by value cells."""
+
+    layout: Layout
+    header: List[str]
+    rows: List[List[Cell]]
+
+
+def load_layout(path: Path) -> Layout:
+    """A table layout from YAML (see eval/tables/)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not raw.get("groups"):
+        raise ValueError(f"{path}: a table layout needs a non-empty 'groups' list")
+    groups = []
+    for g in raw["groups"]:
+        rows = [RowSpec(str(r["label"]), dict(r.get("match") or {}), bool(r.get("baseline", False))) for r in g["rows"]]
+        if sum(r.baseline for r in rows) != 1:
+            raise ValueError(f"{path}: group {g.get('label')!r} needs exactly one row with baseline: true")
+        groups.append(GroupSpec(str(g.get("label", "")), rows))
+    return Layout(name=raw.get("name", path.stem), title=raw.get("title", ""), group_header=raw.get("group_header", ""),
+                  pretrain_header=raw.get("pretrain_header", "Pretrain."),
+                  improvement_label=raw.get("improvement_label", "Improv."),
+                  improvement_rows=tuple(raw.get("improvement_rows", ("acc", "loss"))), groups=groups)
+
+
+def default_layout(results: Sequence[Mapping[str, Any]], baseline: Optional[str] = None) -> Layout:
+    """One group with a row per optimizer, in order of appearance; the baseline is ``baseline`` or the first."""
+    labels: List[str] = []
+    for r in results:
+        if r.get("optimizer") not in labels:
+            labels.append(r.get("optimizer"))
+    base = baseline if baseline is not None else labels[0]
+    if base not in labels:
+        raise ValueError(f"--baseline {base!r} matches no result's optimizer ({', '.join(map(str, labels))})")
+    rows = [RowSpec(str(label), {"optimizer": label}, label == base) for label in labels]
+    rows.sort(key=lambda r: not r.baseline)
+    return Layout(name="results", group_header="", groups=[GroupSpec("", rows)])
+
+
+def lookup(result: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted path of a results document (None if absent)."""
+    value: Any = result
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def matches(result: Mapping[str, Any], match: Mapping[str, Any]) -> bool:
+    """Whether every field of ``match`` equals (as a string, wildcards allowed; a list: any of) the result's.
+
+    An absent field reads as "None", so ``tag: "None"`` selects untagged results.
+    """
+    def one(value: Any, pattern: Any) -> bool:
+        if isinstance(pattern, list):
+            return any(one(value, p) for p in pattern)
+        return fnmatch.fnmatchcase(str(value), str(pattern))
+
+    return all(one(lookup(result, k), v) for k, v in match.items())
+
+
+def _values(results: Sequence[Mapping[str, Any]]) -> Dict[Tuple[str, str], Optional[Summary]]:
+    """(kind, column) -> summary over seeds; kinds: 'loss' for Pretrain/OOD/downstream loss, 'acc'."""
+    out: Dict[Tuple[str, str], Optional[Summary]] = {
+        ("loss", "Pretrain"): summarize([lookup(r, "metrics.pretrain") for r in results]),
+        ("loss", "OOD"): summarize([lookup(r, "metrics.ood") for r in results]),
+    }
+    for col in BENCH_COLUMNS:
+        out[("acc", col)] = summarize([lookup(r, f"metrics.accuracy.{col}") for r in results])
+        out[("loss", col)] = summarize([(lookup(r, "metrics.loss") or {}).get(col) for r in results])
+    return out
+
+
+def _fmt(s: Optional[Summary], kind: str) -> str:
+    if s is None:
+        return "—"
+    digits = 3 if kind == "loss" else 1
+    return f"{s.mean:.{digits}f}" + (f" ± {s.std:.{digits}f}" if s.n > 1 else "")
+
+
+def _fmt_diff(diff: float, kind: str, ci: Optional[Tuple[float, float]]) -> str:
+    digits = 3 if kind == "loss" else 1
+    text = f"{diff:.{digits}f}"
+    if text.lstrip("-").strip("0.") == "":
+        text = f"{0:.{digits}f}"
+    elif diff > 0:
+        text = "+" + text
+    if ci is not None:
+        text += f" ± {(ci[1] - ci[0]) / 2:.{digits}f}"
+    return text
+
+
+Gain = Tuple[float, Optional[Tuple[float, float]], bool]
+
+
+def improvement(run: Optional[Summary], base: Optional[Summary], kind: str) -> Optional[Gain]:
+    """(improvement, its 95% CI or None, bold) of ``run`` over ``base``; positive is better for both kinds."""
+    if run is None or base is None:
+        return None
+    if kind == "loss":
+        diff, ci, threshold = base.mean - run.mean, welch_ci(base, run), LOSS_THRESHOLD
+    else:
+        diff, ci, threshold = run.mean - base.mean, welch_ci(run, base), ACC_THRESHOLD
+    # rounded so that e.g. 2.00 - 1.99 counts as exactly 0.01 (not bold), as in the printed table
+    bold = round(diff, 9) > threshold and (ci is None or round(ci[0], 9) > 0)
+    return diff, ci, bold
+
+
+def latest_per_run(results: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+    """The last-step result of each run (results of one run at several checkpoints are not seeds)."""
+    latest: Dict[Any, Mapping[str, Any]] = {}
+    for r in results:
+        key = r.get("run_dir") or r.get("model_dir") or id(r)
+        if key not in latest or (r.get("step") or 0) > (latest[key].get("step") or 0):
+            latest[key] = r
+    return list(latest.values())
+
+
+def build_table(layout: Layout, results: Sequence[Mapping[str, Any]]) -> Table:
+    """Fill a layout with results (a row with no matching result shows dashes).
+
+    Only each run's last evaluated checkpoint counts; several runs matching a row are seeds.
+    """
+    results = latest_per_run(results)
+    header = [layout.group_header, "Optim.", "Metric", layout.pretrain_header, "OOD", *BENCH_COLUMNS]
+    rows: List[List[Cell]] = []
+    for group in layout.groups:
+        stats = {spec.label: _values([r for r in results if matches(r, spec.match)]) for spec in group.rows}
+        base_spec = next(s for s in group.rows if s.baseline)
+        base = stats[base_spec.label]
+        first = True
+        for spec in group.rows:
+            vals = stats[spec.label]
+            gains = {} if spec.baseline else {k: improvement(vals[k], base[k], k[0]) for k in vals}
+            bold = {k: bool(g and g[2]) for k, g in gains.items()}
+            acc_row = [Cell(group.label if first else ""), Cell(spec.label), Cell(f"Acc. ({UP})")]
+            acc_row += [Cell(_fmt(vals[("loss", c)], "loss"), bold.get(("loss", c), False))
+                        for c in ("Pretrain", "OOD")]
+            acc_row += [Cell(_fmt(vals[("acc", c)], "acc"), bold.get(("acc", c), False)) for c in BENCH_COLUMNS]
+            loss_row = [Cell(""), Cell(""), Cell(f"Loss ({DOWN})"), Cell(""), Cell("")]
+            loss_row += [Cell(_fmt(vals[("loss", c)], "loss"), bold.get(("loss", c), False)) for c in BENCH_COLUMNS]
+            rows += [acc_row, loss_row]
+            first = False
+            if spec.baseline:
+                continue
+            label = layout.improvement_label
+            if "acc" in layout.improvement_rows:
+                row = [Cell(""), Cell(label), Cell(f"Acc. ({UP})"), Cell("-"), Cell("-")]
+                row += [_gain_cell(gains[("acc", c)], "acc") for c in BENCH_COLUMNS]
+                rows.append(row)
+                label = ""
+            if "loss" in layout.improvement_rows:
+                row = [Cell(""), Cell(label), Cell(f"Loss ({UP})")]
+                row += [_gain_cell(gains[("loss", c)], "loss") for c in ("Pretrain", "OOD", *BENCH_COLUMNS)]
+                rows.append(row)
+    return Table(layout, header, rows)
+
+
+def _gain_cell(gain, kind: str) -> Cell:
+    if gain is None:
+        return Cell("—")
+    diff, ci, bold = gain
+    return Cell(_fmt_diff(diff, kind, ci), bold)
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub Markdown; bold as **x**."""
+    lines = []
+    if table.layout.title:
+        lines += [f"**{table.layout.title}**", ""]
+    lines += ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+    for row in table.rows:
+        lines.append("| " + " | ".join(f"**{c.text}**" if c.bold else c.text for c in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tex(text: str) -> str:
+    text = text.replace("\\", "\\textbackslash{}")
+    for ch in "%&_#$":
+        text = text.replace(ch, "\\" + ch)
+    return text.replace("±", "$\\pm$").replace(UP, "$\\uparrow$").replace(DOWN, "$\\downarrow$").replace("—", "--")
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs tabular inside a table environment; bold as \\textbf{}."""
+    n = len(table.header)
+    lines = ["\\begin{table}[t]", "\\centering"]
+    if table.layout.title:
+        lines.append(f"\\caption{{{_tex(table.layout.title)}}}")
+    lines += ["\\small", "\\begin{tabular}{lll" + "c" * (n - 3) + "}", "\\toprule",
+              " & ".join(_tex(h) for h in table.header) + " \\\\", "\\midrule"]
+    for i, row in enumerate(table.rows):
+        if i and row[0].text:
+            lines.append("\\midrule")
+        lines.append(" & ".join(f"\\textbf{{{_tex(c.text)}}}" if c.bold else _tex(c.text) for c in row) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """Plain cells (no bold), one line per table row."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(table.header)
+    for row in table.rows:
+        writer.writerow([c.text for c in row])
+    return buf.getvalue()
+
+
+FORMATS = {"md": to_markdown, "tex": to_latex, "csv": to_csv}
