@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from datetime import datetime, timezone
@@ -11,18 +10,10 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import yaml
 
+from nexus_pretrain.data.store import sha256_file
 from nexus_pretrain.evaluation.benchmarks import TASKS_DIR, Benchmark, data_files, task_files
 
 SCHEMA = "nexus_pretrain.eval_results/1"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def task_hashes(benchmarks: Sequence[Benchmark], data_dir: Path,

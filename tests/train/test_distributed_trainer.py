@@ -60,6 +60,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_on_two_ranks(tmp_path: Path, cases: list) -> None:
+    """Run trainer cases ({"overrides": [...], "until": step}) one after another in one 2-process torchrun."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={free_port()}", str(worker), json.dumps(cases)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
 def losses(run_dir: Path) -> dict:
     """Step -> logged training loss (a later line for the same step wins, as after a resume)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -96,13 +107,7 @@ def test_fsdp2_matches_single_device_and_resumes_across_world_sizes(tmp_path):
         {"overrides": [*FSDP2, "optim=nexus", f"trainer.run_dir={runs['resumed']}",
                        f"trainer.resume={ckpt.checkpoint_root(runs['nexus']) / 'step_00000002'}"], "until": 4},
     ]
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           f"--master_port={free_port()}", str(worker), json.dumps(cases)],
-                          capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_on_two_ranks(tmp_path, cases)
 
     init = Trainer(compose_config([*SINGLE, f"trainer.run_dir={tmp_path / 'init'}"])).model.state_dict()
     for optim in ("adamw", "nexus"):
@@ -138,13 +143,7 @@ def test_deepspeed_trainer_matches_single_device_and_resumes(tmp_path):
                  f"trainer.run_dir={run}", "trainer.resume=auto"]
     # Stop at step 2 (a checkpoint), then a second launch resumes from it to step 4.
     cases = [{"overrides": deepspeed, "until": 2}, {"overrides": deepspeed, "until": 4}]
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           f"--master_port={free_port()}", str(worker), json.dumps(cases)],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_on_two_ranks(tmp_path, cases)
     assert_close_runs(losses(run), losses(single), range(1, 5))
     meta = ckpt.read_meta(ckpt.checkpoint_root(run) / "step_00000004")
     assert (meta["backend"], meta["world_size"]) == ("deepspeed", 2)
