@@ -107,6 +107,7 @@ class Trainer:
         multiplier = lr_multiplier(self.cfg.schedule, self.step, self.cfg.trainer.max_steps)
         self.optimizer.set_lr_multiplier(multiplier)
         micro_losses = []
+        domain_loss, domain_rows = torch.zeros_like(self._domain_loss), torch.zeros_like(self._domain_rows)
         last = self.accumulation - 1
         for micro in range(self.accumulation):
             batch = self.micro_batch(micro)
@@ -116,8 +117,8 @@ class Trainer:
             self.backend.backward(loss / self.accumulation, sync=self.optimizer.sync_every_micro_step or micro == last)
             self.optimizer.micro_step()
             micro_losses.append(loss.detach())
-            self._domain_loss.index_add_(0, batch.domain_ids, row_losses.detach())
-            self._domain_rows.index_add_(0, batch.domain_ids, torch.ones_like(row_losses.detach()))
+            domain_loss.index_add_(0, batch.domain_ids, row_losses.detach())
+            domain_rows.index_add_(0, batch.domain_ids, torch.ones_like(row_losses.detach()))
             self._pending_rows.index_add_(0, batch.domain_ids, torch.ones_like(batch.domain_ids))
         micro_losses = torch.stack(micro_losses)
         self._window_losses.append((self.step, micro_losses))
@@ -129,6 +130,8 @@ class Trainer:
             metrics = self.optimizer.step()
             self.optimizer.zero_grad()
             metrics["loss"] = mean_loss
+            self._domain_loss += domain_loss
+            self._domain_rows += domain_rows
         self.step += 1
         metrics["lr"] = torch.tensor(self.cfg.optim.lr * multiplier)
         return metrics

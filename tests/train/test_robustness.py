@@ -108,6 +108,9 @@ def test_nonfinite_step_is_skipped_with_parameters_restored(tmp_path):
     trainer.model = _PoisonAt(inner, trainer, step=2)
     trainer.fit(until_step=3)  # step 3 is poisoned: dropped, the weights are those after step 2
     assert trainer.skipped_steps == 1 and trainer.step == 3
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 3 and records[-1]["skipped_steps"] == 1 and "loss" not in records[-1]
+    assert not any(k.startswith("train/") for k in records[-1])  # the dropped step's NaN losses are not logged
     for key, value in inner.state_dict().items():
         assert torch.equal(value, before[key]), key
     trainer.model = _PoisonAt(inner, trainer, step=4)  # a second one exceeds trainer.skip_nonfinite=1
