@@ -1,4 +1,4 @@
-"""Console scripts: nexus-train, nexus-data, nexus-eval, nexus-report, nexus-bench."""
+"""Console scripts: nexus-train, nexus-data, nexus-eval, nexus-report, nexus-analyze, nexus-export, nexus-bench."""
 
 from __future__ import annotations
 
@@ -202,6 +202,13 @@ def export(argv: Optional[List[str]] = None) -> None:
                   file=sys.stderr)
             sys.exit(2)
     print(f"exported {checkpoint} -> {export_checkpoint(checkpoint, args.out_dir)}")
+
+
+def analyze(argv: Optional[List[str]] = None) -> None:
+    """nexus-analyze: the paper's Sec. 5.1 analyses (gradient cosine, parameter closeness, loss landscape, Fig. 7a)."""
+    from nexus_pretrain.analysis.command import main
+
+    main(argv)
 
 
 def bench(argv: Optional[List[str]] = None) -> None:

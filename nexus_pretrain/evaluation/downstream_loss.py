@@ -81,6 +81,23 @@ def _window(prefix: List[int], ctx: List[int], cont: List[int], max_len: int) ->
     return tokens, len(cont)
 
 
+def sequences_nll(model: torch.nn.Module, batch: Sequence[Tuple[List[int], int]],
+                  device: Any = "cpu") -> Tuple[torch.Tensor, int]:
+    """Summed NLL (a 0-d tensor, differentiable) of the last ``n`` tokens of each (tokens, n) in one
+    padded batch, and their count."""
+    width = max(len(t) for t, _ in batch) - 1
+    inputs = torch.zeros(len(batch), width, dtype=torch.long)
+    targets = torch.zeros(len(batch), width, dtype=torch.long)
+    mask = torch.zeros(len(batch), width, dtype=torch.bool)
+    for row, (tokens, n) in enumerate(batch):
+        t = torch.tensor(tokens, dtype=torch.long)
+        inputs[row, :len(t) - 1], targets[row, :len(t) - 1] = t[:-1], t[1:]
+        mask[row, len(t) - 1 - n:len(t) - 1] = True
+    logits = model(inputs.to(device)).float()
+    nll = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), reduction="none").view_as(mask)
+    return nll[mask.to(device)].sum(), int(mask.sum())
+
+
 @torch.no_grad()
 def continuation_nll(model: torch.nn.Module, sequences: Sequence[Tuple[List[int], int]], max_len: int,
                      batch_size: int = 8, device: str = "cpu") -> Tuple[float, int]:
@@ -88,20 +105,22 @@ def continuation_nll(model: torch.nn.Module, sequences: Sequence[Tuple[List[int]
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
     total, count = 0.0, 0
     for start in range(0, len(order), batch_size):
-        batch = [sequences[i] for i in order[start:start + batch_size]]
-        width = max(len(t) for t, _ in batch) - 1
-        inputs = torch.zeros(len(batch), width, dtype=torch.long)
-        targets = torch.zeros(len(batch), width, dtype=torch.long)
-        mask = torch.zeros(len(batch), width, dtype=torch.bool)
-        for row, (tokens, n) in enumerate(batch):
-            t = torch.tensor(tokens, dtype=torch.long)
-            inputs[row, :len(t) - 1], targets[row, :len(t) - 1] = t[:-1], t[1:]
-            mask[row, len(t) - 1 - n:len(t) - 1] = True
-        logits = model(inputs.to(device)).float()
-        nll = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), reduction="none").view_as(mask)
-        total += nll[mask.to(device)].sum().item()
-        count += int(mask.sum())
+        nll, n = sequences_nll(model, [sequences[i] for i in order[start:start + batch_size]], device)
+        total += nll.item()
+        count += n
     return total, count
+
+
+def gold_sequences(tokenizer: Any, tasks: Iterable[Any], max_len: int,
+                   limit: Optional[int] = None) -> List[Tuple[List[int], int]]:
+    """(token ids, number of scored end tokens) of each gold answer after its prompt, over lm-eval tasks."""
+    prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    sequences = []
+    for task in tasks:
+        for context, continuation in gold_pairs(task, limit):
+            ctx, cont = encode_pair(tokenizer, context, continuation)
+            sequences.append(_window(prefix, ctx, cont, max_len))
+    return sequences
 
 
 def downstream_losses(model: torch.nn.Module, tokenizer: Any, tasks: Dict[str, Iterable[Any]], max_len: int,
@@ -109,14 +128,9 @@ def downstream_losses(model: torch.nn.Module, tokenizer: Any, tasks: Dict[str, I
     """GoldLoss per benchmark column; ``tasks`` maps a column to its lm-eval Task objects (BBH: 27 subtasks)."""
     was_training = model.training
     model.eval()
-    prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     out = {}
     for column, column_tasks in tasks.items():
-        sequences = []
-        for task in column_tasks:
-            for context, continuation in gold_pairs(task, limit):
-                ctx, cont = encode_pair(tokenizer, context, continuation)
-                sequences.append(_window(prefix, ctx, cont, max_len))
+        sequences = gold_sequences(tokenizer, column_tasks, max_len, limit)
         nll, tokens = continuation_nll(model, sequences, max_len, batch_size, device)
         out[column] = GoldLoss(nll, tokens, len(sequences))
     model.train(was_training)

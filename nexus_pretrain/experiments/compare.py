@@ -1,0 +1,185 @@
+"""Our table next to the paper's: per-cell differences, seed statistics, the same-pretraining-loss check.
+
+Improvements use the paper's sign (its "Improv." rows): for a loss, baseline - run; for an accuracy,
+run - baseline; positive means the row (Nexus) is better than the group's baseline (AdamW).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from nexus_pretrain.experiments.paper import PaperRows
+from nexus_pretrain.experiments.registry import TableSpec
+from nexus_pretrain.experiments.runner import PlannedRun
+from nexus_pretrain.report.stats import Summary, summarize, t975
+from nexus_pretrain.report.tables import BENCH_COLUMNS, GroupSpec, Layout, RowSpec, build_table, load_layout, lookup
+
+SAME_LOSS_THRESHOLD = 0.01  # paper Sec. 4.1 / 4.3: "negligible margin (Delta < 0.01)"
+CELLS: Tuple[Tuple[str, str], ...] = (("loss", "Pretrain"), ("loss", "OOD"),
+                                       *(("acc", c) for c in BENCH_COLUMNS), *(("loss", c) for c in BENCH_COLUMNS))
+
+
+def cell_value(result: Mapping[str, Any], key: Tuple[str, str]) -> Optional[float]:
+    """One cell of a results document: pretrain / OOD loss, an accuracy or a downstream loss."""
+    kind, col = key
+    if key == ("loss", "Pretrain"):
+        return lookup(result, "metrics.pretrain")
+    if key == ("loss", "OOD"):
+        return lookup(result, "metrics.ood")
+    return (lookup(result, "metrics.accuracy" if kind == "acc" else "metrics.loss") or {}).get(col)
+
+
+def run_layout(spec: TableSpec, runs: Sequence[PlannedRun]) -> Layout:
+    """The table's layout (eval/tables/) with each row matching exactly its planned run directories."""
+    layout = load_layout(spec.layout_path)
+    dirs: Dict[Tuple[str, str], List[str]] = {}
+    for run in runs:
+        dirs.setdefault((run.row.group, run.row.row), []).append(str(run.run_dir))
+    groups = []
+    for g in layout.groups:
+        rows = [RowSpec(r.label, {"run_dir": dirs[(g.label, r.label)]}, r.baseline)
+                for r in g.rows if (g.label, r.label) in dirs]
+        rows += [RowSpec(r.row, {"run_dir": dirs[(g.label, r.row)]}) for r in spec.rows
+                 if r.extra and r.group == g.label and (g.label, r.row) in dirs and r.row not in [x.label for x in rows]]
+        if rows and any(r.baseline for r in rows):
+            groups.append(GroupSpec(g.label, rows))
+    layout.groups = groups
+    return layout
+
+
+def improvement(kind: str, base: float, run: float) -> float:
+    return base - run if kind == "loss" else run - base
+
+
+@dataclass
+class SeedStat:
+    """Improvement of a row over its group's baseline over paired seeds."""
+
+    group: str
+    row: str
+    baseline: str
+    key: Tuple[str, str]
+    values: List[float]
+    paper: Optional[float]
+
+    @property
+    def summary(self) -> Optional[Summary]:
+        return summarize(self.values)
+
+    @property
+    def ci(self) -> Optional[Tuple[float, float]]:
+        s = self.summary
+        if s is None or s.n < 2:
+            return None
+        half = t975(s.n - 1) * s.std / math.sqrt(s.n)
+        return (s.mean - half, s.mean + half)
+
+
+def seed_stats(spec: TableSpec, runs: Sequence[PlannedRun], results: Mapping[str, Mapping[str, Any]],
+               paper: PaperRows) -> List[SeedStat]:
+    """Per group, non-baseline row and cell: the improvement over the baseline at each common seed."""
+    layout = run_layout(spec, runs)
+    by_row: Dict[Tuple[str, str], Dict[int, Mapping[str, Any]]] = {}
+    for run in runs:
+        doc = results.get(str(run.run_dir))
+        if doc is not None:
+            by_row.setdefault((run.row.group, run.row.row), {})[run.seed] = doc
+    out = []
+    for g in layout.groups:
+        base = next(r.label for r in g.rows if r.baseline)
+        for r in g.rows:
+            if r.baseline or (g.label, r.label) not in by_row or (g.label, base) not in by_row:
+                continue
+            mine, theirs = by_row[(g.label, r.label)], by_row[(g.label, base)]
+            seeds = sorted(set(mine) & set(theirs))
+            p_run, p_base = paper.get((g.label, r.label), {}), paper.get((g.label, base), {})
+            for key in CELLS:
+                vals = [improvement(key[0], cell_value(theirs[s], key), cell_value(mine[s], key)) for s in seeds
+                        if cell_value(theirs[s], key) is not None and cell_value(mine[s], key) is not None]
+                if not vals:
+                    continue
+                pv = None
+                if p_run.get(key) is not None and p_base.get(key) is not None:
+                    pv = improvement(key[0], p_base[key], p_run[key])
+                out.append(SeedStat(g.label, r.label, base, key, vals, pv))
+    return out
+
+
+def _f(x: Optional[float], kind: str, sign: bool = False) -> str:
+    if x is None:
+        return "—"
+    digits = 3 if kind == "loss" else 1
+    if round(x, digits) == 0:
+        x = 0.0  # no "-0.000"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def paper_comparison_markdown(spec: TableSpec, runs: Sequence[PlannedRun],
+                              results: Mapping[str, Mapping[str, Any]], paper: PaperRows) -> str:
+    """Per row: our mean (± std) over seeds, the paper's value and ours - paper, for every cell either has."""
+    header = ["Group", "Optim.", "Cell", "ours", "paper", "ours - paper"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    seen = []
+    for run in runs:
+        key = (run.row.group, run.row.row)
+        if key not in seen:
+            seen.append(key)
+    for group, row in seen:
+        docs = [results[str(r.run_dir)] for r in runs
+                if (r.row.group, r.row.row) == (group, row) and str(r.run_dir) in results]
+        p = paper.get((group, row), {})
+        for cell in CELLS:
+            s = summarize([cell_value(d, cell) for d in docs])
+            pv = p.get(cell)
+            if s is None and pv is None:
+                continue
+            kind = cell[0]
+            ours = "—" if s is None else _f(s.mean, kind) + (f" ± {_f(s.std, kind)}" if s.n > 1 else "")
+            name = f"{'Acc.' if kind == 'acc' else 'Loss'} {cell[1]}"
+            diff = None if pv is None or s is None else s.mean - pv
+            lines.append(f"| {group} | {row} | {name} | {ours} | {_f(pv, kind)} | {_f(diff, kind, sign=True)} |")
+    return "\n".join(lines) + "\n"
+
+
+def seed_stats_markdown(stats: Sequence[SeedStat]) -> str:
+    """Improvement over the baseline: mean ± std over seeds, its 95% CI (paired t) and the paper's."""
+    header = ["Group", "Row vs baseline", "Cell", "seeds", "improvement mean ± std", "95% CI", "paper"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for st in stats:
+        s, ci, kind = st.summary, st.ci, st.key[0]
+        ci_text = "—" if ci is None else f"[{_f(ci[0], kind, True)}, {_f(ci[1], kind, True)}]"
+        name = f"{'Acc.' if kind == 'acc' else 'Loss'} {st.key[1]}"
+        lines.append(f"| {st.group} | {st.row} - {st.baseline} | {name} | {s.n} | "
+                     f"{_f(s.mean, kind, True)} ± {_f(s.std, kind)} | {ci_text} | {_f(st.paper, kind, True)} |")
+    return "\n".join(lines) + "\n"
+
+
+def same_loss_checks(stats: Sequence[SeedStat]) -> List[Dict[str, Any]]:
+    """Per compared row: |mean pretrain-loss difference| < 0.01 (paper's "same pretraining loss"), ours and paper's."""
+    out = []
+    for st in stats:
+        if st.key != ("loss", "Pretrain"):
+            continue
+        mean = st.summary.mean
+        out.append({"group": st.group, "row": st.row, "baseline": st.baseline, "delta": mean,
+                    "same": abs(mean) < SAME_LOSS_THRESHOLD, "seeds": st.summary.n, "paper_delta": st.paper,
+                    "paper_same": None if st.paper is None else abs(st.paper) < SAME_LOSS_THRESHOLD})
+    return out
+
+
+def same_loss_markdown(checks: Sequence[Mapping[str, Any]]) -> str:
+    header = ["Group", "Row vs baseline", "Δ pretrain loss (baseline - row)", "same (abs(Δ) < 0.01)", "paper Δ",
+              "paper same"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in checks:
+        paper_same = "—" if c["paper_same"] is None else ("yes" if c["paper_same"] else "no")
+        lines.append(f"| {c['group']} | {c['row']} - {c['baseline']} | {0.0 if round(c['delta'], 4) == 0 else c['delta']:+.4f} | "
+                     f"{'yes' if c['same'] else 'no'} | {_f(c['paper_delta'], 'loss', True)} | {paper_same} |")
+    return "\n".join(lines) + "\n"
+
+
+def our_table(spec: TableSpec, runs: Sequence[PlannedRun], results: Mapping[str, Mapping[str, Any]]):
+    """Our results rendered through nexus_pretrain.report (the layout's groups and rows, our runs)."""
+    return build_table(run_layout(spec, runs), list(results.values()))

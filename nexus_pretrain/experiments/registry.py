@@ -1,0 +1,83 @@
+"""Which runs fill which row of which paper table.
+
+Each table lists, per (group label, row label) of its layout in eval/tables/, the experiment file and
+sweep point that trains it, and the ``nexus-eval --tag`` its results carry (the layouts tell runs apart
+by tag where the config does not: ``chinchilla4`` for Table 2, ``public`` for Table 8). Rows shared by
+several tables (e.g. the 3B main runs) resolve to the same run directory, so they are trained once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from nexus_pretrain.paths import REPO_ROOT
+
+TABLES_DIR = REPO_ROOT / "eval" / "tables"
+
+
+@dataclass(frozen=True)
+class RowRun:
+    """One table row: group and row label (as in the layout), experiment, sweep point and eval tag."""
+
+    group: str
+    row: str
+    experiment: str
+    point: Tuple[Tuple[str, str], ...]
+    tag: Optional[str] = None
+    extra: bool = False  # a row the paper's table (and its layout) lacks, appended to its group
+
+    @property
+    def overrides(self) -> List[str]:
+        return [f"{k}={v}" for k, v in self.point]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    rows: Tuple[RowRun, ...] = field(default_factory=tuple)
+
+    @property
+    def layout_path(self) -> Path:
+        return TABLES_DIR / f"{self.name}.yaml"
+
+    def groups(self) -> List[str]:
+        return list(dict.fromkeys(r.group for r in self.rows))
+
+
+def _pair(group: str, experiment: str, extra: Dict[str, str] = None, tag: Optional[str] = None,
+          labels: Tuple[str, str] = ("AdamW", "Nexus")) -> List[RowRun]:
+    extra = extra or {}
+    return [RowRun(group, label, experiment, tuple({"optim": optim, **extra}.items()), tag)
+            for label, optim in zip(labels, ("adamw", "nexus"))]
+
+
+TABLES: Dict[str, TableSpec] = {
+    "table1": TableSpec("table1", tuple(_pair("1B", "main_1b") + _pair("3B", "main_3b"))),
+    "table2": TableSpec("table2", tuple(_pair("2", "main_3b") + _pair("4", "token_scaling_4x", tag="chinchilla4"))),
+    "table3": TableSpec("table3", tuple(_pair("WSD", "schedule", {"schedule": "wsd"})
+                                        + _pair("Cosine", "schedule", {"schedule": "cosine"}))),
+    "table7": TableSpec("table7", tuple(sum((_pair(f"Math{p}", "mixture", {"data": f"math{p}"}) for p in (10, 40, 70)),
+                                            []))),
+    "table8": TableSpec("table8", tuple(_pair("1B", "public_1b", tag="public", labels=("Adam", "Nexus"))
+                                        + _pair("3B", "public_3b", tag="public", labels=("Adam", "Nexus")))),
+    "table9": TableSpec("table9", tuple(_pair("130M", "size_130m") + _pair("300M", "size_300m") + _pair("520M", "main_1b")
+                                        + _pair("1.2B", "size_1_2b") + _pair("2.3B", "main_3b"))),
+    "table10": TableSpec("table10", (
+        RowRun("", "AdamW", "muon", (("optim", "adamw"),)),
+        RowRun("", "Adam+Nexus", "muon", (("optim", "nexus"),)),
+        RowRun("", "Muon", "muon", (("optim", "muon"),)),
+        # not in the paper's Table 10 (Sec. 5.3 only says it underperforms AdamW+Nexus downstream)
+        RowRun("", "Muon+Nexus", "muon_nexus", (("optim", "nexus"),), extra=True),
+    )),
+}
+
+
+def table_spec(name: str) -> TableSpec:
+    """The spec of 'table1', '1', 'Table1', ... (ValueError naming the choices otherwise)."""
+    key = name.lower().replace("tab.", "table").replace(" ", "")
+    key = key if key.startswith("table") else f"table{key}"
+    if key not in TABLES:
+        raise ValueError(f"unknown table {name!r}; choose one of {', '.join(TABLES)}")
+    return TABLES[key]

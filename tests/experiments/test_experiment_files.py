@@ -1,0 +1,150 @@
+"""configs/experiment/: every file and sweep point composes and validates, carries Tab. 6's values, and
+its max_steps is the Chinchilla helper's budget; the registry's rows match the tables' layouts."""
+
+import re
+
+import pytest
+
+from nexus_pretrain.config import validate
+from nexus_pretrain.experiments.files import (SCALES, chinchilla_spec, compose_many, experiment_name,
+                                              experiment_names, experiment_path, point_overrides, sweep_points)
+from nexus_pretrain.experiments.registry import TABLES, table_spec
+from nexus_pretrain.report.tables import load_layout, matches
+
+PAPER_EXPERIMENTS = ["main_1b", "main_3b", "mixture", "muon", "muon_nexus", "public_1b", "public_3b", "schedule",
+                     "size_130m", "size_1_2b", "size_300m", "token_scaling_4x"]
+
+
+@pytest.fixture(scope="module")
+def composed():
+    """{(scale, name, point tuple): TrainConfig} for every sweep point of every file (one Hydra init)."""
+    keys, lists = [], []
+    for scale in SCALES:
+        for name in experiment_names(scale):
+            for point in sweep_points(name, scale):
+                keys.append((scale, name, tuple(point.items())))
+                lists.append([f"+experiment={experiment_name(name, scale)}", *point_overrides(point)])
+    return dict(zip(keys, compose_many(lists)))
+
+
+def test_the_same_experiments_exist_at_both_scales():
+    assert experiment_names("paper") == PAPER_EXPERIMENTS
+    assert experiment_names("tiny") == PAPER_EXPERIMENTS
+
+
+def test_every_sweep_point_composes_and_validates(composed):
+    assert len(composed) == 2 * (2 + 2 + 6 + 3 + 2 + 2 + 2 + 4 + 2 + 2 + 2 + 2)
+    for cfg in composed.values():
+        validate(cfg)
+
+
+def test_files_are_global_package_and_sweep_the_optimizer():
+    for scale in SCALES:
+        for name in experiment_names(scale):
+            text = experiment_path(name, scale).read_text()
+            assert text.startswith("# @package _global_\n"), name
+            assert "optim" in sweep_points(name, scale)[0], name
+
+
+def test_paper_scale_values_follow_tab6(composed):
+    for (scale, name, point), cfg in composed.items():
+        if scale != "paper":
+            continue
+        where = f"{name} {point}"
+        t, o, s, d = cfg.trainer, cfg.optim, cfg.schedule, cfg.data
+        assert t.global_batch == 256 and d.seq_len == 2048, where
+        assert list(o.betas) == [0.9, 0.95] and o.eps == 1e-10 and o.max_grad_norm == 1.0, where
+        assert o.inner_lr == 0.01, where
+        assert s.warmup_steps == 1000, where
+        if s.name == "wsd":
+            assert s.decay_steps == 10000, where
+        muon_outer = o.name == "muon" or (o.name == "nexus" and o.outer == "muon")
+        assert o.weight_decay == (0.1 if muon_outer else 0.2), where
+        spec = chinchilla_spec(name)
+        assert cfg.model.preset == spec.preset, where
+        # Tab. 6: 1B (llama_520m) LR 0.002, 3B (llama_3b) LR 0.001; sizes the paper leaves out follow the nearest
+        assert o.lr == {"llama_130m": 0.002, "llama_300m": 0.002, "llama_520m": 0.002, "llama_1b": 0.001,
+                        "llama_3b": 0.001}[cfg.model.preset], where
+        assert spec.multiplier == {"llama_520m": 4, "llama_3b": 4 if name == "token_scaling_4x" else 2}.get(
+            cfg.model.preset, spec.multiplier), where
+
+
+def test_max_steps_is_the_chinchilla_budget(composed):
+    from nexus_pretrain.data.chinchilla import chinchilla_tokens, steps_for
+
+    for name in experiment_names("paper"):
+        spec = chinchilla_spec(name)
+        assert (spec.global_batch, spec.seq_len) == (256, 2048)
+        steps = steps_for(chinchilla_tokens(spec.preset, spec.multiplier), spec.global_batch, spec.seq_len)
+        assert steps == spec.max_steps()
+        text = experiment_path(name).read_text()
+        assert re.search(rf"^  max_steps: {steps}\b", text, re.M), name
+        assert f"= {steps:,}" in text, f"{name}: the comment's arithmetic does not end in {steps:,}"
+        for (scale, n, _), cfg in composed.items():
+            if (scale, n) == ("paper", name):
+                assert cfg.trainer.max_steps == steps, name
+
+
+def test_known_budgets():
+    assert chinchilla_spec("main_1b").max_steps() == 78661     # 41,240,678,400 tokens
+    assert chinchilla_spec("main_3b").max_steps() == 178514    # 93,592,473,600 tokens
+    assert chinchilla_spec("token_scaling_4x").max_steps() == 357027
+
+
+def test_tiny_variants_mirror_the_paper_files(composed):
+    for name in PAPER_EXPERIMENTS:
+        assert sweep_points(name, "tiny") == sweep_points(name, "paper"), name
+        for point in sweep_points(name, "paper"):
+            paper = composed[("paper", name, tuple(point.items()))]
+            tiny = composed[("tiny", name, tuple(point.items()))]
+            assert tiny.model.preset == "tiny" and tiny.trainer.max_steps <= 100, name
+            assert (tiny.schedule.name, tiny.optim.name, tiny.optim.outer) == \
+                (paper.schedule.name, paper.optim.name, paper.optim.outer), name
+            if not name.startswith("public"):
+                assert tiny.data.name == paper.data.name and tiny.data.fixed_shares == paper.data.fixed_shares, name
+            assert tiny.optim.weight_decay == paper.optim.weight_decay, name
+
+
+def _fake_result(cfg, tag):
+    """The fields of a nexus-eval results document that the layouts match on."""
+    o = cfg.optim
+    return {"model": cfg.model.preset, "optimizer": o.name if o.name != "nexus" else f"{o.variant}({o.outer})",
+            "data_mixture": {"name": cfg.data.name}, "config": {"schedule": {"name": cfg.schedule.name}}, "tag": tag}
+
+
+def test_registry_rows_are_the_layout_rows_and_match_them(composed):
+    for name, spec in TABLES.items():
+        layout = load_layout(spec.layout_path)
+        layout_rows = [(g.label, r.label) for g in layout.groups for r in g.rows]
+        assert [(r.group, r.row) for r in spec.rows if not r.extra] == layout_rows, name
+        for row in spec.rows:
+            assert dict(row.point) in sweep_points(row.experiment), (name, row)
+            cfg = composed[("paper", row.experiment, tuple(row.point))]
+            if row.extra:
+                assert (cfg.optim.name, cfg.optim.outer) == ("nexus", "muon")
+                continue
+            spec_row = next(r for g in layout.groups if g.label == row.group for r in g.rows if r.label == row.row)
+            assert matches(_fake_result(cfg, row.tag), spec_row.match), (name, row)
+    assert table_spec("1") is TABLES["table1"] and table_spec("Table10") is TABLES["table10"]
+    with pytest.raises(ValueError, match="unknown table"):
+        table_spec("table5")
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_rows_shared_between_tables_share_one_run_directory(scale, tmp_path):
+    from nexus_pretrain.experiments.runner import plan_runs
+
+    def dirs(table, group, seeds=(0,)):
+        return {r.row.row: r.run_dir for r in plan_runs(TABLES[table], scale, seeds, tmp_path, groups=[group])}
+
+    main = dirs("table1", "3B")
+    assert dirs("table3", "WSD") == main and dirs("table7", "Math10") == main and dirs("table9", "2.3B") == main
+    t10 = dirs("table10", "")
+    assert (t10["AdamW"], t10["Adam+Nexus"]) == (main["AdamW"], main["Nexus"])
+    assert dirs("table2", "4")["AdamW"] != main["AdamW"]
+    assert dirs("table1", "1B")["AdamW"] != main["AdamW"]
+    runs = plan_runs(TABLES["table1"], scale, [0, 1], tmp_path, groups=["1B"])
+    assert [r.run_dir.name for r in runs] == ["seed0", "seed1", "seed0", "seed1"]
+    assert all(str(r.run_dir).startswith(str(tmp_path.resolve() / scale)) for r in runs)
+    assert runs[0].train_command(["nexus-train"])[-3:] == ["trainer.seed=0", f"trainer.run_dir={runs[0].run_dir}",
+                                                          "logging.progress_bar=false"]
