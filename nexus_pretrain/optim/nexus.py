@@ -366,11 +366,10 @@ class Nexus:
         """Clip the pseudo-gradient to max_grad_norm (0: no clipping); return its pre-clip global norm."""
         if self._norm is global_norm:
             return clip_gradients(self.params, self.max_grad_norm)
-        grads = [p.grad for p in self.params if p.grad is not None]
-        norm = self._norm(grads)
+        params = [p for p in self.params if p.grad is not None]
+        norm = self._norm([p.grad for p in params])
         if self.max_grad_norm > 0:
-            coef = (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0)  # torch's clip_grad_norm_ rule
-            torch._foreach_mul_(grads, coef)
+            torch.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, norm, foreach=True)
         return norm
 
     def _nsgd_pseudo_gradient(self) -> torch.Tensor:

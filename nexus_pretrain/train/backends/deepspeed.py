@@ -20,7 +20,7 @@ The optimizer returned by ``setup`` reports ``sync_every_micro_step=False``, so 
 * Nexus (variants nexus, nexus_dot, random) needs every micro-batch gradient reduced and an inner step
   on the fp32 master weights before the next forward. So every backward is an accumulation boundary
   (gradients are reduce-scattered and averaged over ranks) and ``micro_step`` calls ``engine.step()``.
-  The client optimizer handed to ZeRO is ``_NexusClient``: ZeRO swaps its param groups' tensors for
+  The client optimizer handed to ZeRO is ``NexusClient`` (zero_nexus.py): ZeRO swaps its param groups' tensors for
   its flat fp32 partitions and calls its ``step()``; the client runs our ``Nexus`` class (optim/nexus.py)
   on those partitions: ``Nexus.micro_step`` (inner normalized step, the global gradient norm taken by
   ``norm_fn`` = squared partition norms all-reduced over the data-parallel group), and on the window's
@@ -37,8 +37,8 @@ The optimizer returned by ``setup`` reports ``sync_every_micro_step=False``, so 
   group's fp32 partition into the module right after. A normalized step and the pseudo-gradient
   clipping need the norm over all groups, so the client records each group's gradient and runs Nexus
   on all groups in the call for the last group; it then re-publishes the earlier groups' fp32
-  partitions into the module's (bit16) partitions, which is the one place where this file reaches into
-  ZeRO internals (``_republish``), besides reading the fp32 partition lists (``_fp32_partitions``).
+  partitions into the module's (bit16) partitions. That, and reading the fp32 partition lists, are the
+  only uses of ZeRO internals; both live in zero_nexus.py (``republish_partition``, ``fp32_partitions``).
 
 Limitations: ``discard`` (trainer.skip_nonfinite > 0) is not supported, since for Nexus the outer step
 happens inside the engine step of the window's last micro-batch, before the trainer looks at the loss.
@@ -69,7 +69,8 @@ from nexus_pretrain.config import BackendConfig
 from nexus_pretrain.optim.base import scale_learning_rates
 from nexus_pretrain.optim.build import weight_decay_groups
 from nexus_pretrain.optim.nexus import Nexus
-from nexus_pretrain.train.backends.launch_env import export_launcher_env
+from nexus_pretrain.train.backends.zero_nexus import NexusClient, dp_norm, fp32_partitions, republish_partition
+from nexus_pretrain.train.backends.launch_env import export_launcher_env, mean_over_ranks, process_group_backend
 from nexus_pretrain.train.backends.single import autocast_dtype, compile_blocks, resolve_device
 
 if TYPE_CHECKING:
@@ -159,106 +160,6 @@ def ds_config(cfg: BackendConfig, optim_cfg: "OptimConfig", micro_batch: int = 1
     return _merge(config, overrides or {})
 
 
-def _dp_norm(tensors: List[torch.Tensor], group: Any, device: torch.device) -> torch.Tensor:
-    """Global L2 norm of tensors that are this rank's disjoint shards of one vector."""
-    local = torch.nn.utils.get_total_norm(tensors, foreach=True)
-    squared = local.to(device=device, dtype=torch.float32).square()
-    dist.all_reduce(squared, group=group)
-    return squared.sqrt().to(local.device)
-
-
-def _fp32_partitions(zero_opt: Any, stage: int, n_groups: int) -> List[torch.Tensor]:
-    """This rank's flat fp32 master partition of each param group (ZeRO internals)."""
-    if stage < 3:
-        parts = list(zero_opt.single_partition_of_fp32_groups)
-    else:
-        parts = list(zero_opt.fp32_partitioned_groups_flat)
-        mapping = zero_opt.sub_group_to_group_id  # {sub_group: param_group}
-        if [mapping[i] for i in range(len(parts))] != list(range(n_groups)):
-            raise RuntimeError("ZeRO-3 split a param group into several sub-groups; raise sub_group_size")
-    if len(parts) != n_groups:
-        raise RuntimeError(f"ZeRO made {len(parts)} fp32 partitions for {n_groups} param groups")
-    return parts
-
-
-def _republish(zero_opt: Any, stage: int, index: int) -> None:
-    """Copy fp32 partition ``index`` into the module's partition, as ZeRO does after a group's step."""
-    if stage < 3:
-        rank = dist.get_rank(group=zero_opt.real_dp_process_group[index])
-        zero_opt.parallel_partitioned_bit16_groups[index][rank].data.copy_(
-            zero_opt.single_partition_of_fp32_groups[index].data)
-    else:
-        zero_opt._reassign_or_swap_out_partitioned_parameters(index)
-
-
-class _NexusClient(torch.optim.Optimizer):
-    """The torch optimizer ZeRO wraps for Nexus: each engine step is one Nexus micro-step (and, on the
-    window's last micro-batch, the Nexus step) on ZeRO's fp32 partitions.
-
-    Its own param groups are only ZeRO's handles (ZeRO puts its partitions in them while stepping);
-    the outer AdamW lives inside ``self.nexus`` with one partition per group. ``state_dict`` is the
-    Nexus state, which ZeRO writes per rank into its checkpoint.
-    """
-
-    def __init__(self, groups: List[Dict[str, Any]], defaults: Dict[str, Any]):
-        self._own_state: Dict[Any, Any] = {}
-        self.nexus: Optional[Nexus] = None
-        super().__init__(groups, defaults)
-        self.partitions: List[torch.Tensor] = []
-        self.close_window = False
-        self.metrics: Dict[str, torch.Tensor] = {}
-        self._grads: Dict[int, torch.Tensor] = {}
-        self._on_event = None  # called with the indices stepped outside ZeRO's own call
-
-    @property
-    def state(self):  # ZeRO links optimizer-state views to this: the outer AdamW's state
-        return self.nexus.outer.state if self.nexus is not None else self._own_state
-
-    @state.setter
-    def state(self, value):
-        self._own_state = value
-
-    def attach(self, nexus: Nexus, partitions: List[torch.Tensor], on_event) -> None:
-        self.nexus, self.partitions, self._on_event = nexus, partitions, on_event
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        index = {id(p): i for i, p in enumerate(self.partitions)}
-        current = set()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None and id(p) in index:
-                    self._grads[index[id(p)]] = p.grad
-                    current.add(index[id(p)])
-        if not current:
-            raise RuntimeError("DeepSpeed stepped the Nexus client without gradients of its partitions")
-        if len(self._grads) < len(self.partitions):
-            return None  # ZeRO steps the remaining groups next; Nexus needs all of them
-        grads, self._grads = [self._grads[i] for i in range(len(self.partitions))], {}
-        saved = [p.grad for p in self.partitions]
-        for p, g in zip(self.partitions, grads):
-            p.grad = g
-        nexus = self.nexus
-        if nexus.variant == "nsgd" or self.close_window:
-            nexus.micro_step()
-            self.metrics = nexus.step()
-        else:
-            nexus.micro_step()
-        for p, g in zip(self.partitions, saved):  # ZeRO's gradient buffers, as it left them
-            p.grad = g
-        self._on_event([i for i in range(len(self.partitions)) if i not in current])
-        return None
-
-    def state_dict(self) -> Dict[str, Any]:
-        return self.nexus.state_dict()
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self.nexus.load_state_dict(state_dict)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """ZeRO owns and clears the partitions' gradients."""
-
-
 class DeepSpeedStep:
     """The trainer's StepOptimizer over a DeepSpeed engine (see the module docstring)."""
 
@@ -267,7 +168,7 @@ class DeepSpeedStep:
     every micro-batch gradient for Nexus (each backward is an accumulation boundary)."""
 
     def __init__(self, engine: Any, optim_cfg: "OptimConfig", client: torch.optim.Optimizer,
-                 nexus_client: Optional[_NexusClient]):
+                 nexus_client: Optional[NexusClient]):
         self.engine = engine
         self.accumulate = accumulates(optim_cfg)
         self.client = nexus_client
@@ -345,9 +246,7 @@ class DeepSpeedBackend:
         if self.device.type == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed picks its accelerator
         self.ds = import_deepspeed()
-        backend = cfg.dist_backend
-        if backend == "auto":
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
+        backend = process_group_backend(cfg.dist_backend, self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if self.device.type == "cpu":
@@ -392,24 +291,24 @@ class DeepSpeedBackend:
         if optim_cfg.name == "adamw":
             client: torch.optim.Optimizer = torch.optim.AdamW(groups, fused=fused, **hyper)
         else:
-            client = _NexusClient(groups, dict(hyper, weight_decay=optim_cfg.weight_decay))
+            client = NexusClient(groups, dict(hyper, weight_decay=optim_cfg.weight_decay))
         engine, zero_opt, _, _ = self.ds.initialize(model=model, optimizer=client, config=self.config(optim_cfg),
                                                    dist_init_required=False)
         nexus_client = None
         if optim_cfg.name == "nexus":
             nexus_client = client
             stage = self.cfg.zero_stage
-            parts = _fp32_partitions(zero_opt, stage, len(groups))
+            parts = fp32_partitions(zero_opt, stage, len(groups))
             outer = torch.optim.AdamW([{"params": [p], "weight_decay": g["weight_decay"]} for p, g in zip(parts, groups)],
                                       fused=fused and parts[0].is_cuda, **hyper)
             nexus = Nexus(outer, inner_lr=optim_cfg.inner_lr, variant=optim_cfg.variant,
                           offload_anchor=optim_cfg.offload_anchor, max_grad_norm=optim_cfg.max_grad_norm,
                           inner_lr_follows_schedule=optim_cfg.inner_lr_follows_schedule, seed=seed,
-                          norm_fn=partial(_dp_norm, group=zero_opt.dp_process_group, device=self.device))
+                          norm_fn=partial(dp_norm, group=zero_opt.dp_process_group, device=self.device))
 
             def republish(indices: List[int]) -> None:
                 for i in indices:
-                    _republish(zero_opt, stage, i)
+                    republish_partition(zero_opt, stage, i)
 
             client.attach(nexus, parts, republish)
         self.engine = engine
@@ -428,9 +327,7 @@ class DeepSpeedBackend:
         self.engine.backward(loss, scale_wrt_gas=False)
 
     def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
-        out = value.detach().clone()
-        dist.all_reduce(out)
-        return out / self.world_size
+        return mean_over_ranks(value)
 
     def save(self, directory: Path, model: torch.nn.Module, optimizer: "StepOptimizer") -> None:
         """DeepSpeed's checkpoint (module, fp32 partitions, client optimizer state per rank) under tag 'engine'."""

@@ -26,7 +26,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from nexus_pretrain.config import BackendConfig
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.train.backends import dcp
-from nexus_pretrain.train.backends.launch_env import export_launcher_env
+from nexus_pretrain.train.backends.launch_env import export_launcher_env, mean_over_ranks, process_group_backend
 from nexus_pretrain.train.backends.single import autocast_dtype, resolve_device
 
 if TYPE_CHECKING:
@@ -41,9 +41,7 @@ def init_process_group(cfg: BackendConfig) -> Tuple[int, int, int]:
         export_launcher_env()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if not dist.is_initialized():
-        backend = cfg.dist_backend
-        if backend == "auto":
-            backend = "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo"
+        backend = process_group_backend(cfg.dist_backend, resolve_device(cfg.device))
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend, timeout=timedelta(minutes=cfg.timeout_minutes))
@@ -104,9 +102,7 @@ class FSDP2:
         loss.backward()
 
     def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
-        out = value.detach().clone()
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)  # gloo has no AVG
-        return out / self.world_size
+        return mean_over_ranks(value)
 
     def save(self, directory: Path, model: torch.nn.Module, optimizer: "StepOptimizer"):
         return dcp.save(directory, model, optimizer, asynchronous=self.cfg.async_checkpoint)

@@ -1,9 +1,13 @@
-"""The rank/world-size environment a distributed backend joins, from torchrun, deepspeed or Slurm."""
+"""What the distributed backends share: the rank/world-size environment (torchrun, deepspeed or Slurm),
+the process-group backend to join with, and the mean of a tensor over ranks."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+
+import torch
+import torch.distributed as dist
 
 TORCHRUN_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -36,3 +40,17 @@ def export_launcher_env() -> None:
     missing = ", ".join(k for k in TORCHRUN_KEYS if k not in os.environ)
     raise RuntimeError(f"a distributed backend needs a launcher: {missing} not set; start with torchrun "
                        "(scripts/launch.sh), the deepspeed launcher or Slurm, or use backend.name=single")
+
+
+def process_group_backend(name: str, device: torch.device) -> str:
+    """backend.dist_backend resolved: auto is nccl on GPU and gloo on CPU."""
+    if name == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    return name
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """A new tensor: the mean of ``value`` over all ranks (SUM then divide: gloo has no AVG)."""
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / dist.get_world_size()
