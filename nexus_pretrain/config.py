@@ -103,6 +103,40 @@ class ScheduleConfig:
 
 
 @dataclass
+class SFTDataConfig:
+    """Instruction data for data.source=sft: prompt/response pairs or chat messages, loss on responses only."""
+
+    dataset: Optional[str] = None
+    """A Hugging Face hub dataset name, a local .jsonl/.json/.parquet file (or a folder of them), or
+    ``embedded_math`` (word problems generated from the embedded math corpus's templates, for CPU runs)."""
+    subset: Optional[str] = None
+    """Hub dataset configuration name (load_dataset's second argument), if the dataset has several."""
+    split: str = "train"
+    """Split the training examples come from."""
+    val_split: Optional[str] = None
+    """Split of the held-out examples; None holds out a fixed data.val_fraction of ``split`` instead."""
+    messages_field: str = "messages"
+    """Column of chat messages ([{role, content}, ...]); used when the dataset has it, else the
+    prompt/response columns are."""
+    prompt_field: str = "prompt"
+    """Column of the user prompt."""
+    response_field: str = "response"
+    """Column of the assistant response."""
+    system_prompt: Optional[str] = None
+    """System message put before every conversation that has none."""
+    template: str = "auto"
+    """auto: the tokenizer's chat template if it has one, else the default one (nexus_pretrain/sft/template.py);
+    chat: the tokenizer's (an error if it has none); default: always the default one."""
+    overlong: str = "truncate"
+    """Examples longer than data.seq_len + 1 tokens: truncate (keep the first seq_len + 1 tokens; dropped
+    if no response token is left) or drop."""
+    max_examples: Optional[int] = None
+    """Use only the first N examples of ``split`` (None: all)."""
+    num_proc: Optional[int] = None
+    """Processes tokenizing the examples (datasets.map's num_proc); None tokenizes in this process."""
+
+
+@dataclass
 class DataConfig:
     """Where sequences come from and how micro-batches mix domains."""
 
@@ -110,7 +144,8 @@ class DataConfig:
     """Name of the data preset (for reports)."""
     source: str = "embedded"
     """embedded: the corpus shipped in the package; shards: domains prepared by `nexus-data prepare`
-    under data.path."""
+    under data.path; sft: the instruction examples of data.sft (OOD domains from data.path's shards, or
+    from the embedded corpus when data.path is unset)."""
     path: Optional[str] = None
     """Root folder of the prepared domains (the --out of nexus-data prepare); required when source=shards."""
     tokenizer: Optional[str] = None
@@ -136,6 +171,8 @@ class DataConfig:
     num_workers: int = 0
     """Worker processes preparing training micro-batches ahead of the loop (0: in the training
     process). Batches are identical for any value."""
+    sft: SFTDataConfig = field(default_factory=SFTDataConfig)
+    """Instruction data; read only when source=sft."""
 
 
 @dataclass
@@ -205,6 +242,11 @@ class TrainerConfig:
     """torch.use_deterministic_algorithms (bit-exact resume on GPU)."""
     export_hf: bool = True
     """Write a Hugging Face model directory at the end."""
+    init_from: Optional[str] = None
+    """Start from pretrained weights (weights only: optimizer, step and schedule start fresh, e.g. for
+    SFT): a checkpoint directory (run_dir/checkpoints/step_XXXXXXXX), a run directory (its hf/ export, else
+    its newest checkpoint) or a Hugging Face Llama directory. trainer.resume, when it finds a checkpoint,
+    wins over it."""
 
 
 @dataclass
@@ -262,7 +304,9 @@ NEXUS_VARIANTS = ("nexus", "nexus_dot", "nsgd", "random")
 SCHEDULES = ("wsd", "cosine", "constant")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 BACKENDS = ("single", "fsdp2", "deepspeed")
-DATA_SOURCES = ("embedded", "shards")
+DATA_SOURCES = ("embedded", "shards", "sft")
+SFT_TEMPLATES = ("auto", "chat", "default")
+SFT_OVERLONG = ("truncate", "drop")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -342,6 +386,8 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         except ValueError as error:
             raise ConfigError(str(error)) from None
     _positive("data.seq_len", d.seq_len)
+    if d.source == "sft":
+        _validate_sft(d.sft)
     _choice("data.microbatch_domains", d.microbatch_domains, ("mixed", "per_domain"))
     _require(0 < d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
     _positive("data.eval_sequences", d.eval_sequences)
@@ -381,5 +427,20 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     t.resume = {"true": "auto", "false": "never"}.get(str(t.resume).lower(), str(t.resume))
     _require(t.resume in ("never", "auto") or Path(t.resume).is_dir(),
              f"trainer.resume={t.resume!r} is neither never, auto nor an existing checkpoint directory")
+    _require(t.init_from is None or Path(t.init_from).exists(),
+             f"trainer.init_from={t.init_from!r} does not exist; give a checkpoint, run or Hugging Face model directory")
     _positive("logging.cosine_every", cfg.logging.cosine_every, allow_zero=True)
     _choice("logging.wandb_mode", cfg.logging.wandb_mode, ("offline", "online", "disabled"))
+
+
+def _validate_sft(sft: SFTDataConfig) -> None:
+    _require(bool(sft.dataset), "data.sft.dataset is not set; with data.source=sft give a hub dataset name, a local "
+                                ".jsonl/.parquet file or embedded_math")
+    _choice("data.sft.template", sft.template, SFT_TEMPLATES)
+    _choice("data.sft.overlong", sft.overlong, SFT_OVERLONG)
+    for key in ("split", "messages_field", "prompt_field", "response_field"):
+        _require(bool(getattr(sft, key)), f"data.sft.{key} is empty; name a split/column")
+    if sft.max_examples is not None:
+        _positive("data.sft.max_examples", sft.max_examples)
+    if sft.num_proc is not None:
+        _positive("data.sft.num_proc", sft.num_proc)

@@ -5,14 +5,19 @@
     rate prepare reports (tokenizing and writing, after start-up) and the end-to-end rate of the whole
     command (interpreter start, imports and worker start-up included), and
 (b) loader throughput for the 130M preset's batch shape (seq_len 1024, micro-batch 16, accumulation 4,
-    data.source=shards over the shards of (a)) against the trainer's consumption for that preset.
+    data.source=shards over the shards of (a)) against the trainer's consumption for that preset;
+(c) with --cache-capacity N: the Rust encoder alone on the embedded documents (prepare's batches, a fresh
+    tokenizer per run), its BPE word cache at the default size vs N words, runs interleaved; ids compared.
 
-    python scripts/bench_data.py [--steps 50] [--workers 2] [--prepare-workers 1,2] [--repeat 1]
+    python scripts/bench_data.py [--steps 50] [--workers 2] [--prepare-workers 1,2] [--repeat 1] [--cache-capacity N]
+
+The load average is printed with each part: the machine may be shared, and rates scale with free cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -20,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nexus_pretrain.data import store
+from nexus_pretrain.data import prepare, store
 from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MixtureSampler
 
@@ -69,18 +74,52 @@ def bench_loader(root: Path, steps: int, num_workers: int) -> float:
     return steps * ACCUMULATION * MICRO_BATCH * SEQ_LEN / seconds
 
 
+def bench_cache(capacity: int, repeat: int) -> None:
+    """Print encoder tokens/s with the BPE cache at its default size and at ``capacity`` words, interleaved."""
+    from tokenizers import Tokenizer
+
+    from nexus_pretrain.data.recipe import iter_documents, load_recipe
+    from nexus_pretrain.data.tokens import backend_tokenizer
+
+    tokenizer_json = backend_tokenizer(prepare.load_tokenizer(None)[0]).to_str()
+    batches = [b for r in RECIPES for b in prepare._batches(iter_documents(load_recipe(r)), 0)]
+    rates: dict[str, list[float]] = {"default": [], f"{capacity:,}": []}
+    ids: dict[str, list[list[int]]] = {}
+    for run in range(repeat):
+        for name in (list(rates) if run % 2 == 0 else list(rates)[::-1]):
+            tokenizer = Tokenizer.from_str(tokenizer_json)
+            if name != "default":
+                tokenizer.model._resize_cache(capacity)  # not serialised in tokenizer.json: set on the model
+            start, out = time.perf_counter(), []
+            for batch in batches:
+                out += [e.ids for e in tokenizer.encode_batch_fast(batch, add_special_tokens=False)]
+            rates[name].append(sum(map(len, out)) / (time.perf_counter() - start))
+            ids.setdefault(name, out)
+    base = statistics.median(rates["default"])
+    for name, values in rates.items():
+        print(f"    cache {name:>9}: {max(values):,.0f} tokens/s best, {statistics.median(values):,.0f} median of "
+              f"{len(values)} ({statistics.median(values) / base:.2f}x default median)")
+    print(f"    ids identical: {ids['default'] == ids[f'{capacity:,}']}")
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {prepare.cpu_cores()} cores"
+
+
 def main() -> None:
-    """Run both measurements and print them with the loader/trainer ratio."""
+    """Run the measurements and print them with the loader/trainer ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50, help="optimizer steps the loader produces")
     parser.add_argument("--workers", type=int, default=2, help="loader workers")
     parser.add_argument("--prepare-workers", default="1,2", help="comma-separated --workers values for prepare")
     parser.add_argument("--repeat", type=int, default=1, help="prepare runs per setting (best and median shown)")
+    parser.add_argument("--cache-capacity", type=int, default=0,
+                        help="also compare the encoder with its BPE cache at this many words (0: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "shards"
         for workers in [int(w) for w in args.prepare_workers.split(",")]:
-            print(f"(a) nexus-data prepare {len(RECIPES)} embedded recipes, --workers {workers}")
+            print(f"(a) nexus-data prepare {len(RECIPES)} embedded recipes, --workers {workers} ({load()})")
             rates, walls = [], []
             for run in range(args.repeat):
                 target = out if not out.exists() else Path(tmp) / f"prepare_{workers}_{run}"
@@ -96,6 +135,10 @@ def main() -> None:
             rate = bench_loader(out, args.steps, workers)
             print(f"    num_workers={workers}: {rate:,.0f} tokens/s = {rate / TRAINER_TOKENS_PER_S_H100_130M:.1f}x "
                   f"the trainer's {TRAINER_TOKENS_PER_S_H100_130M:,} tokens/s (130M AdamW, H100; goal >= 10x)")
+    if args.cache_capacity:
+        print(f"(c) encoder alone, BPE cache default vs {args.cache_capacity:,} words, {args.repeat} runs each, "
+              f"interleaved ({load()})")
+        bench_cache(args.cache_capacity, args.repeat)
 
 
 if __name__ == "__main__":

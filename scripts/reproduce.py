@@ -4,9 +4,13 @@
     scripts/reproduce.py table1 --scale tiny --seeds 0,1,2
     scripts/reproduce.py table3 --scale paper --launcher "scripts/launch.sh --gpus 8" --data-dir data/benchmarks
     scripts/reproduce.py table1 --collect-only --run-root runs/reproduce
+    scripts/reproduce.py table7 --scale tiny --in-process   # CPU check: no new interpreter per run
+    scripts/reproduce.py all --estimate     # H100-hours of every table's paper-scale runs, trains nothing
+    scripts/reproduce.py table11 --scale tiny      # pretrain the bases, fine-tune them (SFT), compare
 
 Runs come from configs/experiment/ (tiny/ for --scale tiny) as listed in nexus_pretrain/experiments/registry.py;
-each is trained with nexus-train in a subprocess (skipped when finished, resumed from checkpoints) and
+each is trained with nexus-train in a subprocess (or, with --in-process, by its entry point in this process,
+one run at a time; skipped when finished, resumed from checkpoints) and
 evaluated with the evaluation stage (held-out pretrain/OOD losses only unless --data-dir gives the
 benchmarks). Writes to --out (default RUN_ROOT/SCALE/TABLE/): table.md/.csv/.tex (our runs through
 nexus_pretrain.report), comparison.md (ours vs the paper per cell, improvement mean ± std and 95% CI over
@@ -26,7 +30,7 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reproduce.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("table", help="table1, table2, table3, table7, table8, table9 or table10 (or just the number)")
+    p.add_argument("table", help="table1, table2, table3, table7, table8, table9, table10 or table11 (or just the number)")
     p.add_argument("--scale", choices=("tiny", "paper"), default="tiny")
     p.add_argument("--seeds", default="0", help="comma-separated trainer.seed values (default 0)")
     p.add_argument("--run-root", type=Path, default=Path("runs/reproduce"))
@@ -44,23 +48,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once (subprocesses; default 1)")
     p.add_argument("--verbose", action="store_true", help="show the training output instead of logging it to the run")
+    p.add_argument("--in-process", action="store_true",
+                   help="train each run by nexus-train's entry point in this process, one at a time, instead of "
+                        "in a new interpreter (for tiny runs and tests)")
+    p.add_argument("--estimate", action="store_true",
+                   help="train nothing; print the H100-hours of the table's runs at --scale paper from the "
+                        "measured H100 throughput (TABLE 'all': every table, shared runs once)")
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.in_process and (args.launcher or args.jobs > 1):
+        parser.error("--in-process trains one run at a time in this process; drop --launcher and --jobs")
     from nexus_pretrain.experiments import compare, runner
     from nexus_pretrain.experiments.paper import load_paper, paper_source
     from nexus_pretrain.experiments.registry import table_spec
     from nexus_pretrain.report.tables import FORMATS
 
-    spec = table_spec(args.table)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.estimate:
+        print(estimate(args.table, seeds, args.override))
+        return 0
+    spec = table_spec(args.table)
     groups = [g.strip() for g in args.groups.split(",")] if args.groups else None
     runs = runner.plan_runs(spec, args.scale, seeds, args.run_root, args.override, groups)
-    launcher = shlex.split(args.launcher) if args.launcher else runner.DEFAULT_LAUNCHER
+    launcher = (runner.IN_PROCESS if args.in_process
+                else shlex.split(args.launcher) if args.launcher else runner.DEFAULT_LAUNCHER)
     if not args.collect_only:
-        todo = list({str(r.run_dir): r for r in runs if not r.trained}.values())  # shared rows train once
+        # shared rows train once; fine-tuning runs (Table 11) after the pretraining runs they start from
+        waves = runner.training_waves(runs)
+        todo = [run for wave in waves for run in wave]
         print(f"{spec.name}: {len(runs)} runs, {len(todo)} to train", flush=True)
 
         def train_one(item):
@@ -71,8 +90,11 @@ def main(argv=None) -> int:
             runner.train(run, launcher, quiet=not args.verbose)
             print(f"[{i + 1}/{len(todo)}] trained in {time.time() - t0:.0f} s", flush=True)
 
-        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            list(pool.map(train_one, enumerate(todo)))
+        start = 0
+        for wave in waves:
+            with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+                list(pool.map(train_one, enumerate(wave, start)))
+            start += len(wave)
         for run in runs:
             runner.evaluate(run, args.data_dir, [t for t in args.tasks.split(",") if t], args.limit, args.device)
     results, missing = {}, []
@@ -112,6 +134,20 @@ def main(argv=None) -> int:
     print(text)
     print(f"wrote {out}/comparison.md, comparison.json and table.md/.csv/.tex")
     return 0
+
+
+def estimate(table: str, seeds, overrides) -> str:
+    """The H100-hours of a table's paper-scale runs (or, for 'all', of every table's) as markdown."""
+    from nexus_pretrain.experiments import compute
+    from nexus_pretrain.experiments.registry import TABLES, table_spec
+
+    names = list(TABLES) if table == "all" else [table_spec(table).name]
+    by_table = compute.table_costs(names, seeds, overrides)
+    head = (f"Paper-scale runs, seeds {','.join(map(str, seeds))}: 1 H100-equivalent per run at the MFU measured "
+            "by nexus-bench (README, Performance), evaluation not counted.\n\n")
+    if table != "all":
+        return head + compute.runs_markdown(by_table[names[0]])
+    return head + compute.tables_markdown(by_table) + "\n" + compute.runs_markdown(compute.distinct_runs(by_table))
 
 
 if __name__ == "__main__":

@@ -19,13 +19,18 @@ class RunData:
     """Everything the trainer reads: the tokenizer, the mixture sampler and held-out streams."""
 
     tokenizer: Any
-    sampler: MixtureSampler
+    sampler: MixtureSampler  # or sft.sampler.SFTSampler: anything with domains, weights and micro_batch()
     val_streams: Dict[str, np.ndarray]
     ood_streams: Dict[str, np.ndarray]
 
 
 def build_data(cfg: Any, seed: int) -> RunData:
-    """Load the configured source's tokens (data.source=embedded or shards) and build the sampler."""
+    """Load the configured source's tokens (data.source=embedded or shards) and build the sampler, or the
+    instruction examples of data.source=sft (nexus_pretrain.sft)."""
+    if cfg.source == "sft":
+        from nexus_pretrain.sft.data import build_sft_data
+
+        return build_sft_data(cfg, seed)
     weights = dict(cfg.domains)
     if cfg.fixed_shares:
         weights = apply_fixed_shares(weights, dict(cfg.fixed_shares))
@@ -35,7 +40,7 @@ def build_data(cfg: Any, seed: int) -> RunData:
     elif cfg.source == "shards":
         tokenizer, train, val, ood = _shard_streams(cfg, train_domains)
     else:
-        raise ValueError(f"data.source={cfg.source!r} is not one of embedded, shards")
+        raise ValueError(f"data.source={cfg.source!r} is not one of embedded, shards, sft")
     sampler = MixtureSampler(train, weights, cfg.seq_len, seed, cfg.microbatch_domains)
     return RunData(tokenizer=tokenizer, sampler=sampler, val_streams=val, ood_streams=ood)
 

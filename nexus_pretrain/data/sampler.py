@@ -101,7 +101,10 @@ class MixtureSampler:
 
 
 def eval_batches(stream: np.ndarray, seq_len: int, n_sequences: int, batch_size: int) -> List[MicroBatch]:
-    """Fixed, evenly spaced, non-overlapping windows of a validation stream, in batches."""
+    """Fixed, evenly spaced, non-overlapping windows of a validation stream, in batches (or, for a held-out
+    set with its own ``eval_batches``, such as SFT examples, its first n_sequences rows)."""
+    if hasattr(stream, "eval_batches"):
+        return stream.eval_batches(seq_len, n_sequences, batch_size)
     available = (len(stream) - 1) // seq_len
     if available < 1:
         raise ValueError(f"validation stream of {len(stream)} tokens is shorter than data.seq_len={seq_len}")

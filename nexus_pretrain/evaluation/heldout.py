@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Callable, ContextManager, Dict, Mapping
+from typing import Any, Callable, ContextManager, Dict, Mapping
 
 import numpy as np
 import torch
@@ -16,14 +16,16 @@ from nexus_pretrain.model.llama import lm_loss
 @torch.no_grad()
 def stream_loss(model: torch.nn.Module, stream: np.ndarray, seq_len: int, n_sequences: int, batch_size: int,
                 device: torch.device, autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> float:
-    """Mean next-token loss over fixed evenly spaced windows of a token stream."""
+    """Mean next-token loss per target token over fixed evenly spaced windows of a token stream (or the
+    held-out rows of an SFT set, counting response tokens only)."""
     total, count = 0.0, 0
     for batch in eval_batches(stream, seq_len, n_sequences, batch_size):
         batch = batch.to(device)
         with autocast():
             loss = lm_loss(model(batch.inputs), batch.targets)
-        total += loss.item() * len(batch.inputs)
-        count += len(batch.inputs)
+        tokens = int((batch.targets != -100).sum())
+        total += loss.item() * tokens
+        count += tokens
     return total / count
 
 
@@ -71,18 +73,28 @@ def run_heldout_losses(run_dir: str | Path, model_dir: str | Path | None = None,
     """
     from omegaconf import OmegaConf
 
-    from nexus_pretrain.config import DataConfig
-    from nexus_pretrain.data.build import build_data
-    from nexus_pretrain.model.hf import import_hf
-
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found; is {run_dir} a nexus-train run directory?")
     cfg = OmegaConf.load(config_path)
+    model_dir = Path(model_dir) if model_dir is not None else run_dir / "hf"
+    return data_heldout_losses(cfg.data, int(cfg.trainer.seed), model_dir, batch_size, device)
+
+
+def data_heldout_losses(data_cfg: Any, seed: int, model_dir: str | Path, batch_size: int = 8,
+                        device: str = "cpu") -> Dict[str, float]:
+    """Held-out losses of a Hugging Face model directory on the validation and OOD data of a data config
+    (e.g. a pretrained model scored on SFT data)."""
+    from omegaconf import OmegaConf
+
+    from nexus_pretrain.config import DataConfig
+    from nexus_pretrain.data.build import build_data
+    from nexus_pretrain.model.hf import import_hf
+
     # Older runs' configs lack fields added since; the dataclass defaults fill them.
-    data_cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg.data)
-    data = build_data(data_cfg, int(cfg.trainer.seed))
-    model = import_hf(Path(model_dir) if model_dir is not None else run_dir / "hf").to(device)
+    data_cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.structured(data_cfg))
+    data = build_data(data_cfg, seed)
+    model = import_hf(model_dir, max_seq_len=int(data_cfg.seq_len)).to(device)
     return heldout_metrics(model, data.val_streams, data.ood_streams, data.sampler.weights, int(data_cfg.seq_len),
                            int(data_cfg.eval_sequences), batch_size, torch.device(device))

@@ -2,7 +2,8 @@
 
 Each table lists, per (group label, row label) of its layout in eval/tables/, the experiment file and
 sweep point that trains it, and the ``nexus-eval --tag`` its results carry (the layouts tell runs apart
-by tag where the config does not: ``chinchilla4`` for Table 2, ``public`` for Table 8). Rows shared by
+by tag where the config does not: ``chinchilla4`` for Table 2, ``public`` for Table 8, ``pre_sft`` /
+``post_sft`` for Table 11, whose rows also name the pretraining run they fine-tune or score). Rows shared by
 several tables (e.g. the 3B main runs) resolve to the same run directory, so they are trained once.
 """
 
@@ -27,6 +28,12 @@ class RowRun:
     point: Tuple[Tuple[str, str], ...]
     tag: Optional[str] = None
     extra: bool = False  # a row the paper's table (and its layout) lacks, appended to its group
+    # Fine-tuning rows (Table 11): the (experiment, sweep point) of the pretraining run the row starts from,
+    # the base checkpoint step to branch from (its final model when that checkpoint was not kept), and
+    # whether the row only scores the base model on the row's data (pre-SFT) instead of fine-tuning it.
+    base: Optional[Tuple[str, Tuple[Tuple[str, str], ...]]] = None
+    init_step: Optional[int] = None
+    evaluate_only: bool = False
 
     @property
     def overrides(self) -> List[str]:
@@ -53,6 +60,15 @@ def _pair(group: str, experiment: str, extra: Dict[str, str] = None, tag: Option
             for label, optim in zip(labels, ("adamw", "nexus"))]
 
 
+def _sft_pair(group: str, tag: str, evaluate_only: bool) -> List[RowRun]:
+    # App. 14.6: SFT branches off from the 100,000-step checkpoints of the Sec. 4.6 (cosine, 3B) runs; each
+    # checkpoint is fine-tuned with the optimizer it was pretrained with (our reading; the paper does not say).
+    return [RowRun(group, label, "sft", (("optim", optim),), tag,
+                   base=("schedule", (("optim", optim), ("schedule", "cosine"))), init_step=100_000,
+                   evaluate_only=evaluate_only)
+            for label, optim in (("AdamW", "adamw"), ("Nexus", "nexus"))]
+
+
 TABLES: Dict[str, TableSpec] = {
     "table1": TableSpec("table1", tuple(_pair("1B", "main_1b") + _pair("3B", "main_3b"))),
     "table2": TableSpec("table2", tuple(_pair("2", "main_3b") + _pair("4", "token_scaling_4x", tag="chinchilla4"))),
@@ -71,6 +87,8 @@ TABLES: Dict[str, TableSpec] = {
         # not in the paper's Table 10 (Sec. 5.3 only says it underperforms AdamW+Nexus downstream)
         RowRun("", "Muon+Nexus", "muon_nexus", (("optim", "nexus"),), extra=True),
     )),
+    "table11": TableSpec("table11", tuple(_sft_pair("Pre-SFT", "pre_sft", evaluate_only=True)
+                                          + _sft_pair("Post-SFT", "post_sft", evaluate_only=False))),
 }
 
 

@@ -7,6 +7,7 @@ weight permutation is needed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -132,13 +133,16 @@ def args_from_hf_config(config: Dict[str, Any]) -> ModelArgs:
     )
 
 
-def import_hf(model_dir: str | Path) -> Llama:
-    """Load a Hugging Face Llama directory (single safetensors file) into our model."""
+def import_hf(model_dir: str | Path, max_seq_len: Optional[int] = None) -> Llama:
+    """Load a Hugging Face Llama directory (single safetensors file) into our model; ``max_seq_len`` extends
+    the RoPE tables beyond max_position_embeddings (e.g. to score a model on longer SFT rows)."""
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     if config.get("model_type") != "llama":
         raise ValueError(f"{model_dir}: model_type={config.get('model_type')!r}, expected 'llama'")
     args = args_from_hf_config(config)
+    if max_seq_len is not None and max_seq_len > args.max_seq_len:
+        args = dataclasses.replace(args, max_seq_len=max_seq_len)
     model = Llama(args)
     state = from_hf_state_dict(load_file(str(model_dir / WEIGHTS_FILE)), args)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)

@@ -173,10 +173,13 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -10
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
 
 
-def sequence_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of each sequence (B,), in fp32."""
-    per_token = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    return per_token.view(targets.shape).mean(dim=1)
+def sequence_losses(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Mean next-token cross-entropy of each sequence (B,) over its targets other than ``ignore_index``
+    (e.g. SFT prompt and padding positions), in fp32; 0 for a row with none."""
+    per_token = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none",
+                                ignore_index=ignore_index).view(targets.shape)
+    counted = (targets != ignore_index).sum(dim=1)
+    return per_token.sum(dim=1) / counted.clamp(min=1)
 
 
 def count_parameters(model: Llama, include_embeddings: bool = False) -> int:

@@ -16,6 +16,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "llama_520m": dict(dim=1280, n_layers=26, n_heads=20, n_kv_heads=20, ffn_dim=3456),
     "llama_1b": dict(dim=2048, n_layers=24, n_heads=16, n_kv_heads=16, ffn_dim=5504),
     "llama_3b": dict(dim=2560, n_layers=34, n_heads=20, n_kv_heads=4, ffn_dim=6912),
+    # Not a paper size: the mini reproduction's model (configs/experiment/minirepro.yaml), 25.7M non-embedding.
+    "llama_25m": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, ffn_dim=1408),
 }
 
 PAPER_SIZES = {"llama_130m": 130e6, "llama_300m": 300e6, "llama_520m": 520e6, "llama_1b": 1.2e9, "llama_3b": 2.3e9}

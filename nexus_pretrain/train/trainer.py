@@ -25,6 +25,7 @@ from nexus_pretrain.model.presets import resolve_model_args
 from nexus_pretrain.optim.schedule import lr_multiplier
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train.backends import build_backend
+from nexus_pretrain.train.init_weights import load_pretrained
 from nexus_pretrain.train.metrics import MetricsLogger, Throughput
 
 
@@ -49,6 +50,8 @@ class Trainer:
         torch.manual_seed(t.seed)  # the model is initialised on CPU so every rank gets the same weights
         self.model_args = resolve_model_args(cfg.model, len(self.data.tokenizer), cfg.data.seq_len)
         model = Llama(self.model_args)
+        if t.init_from:  # weights only: optimizer, step and schedule start fresh (e.g. SFT)
+            load_pretrained(model, t.init_from)
         self.n_params = count_parameters(model)
         self.model, self.optimizer = self.backend.setup(model, cfg.optim, seed=t.seed)
         self.accumulation = t.global_batch // (t.micro_batch * self.backend.world_size)

@@ -105,6 +105,25 @@ def test_rerun_is_a_noop_and_workers_do_not_change_output(tmp_path, fineweb_like
     assert shard_bytes(tmp_path / "two") == before
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shards_hold_exactly_the_ids_of_plain_encode_per_document(tmp_path, monkeypatch, workers):
+    # The batched encoder and its ids-to-array path must give, byte for byte, the ids of one plain
+    # `Tokenizer.encode` per document followed by EOS, non-ASCII text and multi-batch runs included.
+    docs = make_documents(150, seed=7, max_words=400) + ["  leading spaces\n\n\ttabs ", "ünïcödé — “quotes” …",
+                                                         "中文文本，标点。\n" * 50, "🙂" * 300, "x = 1\r\n" * 40]
+    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs),
+                                          encoding="utf-8")
+    recipe = write_recipe(tmp_path / "mixed.yaml", "domain: mixed\nsource:\n  local: {paths: ['mixed.jsonl'], "
+                                                   "format: jsonl}\nval_fraction: 0.2\n")
+    monkeypatch.setattr(prep, "BATCH_CHARS", 4000)  # several batches, so several tasks per worker
+    prepare([recipe], tmp_path / "out", shard_tokens=3000, workers=workers, progress=False)
+    tokenizer = Tokenizer.from_file(str(embedded.tokenizer_dir() / "tokenizer.json"))
+    for split, texts in expected_split(docs, "mixed", 0.2).items():
+        want = [i for text in texts for i in tokenizer.encode(text, add_special_tokens=False).ids + [0]]
+        stream = np.asarray(store.open_stream(tmp_path / "out", "mixed", split, verify=True))
+        assert stream.dtype == np.uint16 and stream.tolist() == want
+
+
 @pytest.mark.parametrize("batch_chars", [1, 500, 3000])
 def test_batch_size_does_not_change_output(tmp_path, monkeypatch, fineweb_like, batch_chars):
     # Shards are cut and the token budget applied per document, whatever the worker tasks' size.

@@ -1,6 +1,6 @@
 """FSDP2 on two CPU processes (gloo) against the single-device trainer: same losses and weights for
 AdamW and Nexus on the same global batch, exact resume on 2 ranks, and resume across world sizes
-1 -> 2 and 2 -> 1 through resharding DCP checkpoints."""
+1 -> 2 and 2 -> 1 through resharding DCP checkpoints; the same on four processes with resume 4 -> 2."""
 
 import json
 import os
@@ -60,12 +60,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_on_two_ranks(tmp_path: Path, cases: list) -> None:
-    """Run trainer cases ({"overrides": [...], "until": step}) one after another in one 2-process torchrun."""
+def run_on_ranks(tmp_path: Path, cases: list, ranks: int = 2) -> None:
+    """Run trainer cases ({"overrides": [...], "until": step}) one after another in one torchrun of ``ranks``
+    processes (2 unless given)."""
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}",
                            f"--master_port={free_port()}", str(worker), json.dumps(cases)],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -107,7 +108,7 @@ def test_fsdp2_matches_single_device_and_resumes_across_world_sizes(tmp_path):
         {"overrides": [*FSDP2, "optim=nexus", f"trainer.run_dir={runs['resumed']}",
                        f"trainer.resume={ckpt.checkpoint_root(runs['nexus']) / 'step_00000002'}"], "until": 4},
     ]
-    run_on_two_ranks(tmp_path, cases)
+    run_on_ranks(tmp_path, cases)
 
     init = Trainer(compose_config([*SINGLE, f"trainer.run_dir={tmp_path / 'init'}"])).model.state_dict()
     for optim in ("adamw", "nexus"):
@@ -134,6 +135,30 @@ def test_fsdp2_matches_single_device_and_resumes_across_world_sizes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(DEVICE == "cuda" and torch.cuda.device_count() < 4, reason="needs four GPUs")
+def test_fsdp2_on_four_ranks_matches_single_device_and_resumes_on_two(tmp_path):
+    """World size 4 (micro-batch 1, accumulation 2: the same 2 Nexus inner steps of 4 sequences as one
+    device with micro-batch 4) gives the single-device losses; its step-2 checkpoint continues on 2 ranks."""
+    four = [*COMMON, "trainer.micro_batch=1", "backend=fsdp2", f"backend.device={DEVICE}", *GPU_EXACT]
+    single, runs = {}, {name: tmp_path / f"fsdp2x4_{name}" for name in ("adamw", "nexus")}
+    for optim in runs:
+        single[optim] = tmp_path / f"single_{optim}"
+        Trainer(compose_config([*SINGLE, f"optim={optim}", f"trainer.run_dir={single[optim]}"])).fit(until_step=4)
+    run_on_ranks(tmp_path, [{"overrides": [*four, f"optim={o}", f"trainer.run_dir={runs[o]}"], "until": 4}
+                            for o in runs], ranks=4)
+    resumed = tmp_path / "resumed_on_2"
+    step2 = ckpt.checkpoint_root(runs["nexus"]) / "step_00000002"
+    run_on_ranks(tmp_path, [{"overrides": [*FSDP2, "optim=nexus", f"trainer.run_dir={resumed}",
+                                           f"trainer.resume={step2}"], "until": 4}])
+
+    assert ckpt.read_meta(step2)["world_size"] == 4
+    for optim in runs:
+        assert_close_runs(losses(runs[optim]), losses(single[optim]), range(1, 5))
+    assert sorted(losses(resumed)) == [3, 4]
+    assert_close_runs(losses(resumed), losses(single["nexus"]), (3, 4), rtol=1e-4)
+
+
+@pytest.mark.slow
 def test_deepspeed_trainer_matches_single_device_and_resumes(tmp_path):
     pytest.importorskip("deepspeed", reason="DS_BUILD_OPS=0 pip install deepspeed")
     single = tmp_path / "single"
@@ -143,7 +168,7 @@ def test_deepspeed_trainer_matches_single_device_and_resumes(tmp_path):
                  f"trainer.run_dir={run}", "trainer.resume=auto"]
     # Stop at step 2 (a checkpoint), then a second launch resumes from it to step 4.
     cases = [{"overrides": deepspeed, "until": 2}, {"overrides": deepspeed, "until": 4}]
-    run_on_two_ranks(tmp_path, cases)
+    run_on_ranks(tmp_path, cases)
     assert_close_runs(losses(run), losses(single), range(1, 5))
     meta = ckpt.read_meta(ckpt.checkpoint_root(run) / "step_00000004")
     assert (meta["backend"], meta["world_size"]) == ("deepspeed", 2)

@@ -91,6 +91,23 @@ class _PoisonAt(torch.nn.Module):
         return out * float("nan") if self.trainer.step == self.step else out
 
 
+@pytest.mark.parametrize("schedule", ["wsd", "cosine"])
+def test_resume_in_warmup_or_decay_continues_the_schedule_exactly(tmp_path, schedule):
+    """A checkpoint taken where the learning rate is changing resumes with the scheduled rates (the
+    restored optimizer must keep scaling the configured peak, not the last scheduled value)."""
+    run = [*SMALL, f"schedule={schedule}", "schedule.warmup_steps=2", "schedule.decay_steps=4",
+           "trainer.max_steps=6", "trainer.checkpoint_every=1"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    Trainer(compose_config([*run, f"trainer.run_dir={straight}"])).fit()
+    Trainer(compose_config([*run, f"trainer.run_dir={resumed}"])).fit(until_step=3)  # step 3: decaying
+    Trainer(compose_config([*run, f"trainer.run_dir={resumed}", "trainer.resume=auto"])).fit()
+    records = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    want = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["lr"] for r in want if "lr" in r}
+    assert {r["step"]: r["lr"] for r in records if "lr" in r} == lr
+    assert logged_losses(resumed) == logged_losses(straight)
+
+
 def test_nonfinite_loss_names_step_microbatch_and_domains(tmp_path):
     trainer = Trainer(compose_config([*SMALL, f"trainer.run_dir={tmp_path}", "trainer.max_steps=6",
                                       "trainer.log_every=3", "trainer.checkpoint_every=0"]))

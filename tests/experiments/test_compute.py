@@ -1,0 +1,71 @@
+"""nexus_pretrain.experiments.compute: MFU of the README's H100 measurements, the throughput rules for
+unmeasured presets and optimizers, and H100-hours per table with shared runs counted once."""
+
+import importlib.util
+
+import pytest
+
+from nexus_pretrain.config import ModelConfig
+from nexus_pretrain.experiments import compute
+from nexus_pretrain.paths import REPO_ROOT
+
+FLOPS_1B = 6 * 1_279_887_360 + 12 * 24 * 2048 * 2048      # llama_1b, vocabulary 32000, seq len 2048
+FLOPS_3B = 6 * 2_421_731_840 + 12 * 34 * 2560 * 2048      # llama_3b
+FLOPS_130M = 6 * 152_006_400 + 12 * 18 * 768 * 1024        # llama_130m at its measured seq len 1024
+
+
+def test_flops_per_token_is_6n_plus_attention():
+    assert compute.flops_per_token(ModelConfig(preset="llama_1b"), 2048) == FLOPS_1B
+    assert compute.flops_per_token(ModelConfig(preset="llama_3b"), 2048) == FLOPS_3B
+    assert compute.flops_per_token(ModelConfig(preset="llama_130m"), 1024) == FLOPS_130M
+
+
+def test_measured_mfu_is_the_readme_column():
+    mfu = {(m.preset, m.optimizer): round(100 * compute.measured_mfu(m), 1) for m in compute.H100_BENCH}
+    assert mfu == {("llama_130m", "adamw"): 32.0, ("llama_130m", "nexus(adamw)"): 31.5,
+                   ("llama_130m", "muon"): 27.0, ("llama_130m", "nexus(muon)"): 25.2,
+                   ("llama_1b", "adamw"): 50.5, ("llama_1b", "nexus(adamw)"): 48.3}
+
+
+def test_throughput_rules():
+    measured = compute.throughput(ModelConfig(preset="llama_1b"), "nexus(adamw)", 2048)
+    assert measured.tokens_per_s == pytest.approx(53_766) and measured.source == "nexus(adamw) on llama_1b"
+    # llama_3b: llama_1b's MFU (the nearest measured N), at its own FLOPs per token
+    big = compute.throughput(ModelConfig(preset="llama_3b"), "adamw", 2048)
+    assert big.tokens_per_s == pytest.approx(56_251 * FLOPS_1B / FLOPS_3B)
+    # llama_300m (308M) is nearer to llama_130m (152M with the head) than to llama_1b in log N
+    assert compute.throughput(ModelConfig(preset="llama_300m"), "adamw", 2048).source == "adamw on llama_130m"
+    # Muon was measured on llama_130m only: AdamW's MFU on llama_1b over Muon's slowdown there
+    muon = compute.throughput(ModelConfig(preset="llama_1b"), "muon", 2048)
+    assert muon.tokens_per_s == pytest.approx(56_251 * 246_745 / 292_513)
+    with pytest.raises(ValueError, match="no H100 measurement"):
+        compute.throughput(ModelConfig(preset="llama_1b"), "nsgd", 2048)
+
+
+def test_table_hours_count_shared_runs_once():
+    by_table = compute.table_costs(["table1", "table9"])
+    main_3b = next(c for c in by_table["table1"] if c.run == "main_3b optim=adamw")
+    assert (main_3b.steps, main_3b.tokens) == (178_514, 178_514 * 256 * 2048)
+    assert main_3b.used_by == ("3B/AdamW",)
+    assert main_3b.gpu_hours == pytest.approx(178_514 * 256 * 2048 / (56_251 * FLOPS_1B / FLOPS_3B) / 3600)
+    assert [len(by_table[t]) for t in ("table1", "table9")] == [4, 10]
+    summary = compute.tables_markdown(by_table).splitlines()
+    table9_new = [c for c in by_table["table9"] if c.run_dir not in {d.run_dir for d in by_table["table1"]}]
+    assert len(table9_new) == 6
+    assert summary[3].startswith("| table9 | 10 | ")
+    assert summary[3].endswith(f"| 6 | {sum(c.gpu_hours for c in table9_new):,.0f} |")
+    total = sum(c.gpu_hours for c in compute.distinct_runs(by_table))
+    assert summary[-1] == f"| all (shared runs once) | 10 | {total:,.0f} | 10 | {total:,.0f} |"
+    shared = next(c for c in compute.distinct_runs(by_table) if c.run_dir == main_3b.run_dir)
+    assert shared.used_by == ("table1", "table9")
+
+
+def test_reproduce_estimate_prints_the_runs_and_their_total(capsys):
+    spec = importlib.util.spec_from_file_location("reproduce", REPO_ROOT / "scripts" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["table1", "--estimate"]) == 0
+    out = capsys.readouterr().out
+    total = sum(c.gpu_hours for c in compute.table_costs(["table1"])["table1"])
+    tokens = 2 * (78_661 + 178_514) * 256 * 2048
+    assert out.count("| main_") == 4 and f"| total | | | | | {tokens / 1e9:.1f}B | | | {total:,.0f} |" in out
