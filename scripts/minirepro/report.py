@@ -163,10 +163,8 @@ def main(argv=None) -> int:
     from nexus_pretrain.report import plots
     from nexus_pretrain.report.tables import build_table, default_layout, to_markdown
 
-    main_results = [runs[n]["result"] for n in sorted(runs) if "_math10_seed" in n and n.split("_")[0] in
-                    ("adamw", "nexus")]
-    table = to_markdown(build_table(default_layout(main_results, "adamw(adamw)" if any(
-        r["optimizer"] == "adamw(adamw)" for r in main_results) else None), main_results)) if main_results else ""
+    main_results = [runs[n]["result"] for n in sorted(runs) if n.startswith(("adamw_math10_", "nexus_math10_"))]
+    table = to_markdown(build_table(default_layout(main_results, "adamw"), main_results)) if main_results else ""
     figures = args.out / "figures"
     run_dirs = [runs[n]["dir"] for n in sorted(runs)]
     made = plots.loss_curves(run_dirs, figures) + plots.domain_losses(run_dirs, figures)
