@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, TextIO
@@ -47,6 +48,10 @@ class PlannedRun:
             checkpoint = self.base.run_dir / "checkpoints" / f"step_{self.row.init_step:08d}"
             if checkpoint.is_dir():
                 return checkpoint
+            if self.base.trained and self.base.config is not None \
+                    and self.base.config.trainer.max_steps > self.row.init_step:
+                warnings.warn(f"{checkpoint} was not kept (trainer.keep_last); fine-tuning from the base's final "
+                              f"model instead of step {self.row.init_step}", stacklevel=2)
         return self.base.run_dir / "hf"
 
     def train_command(self, launcher: Sequence[str] = DEFAULT_LAUNCHER) -> List[str]:
