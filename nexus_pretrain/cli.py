@@ -116,6 +116,9 @@ def data(argv: Optional[List[str]] = None) -> None:
     prep.add_argument("--workers", type=int, default=1, help="tokenizer processes (1: one process whose "
                       "encoder uses every core; measured as fast as 2 processes on 2 cores)")
     prep.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard (default 2**27)")
+    prep.add_argument("--encoder", choices=("hf", "tiktoken"), default="hf",
+                      help="hf: the tokenizer's own encoder; tiktoken: the same byte-level BPE run by tiktoken, "
+                           "~4x faster (checked against hf on each recipe's first documents)")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
     chin = sub.add_parser("chinchilla", help="Chinchilla token budget and optimizer steps for a model preset")
     chin.add_argument("--preset", required=True, help="model preset, e.g. llama_1b")
@@ -144,7 +147,8 @@ def _data_prepare(args: argparse.Namespace) -> None:
     from nexus_pretrain.data.prepare import DEFAULT_SHARD_TOKENS, prepare
 
     summaries = prepare(args.recipes, args.out, tokenizer=args.tokenizer, workers=args.workers,
-                        shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS, progress=not args.no_progress)
+                        shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS, progress=not args.no_progress,
+                        encoder=args.encoder)
     total_tokens = sum(s["tokens"] for s in summaries)
     total_seconds = sum(s["seconds"] for s in summaries)
     for s in summaries:

@@ -1,7 +1,8 @@
 """Data-pipeline benchmark (not a test): prints, in one run,
 
-(a) tokenization throughput of `nexus-data prepare` on the embedded recipes, once per --prepare-workers value
-    (1: one process, the Rust thread pool on every core; 2: two processes of cores/2 threads each): the
+(a) tokenization throughput of `nexus-data prepare` on the embedded recipes, once per --encoders value (hf:
+    the tokenizer's Rust encoder; tiktoken: the same BPE in tiktoken) and --prepare-workers value
+    (1: one process, the encoder's threads on every core; 2: two processes of cores/2 threads each): the
     rate prepare reports (tokenizing and writing, after start-up) and the end-to-end rate of the whole
     command (interpreter start, imports and worker start-up included), and
 (b) loader throughput for the 130M preset's batch shape (seq_len 1024, micro-batch 16, accumulation 4,
@@ -9,7 +10,8 @@
 (c) with --cache-capacity N: the Rust encoder alone on the embedded documents (prepare's batches, a fresh
     tokenizer per run), its BPE word cache at the default size vs N words, runs interleaved; ids compared.
 
-    python scripts/bench_data.py [--steps 50] [--workers 2] [--prepare-workers 1,2] [--repeat 1] [--cache-capacity N]
+    python scripts/bench_data.py [--steps 50] [--workers 2] [--prepare-workers 1,2] [--encoders hf,tiktoken]
+        [--repeat 1] [--cache-capacity N]
 
 The load average is printed with each part: the machine may be shared, and rates scale with free cores.
 """
@@ -37,11 +39,12 @@ TRAINER_TOKENS_PER_S_H100_130M = 292_513
 SEQ_LEN, MICRO_BATCH, ACCUMULATION = 1024, 16, 4
 
 
-def bench_prepare(out: Path, workers: int, verbose: bool = True) -> tuple[float, float]:
+def bench_prepare(out: Path, workers: int, verbose: bool = True, encoder: str = "hf") -> tuple[float, float]:
     """Run `nexus-data prepare` on the embedded recipes into ``out`` (which must not exist); return its
     reported total tokens/s and the end-to-end tokens/s of the command."""
     command = [sys.executable, "-c", "from nexus_pretrain.cli import data; data()", "prepare",
-               *map(str, RECIPES), "--out", str(out), "--workers", str(workers), "--no-progress"]
+               *map(str, RECIPES), "--out", str(out), "--workers", str(workers), "--no-progress",
+               "--encoder", encoder]
     start = time.perf_counter()
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -113,17 +116,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="loader workers")
     parser.add_argument("--prepare-workers", default="1,2", help="comma-separated --workers values for prepare")
     parser.add_argument("--repeat", type=int, default=1, help="prepare runs per setting (best and median shown)")
+    parser.add_argument("--encoders", default="hf,tiktoken", help="comma-separated prepare --encoder values")
     parser.add_argument("--cache-capacity", type=int, default=0,
                         help="also compare the encoder with its BPE cache at this many words (0: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "shards"
-        for workers in [int(w) for w in args.prepare_workers.split(",")]:
-            print(f"(a) nexus-data prepare {len(RECIPES)} embedded recipes, --workers {workers} ({load()})")
+        settings = [(e, int(w)) for e in args.encoders.split(",") for w in args.prepare_workers.split(",")]
+        for encoder, workers in settings:
+            print(f"(a) nexus-data prepare {len(RECIPES)} embedded recipes, --encoder {encoder} --workers {workers} "
+                  f"({load()})")
             rates, walls = [], []
             for run in range(args.repeat):
-                target = out if not out.exists() else Path(tmp) / f"prepare_{workers}_{run}"
-                rate, wall = bench_prepare(target, workers, verbose=run == 0)
+                target = out if not out.exists() else Path(tmp) / f"prepare_{encoder}_{workers}_{run}"
+                rate, wall = bench_prepare(target, workers, verbose=run == 0, encoder=encoder)
                 rates.append(rate)
                 walls.append(wall)
             print(f"    tokenization: {max(rates):,.0f} tokens/s best, {statistics.median(rates):,.0f} median of "

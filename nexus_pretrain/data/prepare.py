@@ -17,7 +17,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from nexus_pretrain.data import store
 from nexus_pretrain.data.recipe import Recipe, iter_documents, load_recipe
+from nexus_pretrain.data.tiktoken_encoder import encode_batch, tiktoken_encoding
 from nexus_pretrain.data.tokens import backend_tokenizer, eos_id, token_dtype, tokenizer_hash, vocab_size
 
 DEFAULT_SHARD_TOKENS = 1 << 27  # 256 MiB per uint16 shard
@@ -77,9 +78,18 @@ def is_validation(domain: str, index: int, val_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
-def _init_worker(tokenizer_json: str, eos: int, dtype: str, threads: Optional[int] = None) -> None:
-    """Set up this process's tokenizer; in a worker process, `threads` sizes its Rust thread pool."""
+ENCODERS = ("hf", "tiktoken")
+VERIFY_DOCUMENTS = 64  # per recipe, encoded by both encoders before --encoder tiktoken is trusted with it
+
+
+def _init_worker(tokenizer_json: str, eos: int, dtype: str, threads: Optional[int] = None,
+                 encoder: str = "hf") -> None:
+    """Set up this process's tokenizer; in a worker process, `threads` sizes its Rust thread pool.
+    With encoder="tiktoken" the same BPE runs in tiktoken (data/tiktoken_encoder.py) on `threads` threads."""
     global _worker_tokenizer
+    if encoder == "tiktoken":
+        _worker_tokenizer = (tiktoken_encoding(tokenizer_json), np.dtype(dtype), eos, threads or cpu_cores())
+        return
     if threads is not None:
         # Read by the Rust pool when it first runs (before this fresh process's first encode); a value
         # the user exported wins. The main process keeps the default: one thread per core.
@@ -94,7 +104,7 @@ def _init_worker(tokenizer_json: str, eos: int, dtype: str, threads: Optional[in
     tokenizer.no_padding()
     if isinstance(tokenizer.model, BPE) and hasattr(tokenizer.model, "_resize_cache"):
         tokenizer.model._resize_cache(BPE_CACHE_WORDS)  # not in tokenizer.json; speed only, same ids
-    _worker_tokenizer = (tokenizer, np.dtype(dtype), eos)
+    _worker_tokenizer = (tokenizer, np.dtype(dtype), eos, None)
 
 
 def _ready(_: int) -> int:
@@ -107,9 +117,12 @@ def _encode(texts: List[str]) -> Tuple[np.ndarray, np.ndarray]:
     One Rust call for the whole batch (no offsets computed); EOS is appended to each id list and one
     `np.fromiter` pass fills the shard-dtype array (a quarter cheaper than a slice assignment per document).
     """
-    tokenizer, dtype, eos = _worker_tokenizer
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    ids = [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
+    tokenizer, dtype, eos, tiktoken_threads = _worker_tokenizer
+    if tiktoken_threads is not None:
+        ids = encode_batch(tokenizer, texts, tiktoken_threads)
+    else:
+        encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+        ids = [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
     for doc in ids:
         doc.append(eos)
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
@@ -281,9 +294,26 @@ def prepare_recipe(recipe: Recipe, out: Path, tokenizer: Any, name: str, pool: A
     return {"domain": recipe.domain, "tokens": tokens_done - start_tokens, "seconds": seconds, "skipped": False}
 
 
+def check_tiktoken_matches(recipes: Sequence[Recipe], tokenizer: Any, count: int = VERIFY_DOCUMENTS) -> None:
+    """Encode each recipe's first ``count`` documents with both encoders; ValueError at the first difference."""
+    backend = backend_tokenizer(tokenizer)
+    fast = tiktoken_encoding(backend.to_str())
+    for recipe in recipes:
+        docs = list(islice(iter_documents(recipe), count))
+        want = [e.ids for e in backend.encode_batch(docs, add_special_tokens=False)]
+        for i, (doc, ids) in enumerate(zip(docs, encode_batch(fast, docs, cpu_cores()))):
+            if ids != want[i]:
+                raise ValueError(f"{recipe.path}: --encoder tiktoken gives other ids than the tokenizer for document "
+                                 f"{i} ({doc[:40]!r}...); use --encoder hf")
+
+
 def prepare(recipe_paths: Sequence[str | Path], out: str | Path, tokenizer: Optional[str] = None,
-            workers: int = 1, shard_tokens: int = DEFAULT_SHARD_TOKENS, progress: bool = True) -> List[Dict[str, Any]]:
-    """Prepare every recipe under `out` (one folder per domain); returns one summary per recipe."""
+            workers: int = 1, shard_tokens: int = DEFAULT_SHARD_TOKENS, progress: bool = True,
+            encoder: str = "hf") -> List[Dict[str, Any]]:
+    """Prepare every recipe under `out` (one folder per domain); returns one summary per recipe.
+
+    encoder="tiktoken" encodes with tiktoken (byte-level BPE tokenizers only; checked on each recipe's
+    first documents against the tokenizer's own encoder)."""
     recipes = [load_recipe(p) for p in recipe_paths]
     domains = [r.domain for r in recipes]
     duplicate = next((d for d in domains if domains.count(d) > 1), None)
@@ -291,16 +321,21 @@ def prepare(recipe_paths: Sequence[str | Path], out: str | Path, tokenizer: Opti
         raise ValueError(f"domain {duplicate!r} is named by several recipes; prepare them into different --out dirs")
     if shard_tokens <= 0 or workers <= 0:
         raise ValueError("--shard-tokens and --workers must be positive")
+    if encoder not in ENCODERS:
+        raise ValueError(f"--encoder {encoder!r} is not one of {', '.join(ENCODERS)}")
     tok, name = load_tokenizer(tokenizer)
+    if encoder == "tiktoken":
+        check_tiktoken_matches(recipes, tok)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pool = None
     init_args = (backend_tokenizer(tok).to_str(), eos_id(tok), token_dtype(vocab_size(tok)).name)
     if workers > 1:
-        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (*init_args, rust_threads(workers)))
+        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker,
+                                                         (*init_args, rust_threads(workers), encoder))
         pool.map(_ready, range(workers), chunksize=1)  # start-up (imports) before the first recipe's clock
     else:
-        _init_worker(*init_args)
+        _init_worker(*init_args, encoder=encoder)
     try:
         digest = tokenizer_hash(tok)
         return [prepare_recipe(r, out, tok, name, pool, workers, shard_tokens, progress, digest) for r in recipes]

@@ -105,18 +105,23 @@ def test_rerun_is_a_noop_and_workers_do_not_change_output(tmp_path, fineweb_like
     assert shard_bytes(tmp_path / "two") == before
 
 
+@pytest.mark.parametrize("encoder", ["hf", "tiktoken"])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_shards_hold_exactly_the_ids_of_plain_encode_per_document(tmp_path, monkeypatch, workers):
-    # The batched encoder and its ids-to-array path must give, byte for byte, the ids of one plain
-    # `Tokenizer.encode` per document followed by EOS, non-ASCII text and multi-batch runs included.
+def test_shards_hold_exactly_the_ids_of_plain_encode_per_document(tmp_path, monkeypatch, workers, encoder):
+    # The batched encoder (the tokenizer's own, or tiktoken) and its ids-to-array path must give, byte for
+    # byte, the ids of one plain `Tokenizer.encode` per document followed by EOS, non-ASCII text, a literal
+    # special token and multi-batch runs included.
+    if encoder == "tiktoken":
+        pytest.importorskip("tiktoken")
     docs = make_documents(150, seed=7, max_words=400) + ["  leading spaces\n\n\ttabs ", "ünïcödé — “quotes” …",
-                                                         "中文文本，标点。\n" * 50, "🙂" * 300, "x = 1\r\n" * 40]
+                                                         "中文文本，标点。\n" * 50, "🙂" * 300, "x = 1\r\n" * 40,
+                                                         "text with a literal <|endoftext|> in it", "'s 's'll\u00a0 12"]
     (tmp_path / "mixed.jsonl").write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs),
                                           encoding="utf-8")
     recipe = write_recipe(tmp_path / "mixed.yaml", "domain: mixed\nsource:\n  local: {paths: ['mixed.jsonl'], "
                                                    "format: jsonl}\nval_fraction: 0.2\n")
     monkeypatch.setattr(prep, "BATCH_CHARS", 4000)  # several batches, so several tasks per worker
-    prepare([recipe], tmp_path / "out", shard_tokens=3000, workers=workers, progress=False)
+    prepare([recipe], tmp_path / "out", shard_tokens=3000, workers=workers, progress=False, encoder=encoder)
     tokenizer = Tokenizer.from_file(str(embedded.tokenizer_dir() / "tokenizer.json"))
     for split, texts in expected_split(docs, "mixed", 0.2).items():
         want = [i for text in texts for i in tokenizer.encode(text, add_special_tokens=False).ids + [0]]
