@@ -52,10 +52,20 @@ class StepOptimizer(Protocol):
         """Restore what state_dict returned."""
 
 
-def scale_learning_rates(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
-    """Set each param group's lr to its peak lr (remembered as ``peak_lr``) times multiplier."""
+def record_peak_learning_rates(optimizer: torch.optim.Optimizer) -> None:
+    """Remember each param group's configured lr as its ``peak_lr`` (call when the optimizer is built).
+
+    The peak is recorded before any schedule step or checkpoint load rewrites ``lr``: a group created
+    later from a checkpoint's lr (e.g. one saved mid-decay) would otherwise take that value as its peak.
+    """
     for group in optimizer.param_groups:
         group.setdefault("peak_lr", group["lr"])
+
+
+def scale_learning_rates(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
+    """Set each param group's lr to its peak lr (see record_peak_learning_rates) times multiplier."""
+    record_peak_learning_rates(optimizer)  # groups of an optimizer built without recording them
+    for group in optimizer.param_groups:
         group["lr"] = group["peak_lr"] * multiplier
 
 
@@ -77,6 +87,7 @@ class Accumulate:
 
     def __init__(self, outer: torch.optim.Optimizer, max_grad_norm: float = 0.0):
         self.outer = outer
+        record_peak_learning_rates(outer)
         self.max_grad_norm = max_grad_norm
         self._params = [p for g in outer.param_groups for p in g["params"]]
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from nexus_pretrain.optim.base import clip_gradients, scale_learning_rates
+from nexus_pretrain.optim.base import clip_gradients, record_peak_learning_rates, scale_learning_rates
 from nexus_pretrain.optim.dtensor import full_tensor as _full
 from nexus_pretrain.optim.dtensor import is_dtensor as _is_dtensor
 from nexus_pretrain.optim.dtensor import like_param as _like_param
@@ -115,6 +115,7 @@ class Nexus:
         if max_grad_norm < 0:
             raise ValueError(f"max_grad_norm={max_grad_norm} must be >= 0 (0 disables clipping)")
         self.outer = outer
+        record_peak_learning_rates(outer)
         self.variant = variant
         self.peak_inner_lr = float(inner_lr)
         self.inner_lr = float(inner_lr)

@@ -66,15 +66,10 @@ def save(directory: Path, model: torch.nn.Module, optimizer: StepOptimizer, asyn
 def load(directory: Path, model: torch.nn.Module, optimizer: StepOptimizer) -> None:
     """Restore what save wrote, resharding to this run's layout (collective)."""
     materialize_optimizer_state(optimizer)
-    peaks = [group.get("peak_lr", group["lr"]) for group in optimizer.outer.param_groups]
     state = app_state(model, optimizer)
     _quiet(dcp.load, state, checkpoint_id=str(directory))
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    # DCP fills only the keys of this fresh optimizer, which has no peak_lr yet: each group's lr comes back as
-    # last scheduled (e.g. decayed), and the schedule must keep scaling the configured peak, not that value.
-    for group, peak in zip(optimizer.outer.param_groups, peaks):
-        group["peak_lr"] = peak
 
 
 def load_model_only(directory: Path, model: torch.nn.Module) -> None:

@@ -66,7 +66,7 @@ import torch
 import torch.distributed as dist
 
 from nexus_pretrain.config import BackendConfig
-from nexus_pretrain.optim.base import scale_learning_rates
+from nexus_pretrain.optim.base import record_peak_learning_rates, scale_learning_rates
 from nexus_pretrain.optim.build import weight_decay_groups
 from nexus_pretrain.optim.nexus import Nexus
 from nexus_pretrain.train.backends.zero_nexus import NexusClient, dp_norm, fp32_partitions, republish_partition
@@ -174,6 +174,7 @@ class DeepSpeedStep:
         self.client = nexus_client
         self.nexus = nexus_client.nexus if nexus_client is not None else None
         self.outer = self.nexus.outer if self.nexus is not None else client
+        record_peak_learning_rates(self.outer)
         self.window_end = False
         self.micro_steps = 0
 
