@@ -24,7 +24,8 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 
 @lru_cache(maxsize=1)
 def _byte_alphabet() -> Dict[str, int]:
-    """The byte-level BPE alphabet: the printable character standing for each byte value (GPT-2's table)."""
+    """The byte-level BPE alphabet: the printable character standing for each byte value (GPT-2's table;
+    transformers has it too, but in a module that moved between its versions)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     extra = [b for b in range(256) if b not in printable]
     chars = [*map(chr, printable), *(chr(256 + i) for i in range(len(extra)))]

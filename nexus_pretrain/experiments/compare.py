@@ -6,14 +6,13 @@ run - baseline; positive means the row (Nexus) is better than the group's baseli
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from nexus_pretrain.experiments.paper import PaperRows
 from nexus_pretrain.experiments.registry import TableSpec
 from nexus_pretrain.experiments.runner import PlannedRun
-from nexus_pretrain.report.stats import Summary, summarize, t975
+from nexus_pretrain.report.stats import Summary, mean_ci, summarize
 from nexus_pretrain.report.tables import BENCH_COLUMNS, GroupSpec, Layout, RowSpec, build_table, load_layout, lookup
 
 SAME_LOSS_THRESHOLD = 0.01  # paper Sec. 4.1 / 4.3: "negligible margin (Delta < 0.01)"
@@ -70,11 +69,7 @@ class SeedStat:
 
     @property
     def ci(self) -> Optional[Tuple[float, float]]:
-        s = self.summary
-        if s is None or s.n < 2:
-            return None
-        half = t975(s.n - 1) * s.std / math.sqrt(s.n)
-        return (s.mean - half, s.mean + half)
+        return mean_ci(self.summary)
 
 
 def seed_stats(spec: TableSpec, runs: Sequence[PlannedRun], results: Mapping[str, Mapping[str, Any]],

@@ -56,6 +56,14 @@ def summarize(values: Sequence[float]) -> Optional[Summary]:
     return Summary(mean, std, len(vals))
 
 
+def mean_ci(s: Optional[Summary]) -> Optional[Tuple[float, float]]:
+    """95% t confidence interval of the mean (e.g. of per-seed paired differences); None below two values."""
+    if s is None or s.n < 2:
+        return None
+    half = t975(s.n - 1) * s.std / math.sqrt(s.n)
+    return (s.mean - half, s.mean + half)
+
+
 def welch_ci(a: Summary, b: Summary) -> Optional[Tuple[float, float]]:
     """95% CI of mean(a) - mean(b) (Welch's t); None unless both have at least two values."""
     if a.n < 2 or b.n < 2:

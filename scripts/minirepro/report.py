@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tarfile
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from nexus_pretrain.report.stats import summarize, t975  # noqa: E402
+from nexus_pretrain.report.stats import mean_ci, summarize  # noqa: E402
 
 SAME_LOSS_BAND = 0.01
 
@@ -80,10 +79,7 @@ def metric(run: Mapping, key: str) -> Optional[float]:
 def paired(diffs: Sequence[float]) -> Tuple[float, float, Optional[Tuple[float, float]]]:
     """Mean, sample std and paired-t 95% CI of per-seed differences (CI None for one seed)."""
     s = summarize(diffs)
-    if s.n < 2:
-        return s.mean, 0.0, None
-    half = t975(s.n - 1) * s.std / math.sqrt(s.n)
-    return s.mean, s.std, (s.mean - half, s.mean + half)
+    return s.mean, s.std, mean_ci(s)
 
 
 def verdict(ci: Optional[Tuple[float, float]], paper_sign: int) -> str:

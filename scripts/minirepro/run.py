@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from nexus_pretrain.report.runs import final_metrics
+
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "data" / "minirepro"
 BENCHMARKS = CORPUS / "benchmarks"
@@ -117,12 +119,6 @@ def train_command(run: Run, run_dir: Path, extra: Sequence[str]) -> List[str]:
                   f"trainer.run_dir={run_dir}")
 
 
-def last_metrics(run_dir: Path) -> Dict[str, float]:
-    """The last training log line (with tokens_per_s) of a run."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [r for r in rows if "tokens_per_s" in r][-1]
-
-
 def calibrate(runs: Sequence[Run], work: Path, extra: Sequence[str], device_timeout: float, steps: int) -> float:
     """Tokens/s of one run while all of ``runs`` train together (over the last quarter of ``steps``)."""
     steps = [*step_overrides(steps), "trainer.export_hf=false", "trainer.eval_every=1000000",
@@ -131,7 +127,7 @@ def calibrate(runs: Sequence[Run], work: Path, extra: Sequence[str], device_time
     codes = run_all(commands, work / "logs", device_timeout)
     if any(codes.values()):
         raise SystemExit("calibration failed; see the logs above")
-    rates = [last_metrics(work / r.name)["tokens_per_s"] for r in runs]
+    rates = [final_metrics(work / r.name)["tokens_per_s"] for r in runs]
     log(f"calibration: {len(runs)} concurrent runs at {min(rates):,.0f}-{max(rates):,.0f} tokens/s each")
     return min(rates)
 

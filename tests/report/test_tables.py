@@ -7,7 +7,7 @@ import math
 import pytest
 
 from nexus_pretrain.paths import REPO_ROOT
-from nexus_pretrain.report.stats import Summary, summarize, t975, welch_ci
+from nexus_pretrain.report.stats import Summary, mean_ci, summarize, t975, welch_ci
 from nexus_pretrain.report.tables import (BENCH_COLUMNS, build_table, default_layout, load_layout, to_csv, to_latex,
                                           to_markdown)
 
@@ -137,3 +137,9 @@ def test_checkpoints_of_one_run_are_not_seeds():
     late = make_result("adamw", 2.0, 2.0, [20.0] * 8, [1.5] * 8, step=200, run_dir="/runs/a")
     table = build_table(default_layout([early, late]), [late, early])
     assert _row(table, "adamw", "Acc.")["Pretrain."].text == "2.000"
+
+
+def test_mean_ci_is_the_t_interval_of_the_mean():
+    half = t975(3) * 0.2 / 2.0
+    assert mean_ci(Summary(1.0, 0.2, 4)) == (pytest.approx(1.0 - half), pytest.approx(1.0 + half))
+    assert mean_ci(Summary(1.0, 0.0, 1)) is None and mean_ci(None) is None
