@@ -47,7 +47,8 @@ class ModelConfig:
     init_std: Optional[float] = None
     """Std of the normal init of linear and embedding weights."""
     attention: str = "auto"
-    """auto (flash-attn if installed and on GPU, else SDPA), sdpa or flash."""
+    """auto (flash-attn if installed and on GPU, else SDPA), sdpa, flash, or cudnn (SDPA preferring
+    cuDNN's fused attention)."""
 
 
 @dataclass
@@ -78,6 +79,9 @@ class OptimConfig:
     """Nexus only: keep the fp32 anchor copy in pinned CPU memory."""
     inner_lr_follows_schedule: bool = False
     """Nexus only: scale gamma by the LR schedule's multiplier too (paper keeps it fixed)."""
+    overlap_inner_step: bool = True
+    """Nexus only, one GPU: run each inner step on a side stream, block by block, overlapping the next
+    micro-batch's forward (which waits for each block's update); bitwise the same result."""
     muon_momentum: float = 0.95
     """Muon only: momentum of the orthogonalized update."""
     muon_ns_steps: int = 5
@@ -238,6 +242,9 @@ class TrainerConfig:
     """torch.compile each transformer block."""
     activation_checkpointing: bool = False
     """Recompute block activations in backward to save memory."""
+    activation_checkpointing_every: int = 1
+    """With activation_checkpointing, recompute every n-th block only (1: all; 2: half of them), trading
+    memory for less recomputation."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms (bit-exact resume on GPU)."""
     export_hf: bool = True
@@ -339,7 +346,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         value = getattr(m, key)
         if value is not None:
             _positive(f"model.{key}", value)
-    _choice("model.attention", m.attention, ("auto", "sdpa", "flash"))
+    _choice("model.attention", m.attention, ("auto", "sdpa", "flash", "cudnn"))
 
     _choice("optim.name", o.name, OPTIMIZERS)
     _positive("optim.lr", o.lr)
@@ -420,6 +427,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     for key in ("eval_every", "checkpoint_every"):
         _positive(f"trainer.{key}", getattr(t, key), allow_zero=True)
     _positive("trainer.keep_last", t.keep_last)
+    _positive("trainer.activation_checkpointing_every", t.activation_checkpointing_every)
     _positive("trainer.skip_nonfinite", t.skip_nonfinite, allow_zero=True)
     _require(not (b.name == "deepspeed" and t.skip_nonfinite > 0),
              "trainer.skip_nonfinite with backend.name=deepspeed is not supported (the engine's step has already "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 try:  # flash-attn is optional; SDPA is the fallback everywhere.
@@ -37,6 +38,8 @@ class ModelArgs:
     tie_embeddings: bool = False
     init_std: float = 0.02
     attention: str = "auto"
+    """auto (flash-attn if installed, else SDPA's own choice), sdpa, flash, or cudnn (SDPA preferring
+    cuDNN's fused attention, then flash, then the others: cuDNN's is faster on Hopper)."""
 
     @property
     def head_dim(self) -> int:
@@ -66,6 +69,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x * cos + rotated * sin).to(x.dtype)
 
 
+# SDPA backends in priority order for model.attention=cudnn; any the inputs do not suit are skipped.
+CUDNN_FIRST = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+               SDPBackend.MATH]
+
+
 class Attention(nn.Module):
     """Causal grouped-query self-attention with RoPE."""
 
@@ -73,6 +81,7 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
         self.use_flash = args.attention == "flash" or (args.attention == "auto" and flash_attn_func is not None)
+        self.prefer_cudnn = args.attention == "cudnn"
         if args.attention == "flash" and flash_attn_func is None:
             raise ValueError("model.attention=flash but flash-attn is not installed; use model.attention=sdpa")
         qkv_out = (args.n_heads + 2 * args.n_kv_heads) * args.head_dim
@@ -89,11 +98,18 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.use_flash and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
             out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
+        elif self.prefer_cudnn:
+            with sdpa_kernel(CUDNN_FIRST, set_priority=True):
+                out = self._sdpa(q, k, v)
         else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads
-            ).transpose(1, 2)
+            out = self._sdpa(q, k, v)
         return self.wo(out.reshape(bsz, seqlen, q_size))
+
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal SDPA on (B, H, T, D) inputs; returns (B, T, H, D)."""
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads
+        ).transpose(1, 2)
 
 
 class FeedForward(nn.Module):
@@ -125,12 +141,17 @@ class Block(nn.Module):
 
 
 class Llama(nn.Module):
-    """Decoder-only language model: token ids (B, T) -> logits (B, T, vocab)."""
+    """Decoder-only language model: token ids (B, T) -> logits (B, T, vocab), or with targets (B, T)
+    the mean next-token loss of each sequence (B,) without handing the logits back."""
 
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.args = args
         self.activation_checkpointing = False
+        self.recompute_every = 1
+        """With activation_checkpointing, recompute every n-th block (1: all; 2: half, ...)."""
+        self.head_losses = head_sequence_losses
+        """The final norm, output head and loss; compile_regions swaps in a compiled copy."""
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
         self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
         self.norm = nn.RMSNorm(args.dim, eps=args.norm_eps)
@@ -154,18 +175,38 @@ class Llama(nn.Module):
             else:
                 nn.init.normal_(p, std=std)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         seqlen = tokens.shape[1]
         if seqlen > self.args.max_seq_len:
             raise ValueError(f"sequence length {seqlen} exceeds model.max_seq_len={self.args.max_seq_len}")
         cos, sin = self.rope_cos[:seqlen], self.rope_sin[:seqlen]
         h = self.tok_embeddings(tokens)
-        for layer in self.layers:
-            if self.activation_checkpointing and self.training:
+        for i, layer in enumerate(self.layers):
+            if self.activation_checkpointing and self.training and i % self.recompute_every == 0:
                 h = checkpoint(layer, h, cos, sin, use_reentrant=False)
             else:
                 h = layer(h, cos, sin)
+        if targets is not None:
+            return self.head_losses(h, self.norm.weight, self.norm.eps, self.output.weight, targets)
         return self.output(self.norm(h))
+
+
+def head_sequence_losses(h: torch.Tensor, norm_weight: torch.Tensor, norm_eps: float | None,
+                         output_weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Final RMSNorm, output projection and each sequence's mean loss (sequence_losses), as one
+    function of tensors so that torch.compile can fuse it whatever wraps the module (FSDP2, DeepSpeed):
+    compiled, the fp32 logits are never written out."""
+    logits = F.linear(F.rms_norm(h, (h.shape[-1],), norm_weight, norm_eps), output_weight)
+    return sequence_losses(logits, targets)
+
+
+def compile_regions(model: Llama) -> None:
+    """Regional compilation: torch.compile each transformer block (compiled once, reused per layer)
+    and the norm-head-loss function. Each block's forward is compiled, not its __call__, so hooks on
+    the block (FSDP2's all-gather, Nexus's wait for its inner step) run eagerly around the region."""
+    for block in model.layers:
+        block.forward = torch.compile(block.forward)
+    model.head_losses = torch.compile(head_sequence_losses)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

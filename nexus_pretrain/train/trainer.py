@@ -20,7 +20,7 @@ from nexus_pretrain.data.build import RunData, build_data
 from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
-from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss, sequence_losses
+from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss
 from nexus_pretrain.model.presets import resolve_model_args
 from nexus_pretrain.optim.schedule import lr_multiplier
 from nexus_pretrain.train import checkpoint as ckpt
@@ -50,6 +50,7 @@ class Trainer:
         torch.manual_seed(t.seed)  # the model is initialised on CPU so every rank gets the same weights
         self.model_args = resolve_model_args(cfg.model, len(self.data.tokenizer), cfg.data.seq_len)
         model = Llama(self.model_args)
+        model.recompute_every = cfg.trainer.activation_checkpointing_every
         if t.init_from:  # weights only: optimizer, step and schedule start fresh (e.g. SFT)
             load_pretrained(model, t.init_from)
         self.n_params = count_parameters(model)
@@ -115,7 +116,7 @@ class Trainer:
         for micro in range(self.accumulation):
             batch = self.micro_batch(micro)
             with self.backend.autocast():
-                row_losses = sequence_losses(self.model(batch.inputs), batch.targets)
+                row_losses = self.model(batch.inputs, batch.targets)
             loss = row_losses.mean()
             self.backend.backward(loss / self.accumulation, sync=self.optimizer.sync_every_micro_step or micro == last)
             self.optimizer.micro_step()

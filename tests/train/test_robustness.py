@@ -86,8 +86,8 @@ class _PoisonAt(torch.nn.Module):
         super().__init__()
         self.model, self.trainer, self.step = model, trainer, step
 
-    def forward(self, inputs):
-        out = self.model(inputs)
+    def forward(self, inputs, targets=None):
+        out = self.model(inputs, targets)
         return out * float("nan") if self.trainer.step == self.step else out
 
 

@@ -71,7 +71,8 @@ from nexus_pretrain.optim.build import weight_decay_groups
 from nexus_pretrain.optim.nexus import Nexus
 from nexus_pretrain.train.backends.zero_nexus import NexusClient, dp_norm, fp32_partitions, republish_partition
 from nexus_pretrain.train.backends.launch_env import export_launcher_env, mean_over_ranks, process_group_backend
-from nexus_pretrain.train.backends.single import autocast_dtype, compile_blocks, resolve_device
+from nexus_pretrain.model.llama import compile_regions
+from nexus_pretrain.train.backends.single import autocast_dtype, resolve_device
 
 if TYPE_CHECKING:
     from nexus_pretrain.config import OptimConfig
@@ -282,7 +283,7 @@ class DeepSpeedBackend:
             if self.cfg.zero_stage == 3:
                 raise ValueError("trainer.compile with backend.zero_stage=3 is not supported (ZeRO-3 hooks every "
                                  "module); use zero_stage 1/2 or compile=false")
-            compile_blocks(model)
+            compile_regions(model)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("model has no trainable parameters")

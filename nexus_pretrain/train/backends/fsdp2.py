@@ -24,6 +24,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
 from nexus_pretrain.config import BackendConfig
+from nexus_pretrain.model.llama import compile_regions
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.train.backends import dcp
 from nexus_pretrain.train.backends.launch_env import export_launcher_env, mean_over_ranks, process_group_backend
@@ -77,10 +78,7 @@ class FSDP2:
         model = model.to(self.device)
         model.activation_checkpointing = self.activation_checkpointing
         if self.compile:
-            # Compile each block's forward, not its __call__: fully_shard's all-gather and reshard hooks
-            # then run eagerly around the compiled region, and parameter names stay unprefixed.
-            for block in model.layers:
-                block.forward = torch.compile(block.forward)
+            compile_regions(model)  # before fully_shard, whose hooks then run around the compiled regions
         kwargs = {"mesh": self.mesh}
         if self.compute_dtype is not None:
             kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Dict, Tuple
 import torch
 
 from nexus_pretrain.config import BackendConfig
+from nexus_pretrain.model.llama import compile_regions
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.train.backends import dcp
 
@@ -37,12 +38,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def compile_blocks(model: torch.nn.Module) -> None:
-    """Regional compilation: torch.compile each transformer block (fast to compile, reused per layer)."""
-    for block in model.layers:
-        block.compile()
-
-
 class SingleDevice:
     """Backend for one device: moves the model there, optional per-block compile and checkpointing."""
 
@@ -62,11 +57,11 @@ class SingleDevice:
         return True
 
     def setup(self, model: torch.nn.Module, optim_cfg: "OptimConfig", seed: int) -> Tuple[torch.nn.Module, "StepOptimizer"]:
-        """Place the model on the device, compile each block if asked, build the optimizer."""
+        """Place the model on the device, compile its regions if asked, build the optimizer."""
         model = model.to(self.device)
         model.activation_checkpointing = self.activation_checkpointing
         if self.compile:
-            compile_blocks(model)
+            compile_regions(model)
         return model, build_optimizer(optim_cfg, model, seed=seed)
 
     def autocast(self) -> AbstractContextManager:

@@ -1,0 +1,249 @@
+"""nexus-bench: training-step time, tokens/s, MFU and peak memory on one device, for our model and
+Hugging Face's LlamaForCausalLM of the same shape under the same settings, each under AdamW and
+Nexus, with the ratios Nexus/AdamW and ours/HF. A benchmark to run, not a timed test."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from nexus_pretrain.bench.models import MODELS, build_model
+from nexus_pretrain.config import ModelConfig, OptimConfig
+from nexus_pretrain.model.llama import flops_per_token, head_sequence_losses
+from nexus_pretrain.model.presets import non_embedding_parameters, resolve_model_args
+from nexus_pretrain.optim.build import build_optimizer
+from nexus_pretrain.train.metrics import peak_flops
+
+OPTIMIZERS = {
+    "adamw": OptimConfig(name="adamw"),
+    "muon": OptimConfig(name="muon", weight_decay=0.1),
+    "nexus": OptimConfig(name="nexus"),
+    "nexus_inline": OptimConfig(name="nexus", overlap_inner_step=False),  # inner step not overlapped
+    "nexus_offload": OptimConfig(name="nexus", offload_anchor=True),
+    "nexus_muon": OptimConfig(name="nexus", outer="muon"),
+}
+
+
+def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="nexus-bench", description=__doc__)
+    p.add_argument("--preset", default="tiny", help="model preset (tiny, llama_130m, ..., llama_3b)")
+    p.add_argument("--vocab", type=int, default=32000, help="vocabulary size")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--micro-batch", type=int, default=4, help="sequences per micro-batch")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--accum", type=int, help="micro-batches per optimizer step (default 4)")
+    batch.add_argument("--global-batch", type=int,
+                       help="sequences per optimizer step (the paper's is 256); accumulation = this / micro-batch")
+    p.add_argument("--steps", type=int, default=3, help="timed optimizer steps")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed optimizer steps first, of min(accum, 2) micro-batches each (compile, optimizer state)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile: ours per block and the norm-head-loss, as the trainer does; HF whole model")
+    p.add_argument("--eager-head", action="store_true",
+                   help="with --compile, leave our norm-head-loss uncompiled (to measure what compiling it gives)")
+    p.add_argument("--attention", default="auto", choices=("auto", "sdpa", "flash", "cudnn"),
+                   help="our attention kernel (model.attention); HF uses SDPA's default choice")
+    p.add_argument("--activation-checkpointing", type=int, default=0, metavar="N",
+                   help="recompute every N-th block in backward (0: none; HF: every layer when N > 0)")
+    p.add_argument("--models", default="ours", help=f"comma list of {', '.join(MODELS)}")
+    p.add_argument("--optimizers", default="adamw,nexus", help=f"comma list of {', '.join(OPTIMIZERS)}")
+    p.add_argument("--in-process", action="store_true",
+                   help="run everything in this process (compiled code is then reused; default: a fresh process "
+                        "per model and optimizer, so no memory or compile cache from one run skews the next)")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="after timing, profile one step of each run and write its device-time breakdown to DIR")
+    p.add_argument("--json-out", type=Path, help="also write all results as JSON to this file")
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a child's result on stdout
+    args = p.parse_args(argv)
+    if args.global_batch is not None:
+        if args.global_batch % args.micro_batch:
+            p.error(f"--global-batch {args.global_batch} is not a multiple of --micro-batch {args.micro_batch}")
+        args.accum = args.global_batch // args.micro_batch
+    elif args.accum is None:
+        args.accum = 4
+    for name in ("micro_batch", "accum", "steps", "seq_len"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def _names(value: str, known, flag: str) -> List[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise SystemExit(f"{flag}: unknown {unknown or value!r}; choose from {', '.join(known)}")
+    return names
+
+
+def child_argv(argv: List[str], model: str, optimizer: str) -> List[str]:
+    """The command line of the child process that measures one model under one optimizer: the
+    parent's, without its grid and output flags ("--flag VALUE" or "--flag=VALUE")."""
+    child, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a.split("=", 1)[0] in ("--models", "--optimizers", "--json-out"):
+            skip = "=" not in a
+            continue
+        child.append(a)
+    return [*child, "--models", model, "--optimizers", optimizer, "--json"]
+
+
+def _run_isolated(model: str, optimizer: str, argv: List[str]) -> Dict[str, float]:
+    """run_one in a fresh Python process."""
+    proc = subprocess.run([sys.executable, "-m", "nexus_pretrain.bench", *child_argv(argv, model, optimizer)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"nexus-bench: the {model}/{optimizer} run failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    """Time args.steps optimizer steps of one model under one optimizer; returns its measurements."""
+    torch.manual_seed(0)
+    model_args = resolve_model_args(ModelConfig(preset=args.preset, attention=args.attention), args.vocab, args.seq_len)
+    bench = build_model(model_name, model_args, device, args.compile, args.activation_checkpointing)
+    if args.eager_head and model_name == "ours":
+        bench.module.head_losses = head_sequence_losses
+    optimizer = build_optimizer(OPTIMIZERS[optimizer_name], bench.module)
+    cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    batches = [torch.randint(0, args.vocab, (args.micro_batch, args.seq_len + 1), generator=gen).to(device)
+               for _ in range(args.accum)]
+
+    def step(micro_batches: List[torch.Tensor], boundary: Optional[List] = None) -> None:
+        for batch in micro_batches:
+            with autocast:
+                loss = bench.loss(batch)
+            (loss / len(micro_batches)).backward()
+            optimizer.micro_step()
+        if boundary is not None:
+            boundary[0].record()
+        optimizer.step()
+        optimizer.zero_grad()
+        if boundary is not None:
+            boundary[1].record()
+
+    for _ in range(args.warmup):
+        step(batches[:2])
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    times, events = [], []
+    for _ in range(args.steps):
+        boundary = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if cuda else None
+        start = time.perf_counter()
+        step(batches, boundary)
+        if cuda:
+            torch.cuda.synchronize(device)
+            events.append(boundary)
+        times.append(time.perf_counter() - start)
+    step_time = statistics.median(times)
+    tokens_per_s = args.micro_batch * args.accum * args.seq_len / step_time
+    # 6N with N the non-embedding-input parameters, the same count for both models of this shape.
+    n_params = non_embedding_parameters(model_args) + (0 if model_args.tie_embeddings else model_args.vocab_size * model_args.dim)
+    out = {"step_s": step_time, "tokens_per_s": tokens_per_s, "accum": args.accum}
+    peak = peak_flops(device)
+    if peak:
+        out["mfu"] = tokens_per_s * flops_per_token(model_args, args.seq_len, n_params) / peak
+    if cuda:
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        out["boundary_ms"] = statistics.median(a.elapsed_time(b) for a, b in events)
+        out["peak_gib_by_phase"] = _peak_by_phase(batches[:2], bench.loss, optimizer, autocast, device)
+        if args.profile:
+            from nexus_pretrain.bench.profile import profile_step
+
+            label = f"{args.preset}_{model_name}_{optimizer_name}"
+            out["profile_ms"] = profile_step(lambda: step(batches), args.profile, label)
+    del bench, optimizer
+    return out
+
+
+def _peak_by_phase(batches: List[torch.Tensor], loss_fn, optimizer, autocast, device: torch.device) -> Dict[str, float]:
+    """Peak allocated GiB within each phase of one more step: forward, backward, micro_step (of any
+    micro-batch) and the outer step; says where a run's peak memory is reached."""
+    peaks: Dict[str, float] = {}
+
+    def end_of(phase: str) -> None:
+        torch.cuda.synchronize(device)
+        peaks[phase] = max(peaks.get(phase, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
+        torch.cuda.reset_peak_memory_stats(device)
+
+    end_of("before")
+    for batch in batches:
+        with autocast:
+            loss = loss_fn(batch)
+        end_of("forward")
+        (loss / len(batches)).backward()
+        del loss
+        end_of("backward")
+        optimizer.micro_step()
+        end_of("micro_step")
+    optimizer.step()
+    end_of("step")
+    optimizer.zero_grad()
+    return peaks
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.Namespace, device: torch.device) -> None:
+    """One row per model and optimizer; Nexus-vs-first-optimizer and ours-vs-HF ratios."""
+    print(f"preset={args.preset} device={device} seq_len={args.seq_len} micro_batch={args.micro_batch} "
+          f"accum={args.accum} steps={args.steps} compile={args.compile} attention={args.attention} "
+          f"activation_checkpointing={args.activation_checkpointing}")
+    print(f"{'model':<6} {'optimizer':<14} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "
+          f"{'boundary ms':>12} {'time vs ' + next(iter(next(iter(results.values())))):>14} {'mem vs same':>12} "
+          f"{'tok/s vs HF':>12}")
+    for model, runs in results.items():
+        base = next(iter(runs.values()))
+        for opt, r in runs.items():
+            hf = results.get("hf", {}).get(opt)
+            mem_ratio = r["peak_mem_gib"] / base["peak_mem_gib"] if "peak_mem_gib" in r else None
+            vs_hf = r["tokens_per_s"] / hf["tokens_per_s"] if hf and model != "hf" else None
+            print(f"{model:<6} {opt:<14} {r['step_s']:>8.3f} {r['tokens_per_s']:>10.0f} {_fmt(r.get('mfu'), '.1%'):>7} "
+                  f"{_fmt(r.get('peak_mem_gib'), '.2f'):>9} {_fmt(r.get('boundary_ms'), '.1f'):>12} "
+                  f"{r['step_s'] / base['step_s']:>14.3f} {_fmt(mem_ratio, '.3f'):>12} {_fmt(vs_hf, '.3f'):>12}")
+    phases = [(m, o, r["peak_gib_by_phase"]) for m, runs in results.items() for o, r in runs.items()
+              if "peak_gib_by_phase" in r]
+    if phases:
+        print("peak GiB by phase: " + "; ".join(f"{m}/{o} " + " ".join(f"{k} {v:.1f}" for k, v in p.items())
+                                                for m, o, p in phases))
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Run the grid of models x optimizers and print it; returns {model: {optimizer: measurements}}."""
+    args = _parse(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    models = _names(args.models, MODELS, "--models")
+    optimizers = _names(args.optimizers, OPTIMIZERS, "--optimizers")
+    if args.json:
+        print(json.dumps(run_one(models[0], optimizers[0], args, device)))
+        return {}
+    argv = sys.argv[1:] if argv is None else argv
+    isolated = not args.in_process and len(models) * len(optimizers) > 1
+    results = {m: {o: (_run_isolated(m, o, argv) if isolated else run_one(m, o, args, device)) for o in optimizers}
+               for m in models}
+    print_table(results, args, device)
+    if args.json_out:
+        record = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                  "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                  "results": results}
+        args.json_out.write_text(json.dumps(record, indent=1) + "\n")
+    return results

@@ -1,0 +1,3 @@
+from nexus_pretrain.bench import main
+
+main()

@@ -1,0 +1,71 @@
+"""The two models nexus-bench compares on one shape: ours (model/llama.py, as the trainer runs it) and
+Hugging Face's LlamaForCausalLM (as its users run it: SDPA attention, the whole model compiled, its
+own loss from ``labels``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from nexus_pretrain.model.llama import Llama, ModelArgs, compile_regions
+
+MODELS = ("ours", "hf")
+
+
+@dataclass
+class BenchModel:
+    """A model on its device and the training loss of one micro-batch of token ids (B, T+1)."""
+
+    module: torch.nn.Module
+    loss: Callable[[torch.Tensor], torch.Tensor]
+
+
+def build_ours(args: ModelArgs, device: torch.device, compile: bool, activation_checkpointing: int) -> BenchModel:
+    """Our Llama as the trainer sets it up: regional compile (blocks and the norm-head-loss) and, when
+    ``activation_checkpointing`` is n > 0, every n-th block recomputed in backward."""
+    with torch.device(device):
+        model = Llama(args)
+    model.activation_checkpointing = activation_checkpointing > 0
+    model.recompute_every = max(activation_checkpointing, 1)
+    if compile:
+        compile_regions(model)
+    return BenchModel(model, lambda batch: model(batch[:, :-1], batch[:, 1:]).mean())
+
+
+def build_hf(args: ModelArgs, device: torch.device, compile: bool, activation_checkpointing: int) -> BenchModel:
+    """LlamaForCausalLM of the same shape with SDPA attention, compiled whole (``model.compile()``, as
+    Hugging Face documents); loss from ``labels`` (shifted inside, so T-1 targets per row). Activation
+    checkpointing is Hugging Face's gradient checkpointing of every layer (n is ignored)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from nexus_pretrain.model.hf import hf_config
+
+    config = LlamaConfig(**hf_config(args))
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    if activation_checkpointing > 0:
+        no_reentrant = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(no_reentrant, every_n_layers=activation_checkpointing)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=no_reentrant)
+    model.train()
+    forward = torch.compile(model) if compile else model
+
+    def loss(batch: torch.Tensor) -> torch.Tensor:
+        inputs = batch[:, :-1]
+        return forward(input_ids=inputs, labels=inputs).loss
+
+    return BenchModel(model, loss)
+
+
+def build_model(name: str, args: ModelArgs, device: torch.device, compile: bool,
+                activation_checkpointing: int = 0) -> BenchModel:
+    """``ours`` or ``hf`` (see build_ours, build_hf)."""
+    if name == "ours":
+        return build_ours(args, device, compile, activation_checkpointing)
+    if name == "hf":
+        return build_hf(args, device, compile, activation_checkpointing)
+    raise SystemExit(f"--models: unknown {name!r}; choose from {', '.join(MODELS)}")

@@ -1,0 +1,49 @@
+"""nexus-bench on CPU: the grid of models x optimizers runs, and results are reported as promised."""
+
+import json
+
+import pytest
+
+from nexus_pretrain.bench import child_argv, main
+from nexus_pretrain.bench.profile import categorize, device_time_by_category
+
+
+def test_grid_of_ours_and_hf_under_adamw_and_nexus(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    out = tmp_path / "bench.json"
+    results = main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--global-batch",
+                    "6", "--steps", "1", "--warmup", "1", "--device", "cpu", "--models", "ours,hf",
+                    "--optimizers", "adamw,nexus", "--in-process", "--activation-checkpointing", "2",
+                    "--json-out", str(out)])
+    assert list(results) == ["ours", "hf"] and all(list(r) == ["adamw", "nexus"] for r in results.values())
+    for runs in results.values():
+        for r in runs.values():
+            assert r["accum"] == 3 and r["tokens_per_s"] == pytest.approx(3 * 2 * 32 / r["step_s"])
+    table = capsys.readouterr().out
+    assert "accum=3" in table and "tok/s vs HF" in table
+    assert json.loads(out.read_text())["results"]["hf"]["nexus"]["accum"] == 3
+
+
+def test_child_processes_get_one_model_and_optimizer():
+    argv = ["--preset", "llama_1b", "--models", "ours,hf", "--optimizers=adamw,nexus", "--json-out", "x.json", "--compile"]
+    assert child_argv(argv, "hf", "nexus") == ["--preset", "llama_1b", "--compile", "--models", "hf",
+                                               "--optimizers", "nexus", "--json"]
+
+
+def test_bad_batch_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        main(["--micro-batch", "3", "--global-batch", "8"])
+    with pytest.raises(SystemExit, match="--optimizers"):
+        main(["--optimizers", "sgd", "--device", "cpu"])
+
+
+def test_profile_categories():
+    assert categorize("sm90_xmma_gemm_bf16bf16_bf16f32") == "matmul"
+    assert categorize("nvjet_tst_128x256_64x4_2x1_v_bz_TNT") == "matmul"
+    assert categorize("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention"
+    assert categorize("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0") == "fused elementwise (compiled)"
+    assert categorize("void at::native::elementwise_kernel<128, 2, direct_copy_kernel_cuda>") == "copy/cast"
+    assert categorize("triton_poi_fused_mul_silu_3") == "fused elementwise (compiled)"
+    assert categorize("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>") == "optimizer"
+    assert device_time_by_category({"triton_poi_fused_mul_silu_3": 1.0, "gemm_a": 3.0, "gemm_b": 2.0}) == {
+        "matmul": 5.0, "fused elementwise (compiled)": 1.0}
