@@ -47,8 +47,7 @@ class ModelConfig:
     init_std: Optional[float] = None
     """Std of the normal init of linear and embedding weights."""
     attention: str = "auto"
-    """auto (flash-attn if installed and on GPU, else SDPA), sdpa, flash, or cudnn (SDPA preferring
-    cuDNN's fused attention)."""
+    """auto (flash-attn if installed and on GPU, else SDPA), sdpa or flash."""
 
 
 @dataclass
@@ -79,9 +78,6 @@ class OptimConfig:
     """Nexus only: keep the fp32 anchor copy in pinned CPU memory."""
     inner_lr_follows_schedule: bool = False
     """Nexus only: scale gamma by the LR schedule's multiplier too (paper keeps it fixed)."""
-    overlap_inner_step: bool = True
-    """Nexus only, one GPU: run each inner step on a side stream, block by block, overlapping the next
-    micro-batch's forward (which waits for each block's update); bitwise the same result."""
     muon_momentum: float = 0.95
     """Muon only: momentum of the orthogonalized update."""
     muon_ns_steps: int = 5
@@ -346,7 +342,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         value = getattr(m, key)
         if value is not None:
             _positive(f"model.{key}", value)
-    _choice("model.attention", m.attention, ("auto", "sdpa", "flash", "cudnn"))
+    _choice("model.attention", m.attention, ("auto", "sdpa", "flash"))
 
     _choice("optim.name", o.name, OPTIMIZERS)
     _positive("optim.lr", o.lr)

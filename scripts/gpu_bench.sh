@@ -2,7 +2,8 @@
 # nexus-bench runs for one GPU session (issue 9), on the device machine or any CUDA box with this repo.
 #   explore: which throughput levers pay (attention kernel, compiled head-loss), HF side by side,
 #            profiles, and the 3B preset with activation checkpointing;
-#   table:   the README's table: ours vs HF x AdamW vs Nexus at the paper's global batch (256 x 2048).
+#   table:   the README's table: ours vs HF x AdamW vs Nexus at the paper's global batch (256 x 2048),
+#            and the 3B preset with activation checkpointing, profiled.
 #   check:   the GPU tests (tests/gpu), then the 3B preset with activation checkpointing and profiles at 1B.
 # Results (JSON, logs, profiles) go to $OUT/gpu_bench.tgz, refreshed after each run. On the lent machines
 # hydra/omegaconf travel as wheels in .whl.
@@ -41,8 +42,14 @@ case "${1:-table}" in
       --optimizers adamw,nexus,nexus_inline --steps 2 --warmup 1
     ;;
   table)
-    bench 520m 200 --preset llama_520m --micro-batch 8 --global-batch 256 --models ours,hf --steps 2 --warmup 1 "${@:2}"
-    bench 1b 240 --preset llama_1b --micro-batch 8 --global-batch 256 --models ours,hf --steps 2 --warmup 1 "${@:2}"
+    # One timed step of 256 sequences each (32 micro-batches at 1B: 8 s); the phase step adds one more.
+    one="--global-batch 256 --steps 1 --warmup 1"
+    bench 1b_ours 130 --preset llama_1b --micro-batch 8 $one --optimizers adamw,nexus,nexus_norm_per_param
+    bench 1b_hf 170 --preset llama_1b --micro-batch 8 $one --models hf
+    bench 130m 110 --preset llama_130m --micro-batch 16 $one --models ours,hf
+    bench 3b_ac 110 --preset llama_3b --micro-batch 4 --accum 4 --activation-checkpointing 1 --steps 2 --warmup 1 \
+      --profile "$RES/profile"
+    bench 520m 140 --preset llama_520m --micro-batch 8 $one --models ours,hf
     ;;
-  *) echo "usage: $0 explore|check|table [extra nexus-bench flags for table]"; exit 2 ;;
+  *) echo "usage: $0 explore|check|table"; exit 2 ;;
 esac

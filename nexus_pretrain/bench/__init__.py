@@ -27,7 +27,7 @@ OPTIMIZERS = {
     "adamw": OptimConfig(name="adamw"),
     "muon": OptimConfig(name="muon", weight_decay=0.1),
     "nexus": OptimConfig(name="nexus"),
-    "nexus_inline": OptimConfig(name="nexus", overlap_inner_step=False),  # inner step not overlapped
+    "nexus_norm_per_param": OptimConfig(name="nexus"),  # one norm kernel per gradient (see optim/grad_norm.py)
     "nexus_offload": OptimConfig(name="nexus", offload_anchor=True),
     "nexus_muon": OptimConfig(name="nexus", outer="muon"),
 }
@@ -51,7 +51,7 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="torch.compile: ours per block and the norm-head-loss, as the trainer does; HF whole model")
     p.add_argument("--eager-head", action="store_true",
                    help="with --compile, leave our norm-head-loss uncompiled (to measure what compiling it gives)")
-    p.add_argument("--attention", default="auto", choices=("auto", "sdpa", "flash", "cudnn"),
+    p.add_argument("--attention", default="auto", choices=("auto", "sdpa", "flash"),
                    help="our attention kernel (model.attention); HF uses SDPA's default choice")
     p.add_argument("--activation-checkpointing", type=int, default=0, metavar="N",
                    help="recompute every N-th block in backward (0: none; HF: every layer when N > 0)")
@@ -117,6 +117,8 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
     if args.eager_head and model_name == "ours":
         bench.module.head_losses = head_sequence_losses
     optimizer = build_optimizer(OPTIMIZERS[optimizer_name], bench.module)
+    if optimizer_name == "nexus_norm_per_param":  # the lever batched norms replaced, kept measurable
+        optimizer._backward_norm.batch_elements = 0
     cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     gen = torch.Generator(device="cpu").manual_seed(0)

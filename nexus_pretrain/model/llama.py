@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 try:  # flash-attn is optional; SDPA is the fallback everywhere.
@@ -38,8 +37,6 @@ class ModelArgs:
     tie_embeddings: bool = False
     init_std: float = 0.02
     attention: str = "auto"
-    """auto (flash-attn if installed, else SDPA's own choice), sdpa, flash, or cudnn (SDPA preferring
-    cuDNN's fused attention, then flash, then the others: cuDNN's is faster on Hopper)."""
 
     @property
     def head_dim(self) -> int:
@@ -69,11 +66,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x * cos + rotated * sin).to(x.dtype)
 
 
-# SDPA backends in priority order for model.attention=cudnn; any the inputs do not suit are skipped.
-CUDNN_FIRST = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-               SDPBackend.MATH]
-
-
 class Attention(nn.Module):
     """Causal grouped-query self-attention with RoPE."""
 
@@ -81,7 +73,6 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
         self.use_flash = args.attention == "flash" or (args.attention == "auto" and flash_attn_func is not None)
-        self.prefer_cudnn = args.attention == "cudnn"
         if args.attention == "flash" and flash_attn_func is None:
             raise ValueError("model.attention=flash but flash-attn is not installed; use model.attention=sdpa")
         qkv_out = (args.n_heads + 2 * args.n_kv_heads) * args.head_dim
@@ -98,18 +89,11 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.use_flash and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
             out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
-        elif self.prefer_cudnn:
-            with sdpa_kernel(CUDNN_FIRST, set_priority=True):
-                out = self._sdpa(q, k, v)
         else:
-            out = self._sdpa(q, k, v)
+            out = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads
+            ).transpose(1, 2)
         return self.wo(out.reshape(bsz, seqlen, q_size))
-
-    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Causal SDPA on (B, H, T, D) inputs; returns (B, T, H, D)."""
-        return F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads
-        ).transpose(1, 2)
 
 
 class FeedForward(nn.Module):
@@ -203,7 +187,7 @@ def head_sequence_losses(h: torch.Tensor, norm_weight: torch.Tensor, norm_eps: f
 def compile_regions(model: Llama) -> None:
     """Regional compilation: torch.compile each transformer block (compiled once, reused per layer)
     and the norm-head-loss function. Each block's forward is compiled, not its __call__, so hooks on
-    the block (FSDP2's all-gather, Nexus's wait for its inner step) run eagerly around the region."""
+    the block (FSDP2's all-gather and reshard) run eagerly around the region."""
     for block in model.layers:
         block.forward = torch.compile(block.forward)
     model.head_losses = torch.compile(head_sequence_losses)

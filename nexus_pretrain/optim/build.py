@@ -102,14 +102,4 @@ def build_optimizer(cfg: "OptimConfig", model: torch.nn.Module, seed: int = 0) -
         max_grad_norm=cfg.max_grad_norm,
         inner_lr_follows_schedule=cfg.inner_lr_follows_schedule,
         seed=seed,
-        forward_regions=forward_regions(model) if cfg.overlap_inner_step else None,
     )
-
-
-def forward_regions(model: torch.nn.Module) -> Optional[Tuple[torch.nn.Module, List[torch.nn.Module]]]:
-    """The model and its blocks in forward order (a ``layers`` ModuleList, as our Llama has), for
-    Nexus's overlapped inner step; None for models without one."""
-    layers = getattr(model, "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        return None
-    return model, list(layers)

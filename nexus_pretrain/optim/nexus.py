@@ -6,10 +6,9 @@ See docs/theory.md for what the pseudo-gradient equals to second order in the in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
-from torch import nn
 
 from nexus_pretrain.optim.base import clip_gradients, record_peak_learning_rates, scale_learning_rates
 from nexus_pretrain.optim.dtensor import full_tensor as _full
@@ -17,7 +16,6 @@ from nexus_pretrain.optim.dtensor import is_dtensor as _is_dtensor
 from nexus_pretrain.optim.dtensor import like_param as _like_param
 from nexus_pretrain.optim.dtensor import local_tensor as _local
 from nexus_pretrain.optim.grad_norm import BackwardGradNorm
-from nexus_pretrain.optim.inner_overlap import OverlappedInnerStep
 
 VARIANTS = ("nexus", "nexus_dot", "nsgd", "random")
 
@@ -97,10 +95,6 @@ class Nexus:
     Gradient clipping (``max_grad_norm``) applies to the pseudo-gradient; weight decay and the
     learning rate stay the outer optimizer's. ``inner_lr`` (gamma) is fixed unless
     ``inner_lr_follows_schedule``.
-
-    ``forward_regions`` (a root module and its blocks in forward order, e.g. ``(model, model.layers)``)
-    lets the ``nexus`` variant on one GPU run each inner step on a side stream that overlaps the next
-    forward pass (optim/inner_overlap.py); the result is bitwise the same as the in-line step.
     """
 
     def __init__(
@@ -113,7 +107,6 @@ class Nexus:
         inner_lr_follows_schedule: bool = False,
         seed: int = 0,
         norm_fn: Optional[Callable[[List[torch.Tensor]], torch.Tensor]] = None,
-        forward_regions: Optional[Tuple[nn.Module, Sequence[nn.Module]]] = None,
     ):
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r} is not one of {', '.join(VARIANTS)}")
@@ -154,10 +147,6 @@ class Nexus:
         self._backward_norm: Optional[BackwardGradNorm] = None
         if variant != "nsgd" and norm_fn is None and not any(_is_dtensor(p) for p in self.params):
             self._backward_norm = BackwardGradNorm(self.params)
-        self._overlap: Optional[OverlappedInnerStep] = None
-        if (forward_regions is not None and variant == "nexus" and self._backward_norm is not None
-                and _local(self.params[0]).is_cuda):
-            self._overlap = OverlappedInnerStep(self.params, *forward_regions)
         self.generator: Optional[torch.Generator] = None
         if variant == "random":
             self.generator = torch.Generator(device=_local(self.params[0]).device)
@@ -194,10 +183,7 @@ class Nexus:
         local_grads = [_local(g) for g in grads]
         local_params = [_local(p) for p in params]
         scale = self.inner_lr / norm.clamp_min(_MIN_NORM)
-        if self._overlap is not None:
-            by_id = {id(p): g for p, g in zip(params, local_grads)}
-            self._overlap.launch([by_id.get(id(p)) for p in self.params], scale)
-        elif self.variant == "nexus":
+        if self.variant == "nexus":
             # One fused pass p -= g * scale with the device-side scale (no host sync): 6.6 ms against
             # 12.9 ms for scale-then-subtract at 1.3B parameters on an H100 (scripts/bench_inner_step.py).
             torch._foreach_addcmul_(local_params, local_grads, [scale] * len(local_grads), value=-1.0)
@@ -215,7 +201,6 @@ class Nexus:
         window = self._window
         if window.micro_steps == 0:
             raise RuntimeError("step() called before any micro_step(); call micro_step() after each backward")
-        self._join_inner_step()
         if self.variant == "nsgd":
             mean_norm = self._nsgd_pseudo_gradient()
         else:
@@ -235,15 +220,14 @@ class Nexus:
 
     def zero_grad(self) -> None:
         """Drop gradients (the outer optimizer's zero_grad, set_to_none)."""
+        if self._backward_norm is not None:
+            self._backward_norm.reset()  # norms of gradients dropped unused (a discarded window)
         self.outer.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def discard(self) -> None:
         """Put the parameters back at the anchor, drop gradients and the window (no outer step)."""
-        self._join_inner_step()
         if self._window.micro_steps > 0 and self.variant != "nsgd":
-            if self._backward_norm is not None:
-                self._backward_norm.reset()
             for i, p in enumerate(self.params):
                 local = _local(p)
                 local.copy_(self._anchor_on(i, local.device) if self.offload_anchor else self._anchor[i])
@@ -257,7 +241,6 @@ class Nexus:
 
         Like torch optimizers' state dicts, tensors are references: save or copy before stepping on.
         """
-        self._join_inner_step()
         state: Dict[str, Any] = {"outer": self.outer.state_dict(), "variant": self.variant}
         if self.generator is not None:
             state["rng"] = self.generator.get_state()
@@ -277,7 +260,6 @@ class Nexus:
         """Restore what state_dict returned."""
         if state.get("variant", self.variant) != self.variant:
             raise ValueError(f"state['variant']={state['variant']!r} does not match variant={self.variant!r}")
-        self._join_inner_step()
         self.outer.load_state_dict(state["outer"])
         if self._snapshot_done is not None:
             self._snapshot_done.synchronize()  # a pending copy must not land on the restored anchor
@@ -300,11 +282,6 @@ class Nexus:
             self._window.direction = [d.clone() for d in saved["direction"]]
 
     # ------------------------------------------------------------------ internals
-
-    def _join_inner_step(self) -> None:
-        """Wait for an inner step running on the side stream (no-op otherwise)."""
-        if self._overlap is not None:
-            self._overlap.wait()
 
     def _ensure_anchor(self) -> None:
         if self._anchor is not None:

@@ -51,36 +51,3 @@ def test_offloaded_anchor_gives_the_same_parameters():
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
-
-@pytest.mark.parametrize("compile", [False, True])
-def test_overlapped_inner_step_is_bitwise_the_inline_one(compile):
-    """Nexus's inner step on a side stream, waited for block by block, against the in-line step."""
-    from types import SimpleNamespace
-
-    from nexus_pretrain.config import OptimConfig
-    from nexus_pretrain.model.llama import Llama, compile_regions
-    from nexus_pretrain.model.presets import resolve_model_args
-    from nexus_pretrain.optim.build import build_optimizer
-
-    args = resolve_model_args(SimpleNamespace(preset="tiny", dim=256, n_layers=4), vocab_size=512, seq_len=128)
-    results = []
-    for overlap in (False, True):
-        torch.manual_seed(0)
-        model = Llama(args).cuda()
-        if compile:
-            compile_regions(model)
-        opt = build_optimizer(OptimConfig(name="nexus", overlap_inner_step=overlap, lr=1e-2), model)
-        assert (opt._overlap is not None) == overlap
-        gen = torch.Generator(device="cuda").manual_seed(1)
-        for _ in range(3):
-            for _ in range(4):
-                tokens = torch.randint(0, 512, (8, 129), device="cuda", generator=gen)
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = model(tokens[:, :-1], tokens[:, 1:]).mean()
-                (loss / 4).backward()
-                opt.micro_step()
-            opt.step()
-            opt.zero_grad()
-        results.append([p.detach().clone() for p in model.parameters()])
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -1,6 +1,6 @@
 """Every throughput path of the model against the plain one: the fused norm-head-loss, regional
-compilation, the cuDNN-preferring attention, selective activation checkpointing, and the Hugging Face
-model nexus-bench compares against. Loss and gradients must agree to fp32 rounding."""
+compilation, selective activation checkpointing, and the Hugging Face model nexus-bench compares
+against. Loss and gradients must agree to fp32 rounding."""
 
 from types import SimpleNamespace
 
@@ -59,12 +59,6 @@ def test_selective_activation_checkpointing_keeps_gradients():
     for every in (1, 2, 3):
         model.recompute_every = every
         assert_same(loss_and_grads(model, tokens), plain, rtol=0, atol=0)
-
-
-def test_cudnn_preferring_attention_matches_default_sdpa():
-    """On CPU no cuDNN kernel applies and the priority list falls through to one that does."""
-    tokens = batch()
-    assert_same(loss_and_grads(tiny(attention="cudnn"), tokens), loss_and_grads(tiny(attention="sdpa"), tokens))
 
 
 def test_regional_compilation_matches_eager():
