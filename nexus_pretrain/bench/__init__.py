@@ -21,7 +21,8 @@ from nexus_pretrain.config import ModelConfig, OptimConfig
 from nexus_pretrain.model.llama import flops_per_token, head_sequence_losses
 from nexus_pretrain.model.presets import non_embedding_parameters, resolve_model_args
 from nexus_pretrain.optim.build import build_optimizer
-from nexus_pretrain.train.metrics import peak_flops
+from nexus_pretrain.train.backends.single import resolve_device
+from nexus_pretrain.train.metrics import peak_flops, peak_memory_gib
 
 OPTIMIZERS = {
     "adamw": OptimConfig(name="adamw"),
@@ -162,7 +163,7 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
     if peak:
         out["mfu"] = tokens_per_s * flops_per_token(model_args, args.seq_len, n_params) / peak
     if cuda:
-        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        out["peak_mem_gib"] = peak_memory_gib(device)
         out["boundary_ms"] = statistics.median(a.elapsed_time(b) for a, b in events)
         out["peak_gib_by_phase"] = _peak_by_phase(batches[:2], bench.loss, optimizer, autocast, device)
         if args.profile:
@@ -181,7 +182,7 @@ def _peak_by_phase(batches: List[torch.Tensor], loss_fn, optimizer, autocast, de
 
     def end_of(phase: str) -> None:
         torch.cuda.synchronize(device)
-        peaks[phase] = max(peaks.get(phase, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
+        peaks[phase] = max(peaks.get(phase, 0.0), peak_memory_gib(device))
         torch.cuda.reset_peak_memory_stats(device)
 
     end_of("before")
@@ -231,8 +232,10 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
 def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Run the grid of models x optimizers and print it; returns {model: {optimizer: measurements}}."""
     args = _parse(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    try:
+        device = resolve_device(args.device)
+    except ValueError:
+        raise SystemExit(f"--device {args.device}: no GPU is visible; use --device cpu") from None
     models = _names(args.models, MODELS, "--models")
     optimizers = _names(args.optimizers, OPTIMIZERS, "--optimizers")
     if args.json:

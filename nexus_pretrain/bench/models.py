@@ -35,9 +35,10 @@ def build_ours(args: ModelArgs, device: torch.device, compile: bool, activation_
 
 
 def build_hf(args: ModelArgs, device: torch.device, compile: bool, activation_checkpointing: int) -> BenchModel:
-    """LlamaForCausalLM of the same shape with SDPA attention, compiled whole (``model.compile()``, as
-    Hugging Face documents); loss from ``labels`` (shifted inside, so T-1 targets per row). Activation
-    checkpointing is Hugging Face's gradient checkpointing of every layer (n is ignored)."""
+    """LlamaForCausalLM of the same shape with SDPA attention, compiled whole (``torch.compile(model)``,
+    as Hugging Face documents); loss from ``labels`` (shifted inside, so T-1 targets per row).
+    Activation checkpointing is Hugging Face's, of every n-th layer (every layer in versions without
+    ``activation_checkpointing_enable``)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from nexus_pretrain.model.hf import hf_config

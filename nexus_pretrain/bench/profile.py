@@ -43,10 +43,9 @@ def profile_step(step: Callable[[], None], out_dir: Path, label: str) -> Dict[st
     from torch.profiler import ProfilerActivity, profile
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    with profile(activities=activities) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         start.record()
         step()
         end.record()
@@ -54,7 +53,8 @@ def profile_step(step: Callable[[], None], out_dir: Path, label: str) -> Dict[st
     wall_ms = start.elapsed_time(end)
     kernels: Dict[str, float] = {}
     for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
+        # GPU user annotations (e.g. "Optimizer.step#AdamW.step") span kernels already counted.
+        if event.device_type == torch.autograd.DeviceType.CUDA and not event.is_user_annotation:
             kernels[event.name] = kernels.get(event.name, 0.0) + event.time_range.elapsed_us() / 1000.0
     by_cat = device_time_by_category(kernels)
     device_ms = sum(kernels.values())
