@@ -48,6 +48,10 @@ class ModelConfig:
     """Std of the normal init of linear and embedding weights."""
     attention: str = "auto"
     """auto (flash-attn if installed and on GPU, else SDPA), sdpa or flash."""
+    residual_dtype: Optional[str] = None
+    """null: the residual stream keeps the embedding's dtype (fp32 under backend single's autocast;
+    bf16 under fsdp2/deepspeed, which compute with bf16 weights); bfloat16: cast it to bf16 under
+    autocast too (less activation memory and traffic, the numerics of the sharded backends)."""
 
 
 @dataclass
@@ -235,7 +239,7 @@ class TrainerConfig:
     """Steps whose loss is NaN/inf that may be skipped (parameters restored, the batch dropped) before
     the run stops; 0 stops at the first one. Skipping checks every step (one host sync per step)."""
     compile: bool = False
-    """torch.compile each transformer block."""
+    """torch.compile each transformer block, the norm-head-loss and Nexus's inner step."""
     activation_checkpointing: bool = False
     """Recompute block activations in backward to save memory."""
     activation_checkpointing_every: int = 1
@@ -343,6 +347,8 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         if value is not None:
             _positive(f"model.{key}", value)
     _choice("model.attention", m.attention, ("auto", "sdpa", "flash"))
+    if m.residual_dtype is not None:
+        _choice("model.residual_dtype", m.residual_dtype, ("bfloat16",))
 
     _choice("optim.name", o.name, OPTIMIZERS)
     _positive("optim.lr", o.lr)

@@ -24,6 +24,14 @@ def test_grid_of_ours_and_hf_under_adamw_and_nexus(tmp_path, capsys):
     assert json.loads(out.read_text())["results"]["hf"]["nexus"]["accum"] == 3
 
 
+def test_throughput_levers_are_selectable(capsys):
+    results = main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--accum", "2",
+                    "--steps", "1", "--warmup", "1", "--device", "cpu", "--optimizers", "nexus,nexus_eager_step",
+                    "--residual-dtype", "bfloat16", "--memory-census", "blocks", "--in-process"])
+    assert list(results["ours"]) == ["nexus", "nexus_eager_step"]
+    assert "nexus_eager_step" in capsys.readouterr().out
+
+
 def test_child_processes_get_one_model_and_optimizer():
     argv = ["--preset", "llama_1b", "--models", "ours,hf", "--optimizers=adamw,nexus", "--json-out", "x.json", "--compile"]
     assert child_argv(argv, "hf", "nexus") == ["--preset", "llama_1b", "--compile", "--models", "hf",

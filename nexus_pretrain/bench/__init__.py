@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ OPTIMIZERS = {
     "muon": OptimConfig(name="muon", weight_decay=0.1),
     "nexus": OptimConfig(name="nexus"),
     "nexus_norm_per_param": OptimConfig(name="nexus"),  # one norm kernel per gradient (see optim/grad_norm.py)
+    "nexus_eager_step": OptimConfig(name="nexus"),  # with --compile, the inner step left uncompiled
     "nexus_offload": OptimConfig(name="nexus", offload_anchor=True),
     "nexus_muon": OptimConfig(name="nexus", outer="muon"),
 }
@@ -54,6 +56,14 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="with --compile, leave our norm-head-loss uncompiled (to measure what compiling it gives)")
     p.add_argument("--attention", default="auto", choices=("auto", "sdpa", "flash"),
                    help="our attention kernel (model.attention); HF uses SDPA's default choice")
+    p.add_argument("--sdpa-backend", choices=("cudnn", "flash", "efficient"),
+                   help="allow only this SDPA backend (both models; default: SDPA's own choice)")
+    p.add_argument("--residual-dtype", choices=("bfloat16",),
+                   help="our model.residual_dtype (default: the embedding's, fp32); HF keeps fp32")
+    p.add_argument("--memory-census", choices=("stacks", "blocks"),
+                   help="print what holds the live GPU memory at the last forward of the phase step: by "
+                        "allocating code (stacks: records every allocation's stack, which slows the host) or "
+                        "by block size and state (blocks: timing unchanged)")
     p.add_argument("--activation-checkpointing", type=int, default=0, metavar="N",
                    help="recompute every N-th block in backward (0: none; HF: every layer when N > 0)")
     p.add_argument("--models", default="ours", help=f"comma list of {', '.join(MODELS)}")
@@ -113,14 +123,21 @@ def _run_isolated(model: str, optimizer: str, argv: List[str]) -> Dict[str, floa
 def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     """Time args.steps optimizer steps of one model under one optimizer; returns its measurements."""
     torch.manual_seed(0)
-    model_args = resolve_model_args(ModelConfig(preset=args.preset, attention=args.attention), args.vocab, args.seq_len)
+    cuda = device.type == "cuda"
+    if args.memory_census == "stacks" and cuda:
+        torch.cuda.memory._record_memory_history(max_entries=100_000)
+    if args.sdpa_backend:
+        for backend in ("cudnn", "flash", "mem_efficient", "math"):
+            getattr(torch.backends.cuda, f"enable_{backend}_sdp")(backend.startswith(args.sdpa_backend))
+    model_cfg = ModelConfig(preset=args.preset, attention=args.attention, residual_dtype=args.residual_dtype)
+    model_args = resolve_model_args(model_cfg, args.vocab, args.seq_len)
     bench = build_model(model_name, model_args, device, args.compile, args.activation_checkpointing)
     if args.eager_head and model_name == "ours":
         bench.module.head_losses = head_sequence_losses
-    optimizer = build_optimizer(OPTIMIZERS[optimizer_name], bench.module)
+    optimizer = build_optimizer(OPTIMIZERS[optimizer_name], bench.module,
+                                compile=args.compile and optimizer_name != "nexus_eager_step")
     if optimizer_name == "nexus_norm_per_param":  # the lever batched norms replaced, kept measurable
         optimizer._backward_norm.batch_elements = 0
-    cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     gen = torch.Generator(device="cpu").manual_seed(0)
     batches = [torch.randint(0, args.vocab, (args.micro_batch, args.seq_len + 1), generator=gen).to(device)
@@ -141,6 +158,7 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
 
     for _ in range(args.warmup):
         step(batches[:2])
+    gc.collect()  # as the trainer does after its first step (train/trainer.py release_garbage)
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
@@ -165,7 +183,8 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
     if cuda:
         out["peak_mem_gib"] = peak_memory_gib(device)
         out["boundary_ms"] = statistics.median(a.elapsed_time(b) for a, b in events)
-        out["peak_gib_by_phase"] = _peak_by_phase(batches[:2], bench.loss, optimizer, autocast, device)
+        out["peak_gib_by_phase"] = _peak_by_phase(batches[:2], bench.loss, optimizer, autocast, device,
+                                                  census=args.memory_census is not None)
         if args.profile:
             from nexus_pretrain.bench.profile import profile_step
 
@@ -175,9 +194,11 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
     return out
 
 
-def _peak_by_phase(batches: List[torch.Tensor], loss_fn, optimizer, autocast, device: torch.device) -> Dict[str, float]:
+def _peak_by_phase(batches: List[torch.Tensor], loss_fn, optimizer, autocast, device: torch.device,
+                   census: bool = False) -> Dict[str, float]:
     """Peak allocated GiB within each phase of one more step: forward, backward, micro_step (of any
-    micro-batch) and the outer step; says where a run's peak memory is reached."""
+    micro-batch) and the outer step; says where a run's peak memory is reached. With ``census``, prints
+    what holds the live memory after the last micro-batch's forward (memory.py)."""
     peaks: Dict[str, float] = {}
 
     def end_of(phase: str) -> None:
@@ -186,10 +207,19 @@ def _peak_by_phase(batches: List[torch.Tensor], loss_fn, optimizer, autocast, de
         torch.cuda.reset_peak_memory_stats(device)
 
     end_of("before")
-    for batch in batches:
+    for i, batch in enumerate(batches):
         with autocast:
             loss = loss_fn(batch)
         end_of("forward")
+        if census and i == len(batches) - 1:
+            from nexus_pretrain.bench.memory import live_bytes_by_site
+
+            for size, count, site in live_bytes_by_site(torch.cuda.memory._snapshot()):
+                print(f"memory census: {size / 2**30:7.2f} GiB in {count:5d} blocks  {site}", file=sys.stderr)
+            before = torch.cuda.memory_allocated(device)
+            gc.collect()
+            print(f"memory census: gc.collect() freed {(before - torch.cuda.memory_allocated(device)) / 2**30:.2f} GiB",
+                  file=sys.stderr)
         (loss / len(batches)).backward()
         del loss
         end_of("backward")

@@ -1,7 +1,8 @@
 """A Llama-style decoder in one file: RMSNorm, RoPE, grouped-query attention, SwiGLU.
 
-Query/key/value and gate/up projections are fused into one matmul each (``wqkv``, ``w13``) for
-throughput; ``model/hf.py`` splits them when exporting to Hugging Face's LlamaForCausalLM layout.
+Query/key/value and gate/up projections are each stored as one weight (``wqkv``, ``w13``); gate/up
+run as one matmul, query/key/value as three (see QKVProjection). ``model/hf.py`` splits the weights when
+exporting to Hugging Face's LlamaForCausalLM layout.
 RoPE follows Hugging Face's rotate-half convention so exported weights need no permutation.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,10 @@ class ModelArgs:
     tie_embeddings: bool = False
     init_std: float = 0.02
     attention: str = "auto"
+    residual_dtype: Optional[str] = None
+    """None: the residual stream has the embedding's dtype (fp32 with fp32 weights under autocast).
+    "bfloat16": under autocast the embedding output is cast to bf16, so the residual stream and the
+    activations saved for backward are bf16, as under FSDP2's or DeepSpeed's bf16 compute."""
 
     @property
     def head_dim(self) -> int:
@@ -47,6 +53,8 @@ class ModelArgs:
             raise ValueError(f"model.dim={self.dim} is not divisible by model.n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"model.n_heads={self.n_heads} is not divisible by model.n_kv_heads={self.n_kv_heads}")
+        if self.residual_dtype not in (None, "bfloat16"):
+            raise ValueError(f"model.residual_dtype={self.residual_dtype!r} is not null or bfloat16")
         if self.head_dim % 2:
             raise ValueError(f"head dim {self.head_dim} must be even for RoPE; change model.dim or model.n_heads")
 
@@ -60,10 +68,27 @@ def rope_cache(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Ten
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x of shape (B, H, T, D) by position; cos/sin are (T, D)."""
+    """Rotate x of shape (B, T, H, D) by position; cos/sin are (T, D)."""
+    cos, sin = cos[:, None, :], sin[:, None, :]
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)
     return (x * cos + rotated * sin).to(x.dtype)
+
+
+class QKVProjection(nn.Linear):
+    """The query, key and value projections as one (q; k; v) weight, applied as three matmuls on its
+    row blocks. The outputs are then separate tensors, so backward needs no concatenation of their
+    gradients: Inductor fuses that concatenation with RoPE's backward into a gather that took 11% of a
+    130M step; three matmuls made the 130M block's forward+backward 6% faster and left 1B unchanged on
+    an H100 (scripts/bench_attention_layout.py). One module keeps the checkpoint layout and DeepSpeed
+    ZeRO-3's per-module parameter gathering."""
+
+    def __init__(self, dim: int, sizes: list[int]):
+        super().__init__(dim, sum(sizes), bias=False)
+        self.sizes = sizes
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [F.linear(x, w) for w in self.weight.split(self.sizes)]
 
 
 class Attention(nn.Module):
@@ -75,25 +100,24 @@ class Attention(nn.Module):
         self.use_flash = args.attention == "flash" or (args.attention == "auto" and flash_attn_func is not None)
         if args.attention == "flash" and flash_attn_func is None:
             raise ValueError("model.attention=flash but flash-attn is not installed; use model.attention=sdpa")
-        qkv_out = (args.n_heads + 2 * args.n_kv_heads) * args.head_dim
-        self.wqkv = nn.Linear(args.dim, qkv_out, bias=False)
+        q_size, kv_size = args.n_heads * args.head_dim, args.n_kv_heads * args.head_dim
+        self.wqkv = QKVProjection(args.dim, [q_size, kv_size, kv_size])
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         bsz, seqlen, _ = x.shape
-        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(bsz, seqlen, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.wqkv(x)
+        q = apply_rope(q.view(bsz, seqlen, self.n_heads, self.head_dim), cos, sin)
+        k = apply_rope(k.view(bsz, seqlen, self.n_kv_heads, self.head_dim), cos, sin)
+        v = v.view(bsz, seqlen, self.n_kv_heads, self.head_dim)
         if self.use_flash and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-            out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True)
+            out = flash_attn_func(q, k, v, causal=True)
         else:
             out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                enable_gqa=self.n_kv_heads != self.n_heads,
             ).transpose(1, 2)
-        return self.wo(out.reshape(bsz, seqlen, q_size))
+        return self.wo(out.reshape(bsz, seqlen, self.n_heads * self.head_dim))
 
 
 class FeedForward(nn.Module):
@@ -165,6 +189,8 @@ class Llama(nn.Module):
             raise ValueError(f"sequence length {seqlen} exceeds model.max_seq_len={self.args.max_seq_len}")
         cos, sin = self.rope_cos[:seqlen], self.rope_sin[:seqlen]
         h = self.tok_embeddings(tokens)
+        if self.args.residual_dtype is not None and torch.is_autocast_enabled(h.device.type):
+            h = h.to(torch.get_autocast_dtype(h.device.type))
         for i, layer in enumerate(self.layers):
             if self.activation_checkpointing and self.training and i % self.recompute_every == 0:
                 h = checkpoint(layer, h, cos, sin, use_reentrant=False)

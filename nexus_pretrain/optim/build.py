@@ -86,8 +86,9 @@ def build_outer(cfg: "OptimConfig", model: torch.nn.Module, name: str) -> Any:
     return MuonAdamW(muon, adamw)
 
 
-def build_optimizer(cfg: "OptimConfig", model: torch.nn.Module, seed: int = 0) -> StepOptimizer:
-    """The StepOptimizer named by cfg.name (adamw, muon, nexus) on the model's trainable parameters."""
+def build_optimizer(cfg: "OptimConfig", model: torch.nn.Module, seed: int = 0, compile: bool = False) -> StepOptimizer:
+    """The StepOptimizer named by cfg.name (adamw, muon, nexus) on the model's trainable parameters;
+    ``compile``: torch.compile Nexus's inner step."""
     if cfg.name in ("adamw", "muon"):
         return Accumulate(build_outer(cfg, model, cfg.name), cfg.max_grad_norm)
     if cfg.name != "nexus":
@@ -102,4 +103,5 @@ def build_optimizer(cfg: "OptimConfig", model: torch.nn.Module, seed: int = 0) -
         max_grad_norm=cfg.max_grad_norm,
         inner_lr_follows_schedule=cfg.inner_lr_follows_schedule,
         seed=seed,
+        compile_inner_step=compile,
     )

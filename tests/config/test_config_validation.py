@@ -16,7 +16,7 @@ def test_default_config_is_valid():
 
 @pytest.mark.parametrize("overrides", [
     ["optim=nexus"], ["optim=muon"], ["optim=nsgd"], ["optim=nexus_dot"], ["optim=nexus_random"],
-    ["optim=nexus", "optim.outer=muon"], ["schedule=cosine"], ["model=llama_1b"],
+    ["optim=nexus", "optim.outer=muon"], ["schedule=cosine"], ["model=llama_1b"], ["model.residual_dtype=bfloat16"],
 ])
 def test_shipped_configs_are_valid(overrides):
     check_overrides(overrides)
@@ -28,6 +28,7 @@ def test_shipped_configs_are_valid(overrides):
     (["model.foo=1"], "model.foo: no such config key"),
     (["+model.foo=1"], "model.foo: no such config key"),
     (["optim.lr=-0.1"], "optim.lr=-0.1 must be > 0"),
+    (["model.residual_dtype=float16"], "model.residual_dtype='float16' is not one of bfloat16"),
     (["optim.lr=fast"], "optim.lr=fast: could not be converted to Float"),
     (["optim.variant=nesterov"], "optim.variant='nesterov' is not one of nexus, nexus_dot, nsgd, random"),
     (["optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5] must be two numbers in [0, 1)"),

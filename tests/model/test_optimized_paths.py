@@ -1,6 +1,7 @@
 """Every throughput path of the model against the plain one: the fused norm-head-loss, regional
-compilation, selective activation checkpointing, and the Hugging Face model nexus-bench compares
-against. Loss and gradients must agree to fp32 rounding."""
+compilation, selective activation checkpointing, query/key/value as three matmuls, the bf16 residual
+stream, and the Hugging Face model nexus-bench compares against. Loss and gradients must agree to fp32
+rounding (bf16 rounding for the bf16 residual stream)."""
 
 from types import SimpleNamespace
 
@@ -8,7 +9,9 @@ import pytest
 import torch
 
 from nexus_pretrain.model.hf import to_hf_state_dict
-from nexus_pretrain.model.llama import Llama, compile_regions, sequence_losses
+import torch.nn.functional as F
+
+from nexus_pretrain.model.llama import Llama, QKVProjection, compile_regions, sequence_losses
 from nexus_pretrain.model.presets import resolve_model_args
 
 VOCAB = 500
@@ -83,3 +86,38 @@ def test_hugging_face_model_of_the_same_weights_gives_the_same_loss():
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     assert isinstance(hf.module, transformers.LlamaForCausalLM)
     assert hf.module.config.to_dict()["hidden_size"] == hf_config(model.args)["hidden_size"]
+
+
+def test_qkv_projection_is_the_fused_matmul_split():
+    torch.manual_seed(0)
+    proj = QKVProjection(16, [8, 4, 4])
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    q, k, v = proj(x)
+    want = F.linear(x, proj.weight).split([8, 4, 4], dim=-1)
+    for got, expected in zip((q, k, v), want):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    (q.sum() + 2 * k.sum() + 3 * v.sum()).backward()
+    weight_grad = proj.weight.grad.clone()
+    proj.weight.grad = None
+    sum(c * t.sum() for c, t in zip((1, 2, 3), want)).backward()
+    torch.testing.assert_close(weight_grad, proj.weight.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_bf16_residual_stream_keeps_loss_and_gradients_to_bf16_rounding():
+    fp32_model, tokens = tiny(), batch()
+    bf16_model = tiny(residual_dtype="bfloat16")
+    residual_dtypes = []
+    for block in bf16_model.layers:
+        block.register_forward_hook(lambda module, inputs, out: residual_dtypes.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fp32_residual = loss_and_grads(fp32_model, tokens)
+        bf16_residual = loss_and_grads(bf16_model, tokens)
+    assert set(residual_dtypes) == {torch.bfloat16}
+    assert_same(bf16_residual, fp32_residual, rtol=0.05, atol=2e-3)
+    plain = loss_and_grads(bf16_model, tokens)  # without autocast the option changes nothing
+    assert_same(plain, loss_and_grads(tiny(), tokens), rtol=0, atol=0)
+
+
+def test_unknown_residual_dtype_is_refused():
+    with pytest.raises(ValueError, match="residual_dtype"):
+        tiny(residual_dtype="float16")

@@ -87,6 +87,19 @@ def test_nexus_matches_alg3_reference(outer_name):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
 
 
+def test_compiled_inner_step_matches_alg3_reference():
+    """trainer.compile also compiles the inner step (one set of fused kernels instead of a launch per
+    parameter); it must take the same steps."""
+    cfg = OptimConfig(name="nexus", lr=1e-2, weight_decay=0.1, max_grad_norm=0.0, eps=1e-8)
+    windows = source_batches(steps=3)
+    ref_model, model = make_model(), make_model()
+    reference_alg3(ref_model, build_outer(cfg, ref_model, "adamw"), windows, GAMMA)
+    run_nexus(model, Nexus(build_outer(cfg, model, "adamw"), GAMMA, compile_inner_step=True), windows)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+    torch._dynamo.reset()
+
+
 class LinearLoss(nn.Module):
     """L_m(theta) = c_m . theta over two parameter tensors: gradients independent of theta."""
 

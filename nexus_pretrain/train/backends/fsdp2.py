@@ -89,7 +89,7 @@ class FSDP2:
         # The root keeps embeddings, final norm and output; no point in freeing them right before backward.
         fully_shard(model, reshard_after_forward=False, **kwargs)
         self._root = model  # backward() toggles its gradient sync
-        return model, build_optimizer(optim_cfg, model, seed=seed)
+        return model, build_optimizer(optim_cfg, model, seed=seed, compile=self.compile)
 
     def autocast(self) -> AbstractContextManager:
         # MixedPrecisionPolicy already computes in bf16; autocast on top would only add casts.

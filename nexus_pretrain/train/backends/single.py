@@ -62,7 +62,7 @@ class SingleDevice:
         model.activation_checkpointing = self.activation_checkpointing
         if self.compile:
             compile_regions(model)
-        return model, build_optimizer(optim_cfg, model, seed=seed)
+        return model, build_optimizer(optim_cfg, model, seed=seed, compile=self.compile)
 
     def autocast(self) -> AbstractContextManager:
         if self.dtype is None:
