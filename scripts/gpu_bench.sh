@@ -3,7 +3,8 @@
 #   levers: which throughput levers pay: compiled Nexus inner step, bf16 residual stream, micro-batch,
 #           what holds Nexus's extra memory (memory census), profiles at 130M and 1B;
 #   table:  the README's table: ours vs HF x AdamW vs Nexus at the paper's global batch (256 x 2048),
-#           the 3B preset with activation checkpointing, profiled, and the attention-projection layouts.
+#           the 3B preset with activation checkpointing, profiled, and the attention-projection layouts;
+#   confirm: 1B over three steps, and with the bf16 residual stream.
 # Results (JSON, logs, profiles) go to $OUT/gpu_bench.tgz, refreshed after each run. On the lent machines
 # hydra/omegaconf travel as wheels in .whl.
 set -uo pipefail
@@ -51,5 +52,11 @@ case "${1:-table}" in
     clocks
     tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
     ;;
-  *) echo "usage: $0 levers|table"; exit 2 ;;
+  confirm)  # 1B Nexus/AdamW over three steps of 256 sequences (one step is noisy at 1%), bf16 residual stream
+    bench 1b_steps3 200 --preset llama_1b --micro-batch 8 --global-batch 256 --steps 3 --warmup 1
+    bench 1b_bf16res 150 --preset llama_1b --micro-batch 8 --global-batch 256 --steps 1 --warmup 1 --residual-dtype bfloat16
+    clocks
+    tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
+    ;;
+  *) echo "usage: $0 levers|table|confirm"; exit 2 ;;
 esac
