@@ -4,7 +4,9 @@
 #           what holds Nexus's extra memory (memory census), profiles at 130M and 1B;
 #   table:  the README's table: ours vs HF x AdamW vs Nexus at the paper's global batch (256 x 2048),
 #           the 3B preset with activation checkpointing, profiled, and the attention-projection layouts;
-#   confirm: 1B over three steps, and with the bf16 residual stream.
+#   confirm: 1B over three steps, and with the bf16 residual stream;
+#   larger:  1B with 16-sequence micro-batches (bf16 residual stream), 3B at the paper's global batch;
+#            "larger 1b" stops after the 1B run.
 # Results (JSON, logs, profiles) go to $OUT/gpu_bench.tgz, refreshed after each run. On the lent machines
 # hydra/omegaconf travel as wheels in .whl.
 set -uo pipefail
@@ -14,6 +16,8 @@ if [ -d .whl ]; then
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1
+# What nexus-train and nexus-bench default to (cli.default_cuda_allocator); python -m imports torch first.
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 clocks() { nvidia-smi --query-gpu=name,memory.total,clocks.sm,power.draw,temperature.gpu,clocks_event_reasons.active \
   --format=csv,noheader | tee -a "$RES/gpu.txt"; }  # before and after: a throttled GPU shows here
 clocks
@@ -58,5 +62,13 @@ case "${1:-table}" in
     clocks
     tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
     ;;
-  *) echo "usage: $0 levers|table|confirm"; exit 2 ;;
+  larger)  # 1B with 16 sequences per micro-batch (fits with the bf16 residual stream), 3B at the paper's batch
+    bench 1b_mb16_bf16res 150 --preset llama_1b --micro-batch 16 --global-batch 256 --steps 1 --warmup 1 \
+      --residual-dtype bfloat16
+    [ "${2:-}" = 1b ] && { clocks; exit 0; }
+    bench 3b_ac_256 185 --preset llama_3b --micro-batch 4 --global-batch 256 --activation-checkpointing 1 --steps 1 --warmup 1
+    clocks
+    tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
+    ;;
+  *) echo "usage: $0 levers|table|confirm|larger"; exit 2 ;;
 esac

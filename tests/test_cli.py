@@ -1,5 +1,6 @@
 """Console scripts: every one has a working --help, and the non-training ones do real work."""
 
+import os
 import subprocess
 import sys
 
@@ -63,3 +64,14 @@ def test_multirun_gives_each_job_its_own_run_dir(tmp_path):
     for job, optim in (("0", "adamw"), ("1", "nexus")):
         assert (tmp_path / job / "metrics.jsonl").is_file()
         assert f"name: {optim}" in (tmp_path / job / "config.yaml").read_text()
+
+
+def test_cuda_allocator_defaults_to_expandable_segments_unless_set(monkeypatch):
+    from nexus_pretrain.cli import default_cuda_allocator
+
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    default_cuda_allocator()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
+    default_cuda_allocator()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:512"
