@@ -248,7 +248,8 @@ class Trainer:
                     metrics = self.train_step()
                     if first_step:
                         first_step = False
-                        release_garbage()
+                        with speed.paused():
+                            release_garbage()
                     speed.add(tokens_per_step)
                     logger.advance()
                     if "loss" in metrics:
@@ -329,13 +330,14 @@ class Trainer:
         return export_hf_state(self.model_args, state, out_dir, tokenizer=self.data.tokenizer)
 
 
-
 def release_garbage() -> None:
     """Collect Python's reference cycles now. The first (compiling) step leaves cycles that hold GPU
     tensors; under Nexus, which frees the gradients after every micro-batch, they pinned a gradient-sized
     block (4.5 GiB at 1B on an H100) until the cyclic collector happened to run. Called after the first
-    step and after evaluations and checkpoints, not every step: a collection takes milliseconds."""
+    step and after evaluations and checkpoints, not every step: a full collection walks every Python
+    object, compiled code's included."""
     gc.collect()
+
 
 @contextlib.contextmanager
 def preemption_signals(trainer: Trainer):
