@@ -82,3 +82,32 @@ def test_resume_continues_bit_exactly(tmp_path, optim):
 def checkpoint_weights(checkpoint: Path) -> dict:
     """The model weights stored in a checkpoint."""
     return load_checkpoint_weights(checkpoint)[1]
+
+
+def test_reference_cycles_of_the_first_step_do_not_outlive_it(tmp_path):
+    """A compiling first step leaves reference cycles holding tensors (on CUDA they held a gradient
+    copy under Nexus); the trainer collects them after that step, not whenever Python's collector runs."""
+    import gc
+    import weakref
+
+    cfg = small_config(tmp_path, "optim=nexus", "trainer.max_steps=6", "trainer.log_every=1",
+                       "trainer.eval_every=0", "trainer.checkpoint_every=0")
+    trainer = Trainer(cfg)
+    forward, cycle_refs, alive_in_step = trainer.model.forward, [], {}
+
+    def forward_leaving_a_cycle(*args, **kwargs):
+        if trainer.step == 0 and not cycle_refs:
+            holder = {"tensor": torch.zeros(1000)}
+            holder["self"] = holder  # unreachable after this call, freed only by the cyclic collector
+            cycle_refs.append(weakref.ref(holder["tensor"]))
+        alive_in_step.setdefault(trainer.step, cycle_refs[0]() is not None)
+        return forward(*args, **kwargs)
+
+    trainer.model.forward = forward_leaving_a_cycle
+    gc.disable()
+    try:
+        trainer.fit()
+    finally:
+        gc.enable()
+    assert alive_in_step[0] and sorted(alive_in_step) == [0, 1, 2, 3, 4, 5, 6]  # 6: the final evaluation
+    assert not any(alive for step, alive in alive_in_step.items() if step > 0)
