@@ -2,8 +2,8 @@
 
 ``Muon`` reproduces ``torch.optim.Muon`` (same Newton-Schulz coefficients and bf16 iteration, Nesterov
 momentum as a lerp, decoupled weight decay with the unadjusted LR, the same LR adjustment) and adds one
-thing torch's class cannot do: orthogonalize row blocks of one parameter separately. The model fuses
-Q/K/V into ``wqkv`` and gate/up into ``w13`` for throughput; with ``row_splits`` each projection is
+thing torch's class cannot do: orthogonalize row blocks of one parameter separately. The model stores
+Q/K/V as one weight ``wqkv`` and gate/up as ``w13``; with ``row_splits`` each projection is
 orthogonalized on its own, exactly as Muon would treat the unfused Llama the paper trains (and as
 torch.optim.Muon does on separate matrices). That costs nothing extra: Newton-Schulz on the blocks is
 cheaper than on the stacked matrix. It does not depend on torch shipping Muon. DTensor parameters
