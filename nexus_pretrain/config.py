@@ -48,10 +48,11 @@ class ModelConfig:
     """Std of the normal init of linear and embedding weights."""
     attention: str = "auto"
     """auto (flash-attn if installed and on GPU, else SDPA), sdpa or flash."""
-    residual_dtype: Optional[str] = None
-    """null: the residual stream keeps the embedding's dtype (fp32 under backend single's autocast;
-    bf16 under fsdp2/deepspeed, which compute with bf16 weights); bfloat16: cast it to bf16 under
-    autocast too (less activation memory and traffic, the numerics of the sharded backends)."""
+    residual_dtype: Optional[str] = "bfloat16"
+    """bfloat16: under autocast the residual stream is bf16 on every backend (backend single casts the
+    embedding output; fsdp2 and deepspeed compute with bf16 weights anyway): less activation memory and
+    traffic, 1B 55.3% -> 56.6% MFU on an H100. embedding (or null, as run configs saved before bfloat16
+    became the default say): it keeps the embedding's dtype, fp32 under backend single."""
 
 
 @dataclass
@@ -333,7 +334,7 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
 
 def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     """Check values and cross-field constraints; raise ConfigError naming the first bad key."""
-    from nexus_pretrain.model.presets import PRESETS  # noqa: PLC0415 (keeps torch out of the import)
+    from nexus_pretrain.model.presets import PRESETS, RESIDUAL_DTYPES  # noqa: PLC0415 (keeps torch out of the import)
 
     for section in fields(cfg):
         group = getattr(cfg, section.name)
@@ -348,7 +349,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
             _positive(f"model.{key}", value)
     _choice("model.attention", m.attention, ("auto", "sdpa", "flash"))
     if m.residual_dtype is not None:
-        _choice("model.residual_dtype", m.residual_dtype, ("bfloat16",))
+        _choice("model.residual_dtype", m.residual_dtype, RESIDUAL_DTYPES)
 
     _choice("optim.name", o.name, OPTIMIZERS)
     _positive("optim.lr", o.lr)

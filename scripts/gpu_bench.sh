@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
 # nexus-bench runs for one GPU session (issue 9), on the device machine or any CUDA box with this repo.
-#   levers: which throughput levers pay: compiled Nexus inner step, bf16 residual stream, micro-batch,
-#           what holds Nexus's extra memory (memory census), profiles at 130M and 1B;
-#   table:  the README's table: ours vs HF x AdamW vs Nexus at the paper's global batch (256 x 2048),
-#           the 3B preset with activation checkpointing, profiled, and the attention-projection layouts;
-#   confirm: 1B over three steps, and with the bf16 residual stream;
-#   larger:  1B with 16-sequence micro-batches (bf16 residual stream), 3B at the paper's global batch;
-#            "larger 1b" stops after the 1B run.
+#   residual: the bf16 residual stream for both models at 130M and 1B, micro-batch, SDPA flash vs cuDNN;
+#   defaults: the README table with today's defaults ("defaults 1b": 1B and the trainer's own
+#            tokens/s; "defaults small": 130M, 520M, 3B; "defaults table": 1B, 130M, 520M);
+#   hf1b:    HF's 1B with its own fp32 residual stream and with the bf16 one nexus-bench gives it.
+# Each call first prints the GPU's clocks and its measured matmul and copy ceilings (bench_matmul.py).
 # Results (JSON, logs, profiles) go to $OUT/gpu_bench.tgz, refreshed after each run. On the lent machines
 # hydra/omegaconf travel as wheels in .whl.
 set -uo pipefail
@@ -18,9 +16,10 @@ fi
 export PYTHONUNBUFFERED=1
 # What nexus-train and nexus-bench default to (cli.default_cuda_allocator); python -m imports torch first.
 export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
-clocks() { nvidia-smi --query-gpu=name,memory.total,clocks.sm,power.draw,temperature.gpu,clocks_event_reasons.active \
+clocks() { nvidia-smi --query-gpu=name,memory.total,clocks.sm,power.draw,power.limit,temperature.gpu,clocks_event_reasons.active \
   --format=csv,noheader | tee -a "$RES/gpu.txt"; }  # before and after: a throttled GPU shows here
 clocks
+python3 scripts/bench_matmul.py 2>&1 | tee -a "$RES/gpu.txt"  # this GPU's matmul and copy ceilings
 bench() {  # NAME SECONDS ARGS...: one nexus-bench run, its table in NAME.log and results in NAME.json
   local name=$1 limit=$2; shift 2
   echo "=== $name: $*"
@@ -29,46 +28,52 @@ bench() {  # NAME SECONDS ARGS...: one nexus-bench run, its table in NAME.log an
   echo "exit $? after ${SECONDS}s"; grep -v Warning "$RES/$name.log" | grep -A20 "^preset="
   tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
 }
-case "${1:-table}" in
-  levers)
-    bench 1b_census 120 --preset llama_1b --micro-batch 8 --accum 8 --steps 3 --warmup 1 --optimizers adamw,nexus \
-      --memory-census blocks --profile "$RES/profile"
-    grep "memory census" "$RES/1b_census.log"
-    bench 1b_step 150 --preset llama_1b --micro-batch 8 --accum 8 --steps 3 --warmup 1 \
-      --optimizers adamw,nexus,nexus_eager_step
-    bench 1b_bf16res 80 --preset llama_1b --micro-batch 8 --accum 8 --steps 3 --warmup 1 --optimizers adamw \
-      --residual-dtype bfloat16
-    bench 130m 60 --preset llama_130m --micro-batch 16 --accum 8 --steps 3 --warmup 1 --optimizers adamw --profile "$RES/profile"
-    bench 130m_mb32_bf16res 60 --preset llama_130m --micro-batch 32 --accum 4 --steps 3 --warmup 1 --optimizers adamw \
-      --residual-dtype bfloat16
-    bench 130m_flash 50 --preset llama_130m --micro-batch 16 --accum 8 --steps 3 --warmup 1 --optimizers adamw --sdpa-backend flash
-    ;;
-  table)
-    # One timed step of 256 sequences each (32 micro-batches at 1B: 8 s); the phase step adds one more.
-    one="--global-batch 256 --steps 1 --warmup 1"
-    bench 1b_ours 130 --preset llama_1b --micro-batch 8 $one --memory-census blocks
-    grep "memory census" "$RES/1b_ours.log"
-    bench 3b_ac 150 --preset llama_3b --micro-batch 4 --accum 4 --activation-checkpointing 1 --steps 2 --warmup 1 \
+case "${1:-defaults}" in
+  residual)  # the bf16 residual stream (both models) at 130M and 1B: micro-batch, SDPA backend, profiles
+    bf16="--residual-dtype bfloat16"
+    bench 1b_mb16_bf16res 170 --preset llama_1b --micro-batch 16 --accum 8 --steps 2 --warmup 1 $bf16 \
       --profile "$RES/profile"
-    bench 130m 120 --preset llama_130m --micro-batch 32 $one --models ours,hf
-    bench 520m 80 --preset llama_520m --micro-batch 8 $one
-    timeout 60 python3 scripts/bench_attention_layout.py 2>&1 | grep -v Warning | tee "$RES/attention_layout.log"
+    bench 1b_mb16_bf16res_flash 90 --preset llama_1b --micro-batch 16 --accum 8 --steps 2 --warmup 1 $bf16 \
+      --optimizers adamw --sdpa-backend flash
+    bench 130m_bf16res 150 --preset llama_130m --micro-batch 32 --global-batch 256 --steps 2 --warmup 1 $bf16 \
+      --models ours,hf --profile "$RES/profile"
+    bench 130m_mb64_bf16res 60 --preset llama_130m --micro-batch 64 --accum 4 --steps 2 --warmup 1 $bf16 --optimizers adamw
+    bench 130m_bf16res_flash 60 --preset llama_130m --micro-batch 32 --accum 8 --steps 2 --warmup 1 $bf16 \
+      --optimizers adamw --sdpa-backend flash
     clocks
     tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
     ;;
-  confirm)  # 1B Nexus/AdamW over three steps of 256 sequences (one step is noisy at 1%), bf16 residual stream
-    bench 1b_steps3 200 --preset llama_1b --micro-batch 8 --global-batch 256 --steps 3 --warmup 1
-    bench 1b_bf16res 150 --preset llama_1b --micro-batch 8 --global-batch 256 --steps 1 --warmup 1 --residual-dtype bfloat16
+  defaults)  # the README table with the defaults (bf16 residual stream, SDPA flash first), each model at the
+    # largest micro-batch that fits, and the trainer's own tokens/s; "defaults 1b" or "defaults small"
+    one="--global-batch 256 --steps 2 --warmup 1 --models ours,hf"
+    if [ "${2:-1b}" = 1b ]; then
+      bench 1b 330 --preset llama_1b --micro-batch 16 --hf-micro-batch 8 $one
+      echo "=== trainer: nexus-train llama_1b, Nexus, 4 steps of 256 x 2048 on the embedded corpus"
+      timeout 200 python3 -m nexus_pretrain model=llama_1b model.vocab_size=32000 optim=nexus data.seq_len=2048 \
+        trainer.global_batch=256 trainer.micro_batch=16 trainer.max_steps=4 trainer.log_every=1 trainer.eval_every=0 \
+        trainer.checkpoint_every=0 trainer.export_hf=false trainer.compile=true schedule.warmup_steps=1 \
+        schedule.decay_steps=1 trainer.run_dir=/tmp/trainer_1b > "$RES/trainer_1b.log" 2>&1
+      echo "exit $? after ${SECONDS}s"; cp /tmp/trainer_1b/metrics.jsonl "$RES/trainer_1b_metrics.jsonl"
+      tail -c 400 "$RES/trainer_1b.log"; grep -o '"step": [0-9]*\|"tokens_per_s": [0-9.]*\|"mfu": [0-9.]*' \
+        "$RES/trainer_1b_metrics.jsonl" | paste -sd' '
+    elif [ "$2" = table ]; then  # the three sizes of the README table, in one call
+      bench 1b 300 --preset llama_1b --micro-batch 16 --hf-micro-batch 8 $one
+      bench 130m 120 --preset llama_130m --micro-batch 64 --hf-micro-batch 32 $one --optimizers adamw
+      bench 520m 150 --preset llama_520m --micro-batch 16 --hf-micro-batch 16 $one --optimizers adamw
+    else
+      bench 130m 170 --preset llama_130m --micro-batch 64 --hf-micro-batch 32 $one
+      bench 520m 200 --preset llama_520m --micro-batch 16 --hf-micro-batch 16 $one
+      bench 3b_ac 130 --preset llama_3b --micro-batch 4 --accum 8 --activation-checkpointing 1 --steps 2 --warmup 1
+    fi
     clocks
     tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
     ;;
-  larger)  # 1B with 16 sequences per micro-batch (fits with the bf16 residual stream), 3B at the paper's batch
-    bench 1b_mb16_bf16res 150 --preset llama_1b --micro-batch 16 --global-batch 256 --steps 1 --warmup 1 \
-      --residual-dtype bfloat16
-    [ "${2:-}" = 1b ] && { clocks; exit 0; }
-    bench 3b_ac_256 185 --preset llama_3b --micro-batch 4 --global-batch 256 --activation-checkpointing 1 --steps 1 --warmup 1
-    clocks
+  hf1b)  # HF's 1B with its fp32 residual stream (as its users run it) and with the bf16 one (our hook)
+    for res in embedding bfloat16; do
+      bench "1b_hf_$res" 100 --preset llama_1b --models hf --optimizers adamw --micro-batch 8 --accum 4 --steps 2 \
+        --warmup 1 --residual-dtype $res
+    done
     tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
     ;;
-  *) echo "usage: $0 levers|table|confirm|larger"; exit 2 ;;
+  *) echo "usage: $0 residual|defaults [1b|small|table]|hf1b"; exit 2 ;;
 esac

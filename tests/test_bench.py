@@ -12,22 +12,23 @@ def test_grid_of_ours_and_hf_under_adamw_and_nexus(tmp_path, capsys):
     pytest.importorskip("transformers")
     out = tmp_path / "bench.json"
     results = main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--global-batch",
-                    "6", "--steps", "1", "--warmup", "1", "--device", "cpu", "--models", "ours,hf",
-                    "--optimizers", "adamw,nexus", "--in-process", "--activation-checkpointing", "2",
-                    "--json-out", str(out)])
+                    "6", "--hf-micro-batch", "3", "--steps", "1", "--warmup", "1", "--device", "cpu",
+                    "--models", "ours,hf", "--optimizers", "adamw,nexus", "--in-process",
+                    "--activation-checkpointing", "2", "--json-out", str(out)])
     assert list(results) == ["ours", "hf"] and all(list(r) == ["adamw", "nexus"] for r in results.values())
-    for runs in results.values():
-        for r in runs.values():
-            assert r["accum"] == 3 and r["tokens_per_s"] == pytest.approx(3 * 2 * 32 / r["step_s"])
+    for model, (micro, accum) in {"ours": (2, 3), "hf": (3, 2)}.items():
+        for r in results[model].values():
+            assert (r["micro_batch"], r["accum"]) == (micro, accum)
+            assert r["tokens_per_s"] == pytest.approx(6 * 32 / r["step_s"])
     table = capsys.readouterr().out
-    assert "accum=3" in table and "tok/s vs HF" in table
-    assert json.loads(out.read_text())["results"]["hf"]["nexus"]["accum"] == 3
+    assert "accum=3" in table and "tok/s vs HF" in table and "residual_dtype=bfloat16" in table
+    assert json.loads(out.read_text())["results"]["hf"]["nexus"]["accum"] == 2
 
 
 def test_throughput_levers_are_selectable(capsys):
     results = main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--accum", "2",
                     "--steps", "1", "--warmup", "1", "--device", "cpu", "--optimizers", "nexus,nexus_eager_step",
-                    "--residual-dtype", "bfloat16", "--memory-census", "blocks", "--in-process"])
+                    "--residual-dtype", "embedding", "--memory-census", "blocks", "--in-process"])
     assert list(results["ours"]) == ["nexus", "nexus_eager_step"]
     assert "nexus_eager_step" in capsys.readouterr().out
 
@@ -41,6 +42,10 @@ def test_child_processes_get_one_model_and_optimizer():
 def test_bad_batch_arguments_are_refused():
     with pytest.raises(SystemExit):
         main(["--micro-batch", "3", "--global-batch", "8"])
+    with pytest.raises(SystemExit):
+        main(["--micro-batch", "2", "--global-batch", "8", "--hf-micro-batch", "3"])
+    with pytest.raises(SystemExit):  # without a global batch the two models' tokens per step would differ
+        main(["--micro-batch", "2", "--accum", "4", "--hf-micro-batch", "1"])
     with pytest.raises(SystemExit, match="--optimizers"):
         main(["--optimizers", "sgd", "--device", "cpu"])
 

@@ -20,7 +20,7 @@ import torch
 from nexus_pretrain.bench.models import MODELS, build_model
 from nexus_pretrain.config import ModelConfig, OptimConfig
 from nexus_pretrain.model.llama import flops_per_token, head_sequence_losses
-from nexus_pretrain.model.presets import non_embedding_parameters, resolve_model_args
+from nexus_pretrain.model.presets import RESIDUAL_DTYPES, non_embedding_parameters, resolve_model_args
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.train.backends.single import resolve_device
 from nexus_pretrain.train.metrics import peak_flops, peak_memory_gib
@@ -42,6 +42,9 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--vocab", type=int, default=32000, help="vocabulary size")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--micro-batch", type=int, default=4, help="sequences per micro-batch")
+    p.add_argument("--hf-micro-batch", type=int,
+                   help="the HF model's micro-batch, when ours fits a larger one (needs --global-batch, which "
+                        "then sets each model's accumulation; default: --micro-batch)")
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--accum", type=int, help="micro-batches per optimizer step (default 4)")
     batch.add_argument("--global-batch", type=int,
@@ -58,8 +61,9 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="our attention kernel (model.attention); HF uses SDPA's default choice")
     p.add_argument("--sdpa-backend", choices=("cudnn", "flash", "efficient"),
                    help="allow only this SDPA backend (both models; default: SDPA's own choice)")
-    p.add_argument("--residual-dtype", choices=("bfloat16",),
-                   help="our model.residual_dtype (default: the embedding's, fp32); HF keeps fp32")
+    p.add_argument("--residual-dtype", choices=RESIDUAL_DTYPES, default="bfloat16",
+                   help="model.residual_dtype, for both models (HF's through a hook on its embedding); "
+                        "embedding: fp32, the residual stream of HF's model as its users run it")
     p.add_argument("--memory-census", choices=("stacks", "blocks"),
                    help="print what holds the live GPU memory at the last forward of the phase step: by "
                         "allocating code (stacks: records every allocation's stack, which slows the host) or "
@@ -69,20 +73,25 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--models", default="ours", help=f"comma list of {', '.join(MODELS)}")
     p.add_argument("--optimizers", default="adamw,nexus", help=f"comma list of {', '.join(OPTIMIZERS)}")
     p.add_argument("--in-process", action="store_true",
-                   help="run everything in this process (compiled code is then reused; default: a fresh process "
-                        "per model and optimizer, so no memory or compile cache from one run skews the next)")
+                   help="run everything in this process (faster to start; compile caches are dropped between "
+                        "runs; default: a fresh process per model and optimizer, so nothing of one run skews the next)")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="after timing, profile one step of each run and write its device-time breakdown to DIR")
     p.add_argument("--json-out", type=Path, help="also write all results as JSON to this file")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a child's result on stdout
     args = p.parse_args(argv)
+    if args.hf_micro_batch is None:
+        args.hf_micro_batch = args.micro_batch
+    elif args.global_batch is None and args.hf_micro_batch != args.micro_batch:
+        p.error("--hf-micro-batch needs --global-batch (both models then take the same tokens per step)")
     if args.global_batch is not None:
-        if args.global_batch % args.micro_batch:
-            p.error(f"--global-batch {args.global_batch} is not a multiple of --micro-batch {args.micro_batch}")
+        for flag, micro in (("--micro-batch", args.micro_batch), ("--hf-micro-batch", args.hf_micro_batch)):
+            if micro < 1 or args.global_batch % micro:
+                p.error(f"--global-batch {args.global_batch} is not a multiple of {flag} {micro}")
         args.accum = args.global_batch // args.micro_batch
     elif args.accum is None:
         args.accum = 4
-    for name in ("micro_batch", "accum", "steps", "seq_len"):
+    for name in ("micro_batch", "hf_micro_batch", "accum", "steps", "seq_len"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
@@ -120,9 +129,18 @@ def _run_isolated(model: str, optimizer: str, argv: List[str]) -> Dict[str, floa
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def batching(args: argparse.Namespace, model_name: str) -> tuple[int, int]:
+    """(sequences per micro-batch, micro-batches per step) of one model: the HF model's own micro-batch
+    when --hf-micro-batch is given, with the accumulation that keeps the global batch."""
+    if model_name == "hf" and args.hf_micro_batch != args.micro_batch:
+        return args.hf_micro_batch, args.micro_batch * args.accum // args.hf_micro_batch
+    return args.micro_batch, args.accum
+
+
 def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     """Time args.steps optimizer steps of one model under one optimizer; returns its measurements."""
     torch.manual_seed(0)
+    micro_batch, accum = batching(args, model_name)
     cuda = device.type == "cuda"
     if args.memory_census == "stacks" and cuda:
         torch.cuda.memory._record_memory_history(max_entries=100_000)
@@ -140,8 +158,8 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
         optimizer._backward_norm.batch_elements = 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     gen = torch.Generator(device="cpu").manual_seed(0)
-    batches = [torch.randint(0, args.vocab, (args.micro_batch, args.seq_len + 1), generator=gen).to(device)
-               for _ in range(args.accum)]
+    batches = [torch.randint(0, args.vocab, (micro_batch, args.seq_len + 1), generator=gen).to(device)
+               for _ in range(accum)]
 
     def step(micro_batches: List[torch.Tensor], boundary: Optional[List] = None) -> None:
         for batch in micro_batches:
@@ -173,10 +191,10 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
             events.append(boundary)
         times.append(time.perf_counter() - start)
     step_time = statistics.median(times)
-    tokens_per_s = args.micro_batch * args.accum * args.seq_len / step_time
+    tokens_per_s = micro_batch * accum * args.seq_len / step_time
     # 6N with N the non-embedding-input parameters, the same count for both models of this shape.
     n_params = non_embedding_parameters(model_args) + (0 if model_args.tie_embeddings else model_args.vocab_size * model_args.dim)
-    out = {"step_s": step_time, "tokens_per_s": tokens_per_s, "accum": args.accum}
+    out = {"step_s": step_time, "tokens_per_s": tokens_per_s, "micro_batch": micro_batch, "accum": accum}
     peak = peak_flops(device)
     if peak:
         out["mfu"] = tokens_per_s * flops_per_token(model_args, args.seq_len, n_params) / peak
@@ -192,6 +210,15 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
             out["profile_ms"] = profile_step(lambda: step(batches), args.profile, label)
     del bench, optimizer
     return out
+
+
+def _forget_compiled_code(device: torch.device) -> None:
+    """Between in-process runs: drop torch.compile's caches (their guards and graphs reference the
+    previous run's model) and free memory, so nothing of one run lingers in the next one's time or peak."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _peak_by_phase(batches: List[torch.Tensor], loss_fn, optimizer, autocast, device: torch.device,
@@ -239,8 +266,8 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
     """One row per model and optimizer; Nexus-vs-first-optimizer and ours-vs-HF ratios."""
     print(f"preset={args.preset} device={device} seq_len={args.seq_len} micro_batch={args.micro_batch} "
           f"accum={args.accum} steps={args.steps} compile={args.compile} attention={args.attention} "
-          f"activation_checkpointing={args.activation_checkpointing}")
-    print(f"{'model':<6} {'optimizer':<14} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "
+          f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing}")
+    print(f"{'model':<6} {'optimizer':<14} {'micro':>5} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "
           f"{'boundary ms':>12} {'time vs ' + next(iter(next(iter(results.values())))):>14} {'mem vs same':>12} "
           f"{'tok/s vs HF':>12}")
     for model, runs in results.items():
@@ -249,7 +276,8 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
             hf = results.get("hf", {}).get(opt)
             mem_ratio = r["peak_mem_gib"] / base["peak_mem_gib"] if "peak_mem_gib" in r else None
             vs_hf = r["tokens_per_s"] / hf["tokens_per_s"] if hf and model != "hf" else None
-            print(f"{model:<6} {opt:<14} {r['step_s']:>8.3f} {r['tokens_per_s']:>10.0f} {_fmt(r.get('mfu'), '.1%'):>7} "
+            micro = r.get("micro_batch", args.micro_batch)
+            print(f"{model:<6} {opt:<14} {micro:>5} {r['step_s']:>8.3f} {r['tokens_per_s']:>10.0f} {_fmt(r.get('mfu'), '.1%'):>7} "
                   f"{_fmt(r.get('peak_mem_gib'), '.2f'):>9} {_fmt(r.get('boundary_ms'), '.1f'):>12} "
                   f"{r['step_s'] / base['step_s']:>14.3f} {_fmt(mem_ratio, '.3f'):>12} {_fmt(vs_hf, '.3f'):>12}")
     phases = [(m, o, r["peak_gib_by_phase"]) for m, runs in results.items() for o, r in runs.items()
@@ -273,8 +301,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
         return {}
     argv = sys.argv[1:] if argv is None else argv
     isolated = not args.in_process and len(models) * len(optimizers) > 1
-    results = {m: {o: (_run_isolated(m, o, argv) if isolated else run_one(m, o, args, device)) for o in optimizers}
-               for m in models}
+    results: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for m in models:
+        for o in optimizers:
+            results.setdefault(m, {})[o] = _run_isolated(m, o, argv) if isolated else run_one(m, o, args, device)
+            if not isolated:
+                _forget_compiled_code(device)
     print_table(results, args, device)
     if args.json_out:
         record = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

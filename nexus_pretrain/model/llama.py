@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from nexus_pretrain.model.presets import RESIDUAL_DTYPES
 
 try:  # flash-attn is optional; SDPA is the fallback everywhere.
     from flash_attn import flash_attn_func
@@ -39,10 +40,11 @@ class ModelArgs:
     tie_embeddings: bool = False
     init_std: float = 0.02
     attention: str = "auto"
-    residual_dtype: Optional[str] = None
-    """None: the residual stream has the embedding's dtype (fp32 with fp32 weights under autocast).
-    "bfloat16": under autocast the embedding output is cast to bf16, so the residual stream and the
-    activations saved for backward are bf16, as under FSDP2's or DeepSpeed's bf16 compute."""
+    residual_dtype: str = "bfloat16"
+    """"bfloat16": under autocast the embedding output is cast to the autocast dtype, so the residual
+    stream and the activations saved for backward are bf16 on every backend, as FSDP2's and DeepSpeed's
+    bf16 weights make them anyway. "embedding": the residual stream has the embedding's dtype, fp32
+    under backend single's autocast."""
 
     @property
     def head_dim(self) -> int:
@@ -53,8 +55,8 @@ class ModelArgs:
             raise ValueError(f"model.dim={self.dim} is not divisible by model.n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"model.n_heads={self.n_heads} is not divisible by model.n_kv_heads={self.n_kv_heads}")
-        if self.residual_dtype not in (None, "bfloat16"):
-            raise ValueError(f"model.residual_dtype={self.residual_dtype!r} is not null or bfloat16")
+        if self.residual_dtype not in RESIDUAL_DTYPES:
+            raise ValueError(f"model.residual_dtype={self.residual_dtype!r} is not one of {', '.join(RESIDUAL_DTYPES)}")
         if self.head_dim % 2:
             raise ValueError(f"head dim {self.head_dim} must be even for RoPE; change model.dim or model.n_heads")
 
@@ -189,7 +191,7 @@ class Llama(nn.Module):
             raise ValueError(f"sequence length {seqlen} exceeds model.max_seq_len={self.args.max_seq_len}")
         cos, sin = self.rope_cos[:seqlen], self.rope_sin[:seqlen]
         h = self.tok_embeddings(tokens)
-        if self.args.residual_dtype is not None and torch.is_autocast_enabled(h.device.type):
+        if self.args.residual_dtype == "bfloat16" and torch.is_autocast_enabled(h.device.type):
             h = h.to(torch.get_autocast_dtype(h.device.type))
         for i, layer in enumerate(self.layers):
             if self.activation_checkpointing and self.training and i % self.recompute_every == 0:

@@ -20,6 +20,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "llama_25m": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, ffn_dim=1408),
 }
 
+RESIDUAL_DTYPES = ("bfloat16", "embedding")
+"""model.residual_dtype's values (see ModelArgs.residual_dtype)."""
+
 PAPER_SIZES = {"llama_130m": 130e6, "llama_300m": 300e6, "llama_520m": 520e6, "llama_1b": 1.2e9, "llama_3b": 2.3e9}
 """Non-embedding parameter counts the paper's size names stand for."""
 
@@ -41,6 +44,8 @@ def resolve_model_args(model_cfg: Any, vocab_size: int, seq_len: int) -> "ModelA
         override = getattr(model_cfg, f.name, None)
         if override is not None:
             values[f.name] = override
+    if hasattr(model_cfg, "residual_dtype") and model_cfg.residual_dtype is None:
+        values["residual_dtype"] = "embedding"  # what null meant in run configs saved before bf16 became the default
     if values["vocab_size"] < vocab_size:
         raise ValueError(f"model.vocab_size={values['vocab_size']} is smaller than the tokenizer's {vocab_size}")
     return ModelArgs(**values)

@@ -16,7 +16,8 @@ def test_default_config_is_valid():
 
 @pytest.mark.parametrize("overrides", [
     ["optim=nexus"], ["optim=muon"], ["optim=nsgd"], ["optim=nexus_dot"], ["optim=nexus_random"],
-    ["optim=nexus", "optim.outer=muon"], ["schedule=cosine"], ["model=llama_1b"], ["model.residual_dtype=bfloat16"],
+    ["optim=nexus", "optim.outer=muon"], ["schedule=cosine"], ["model=llama_1b"],
+    ["model.residual_dtype=embedding"], ["model.residual_dtype=null"],  # null: run configs saved before bf16
 ])
 def test_shipped_configs_are_valid(overrides):
     check_overrides(overrides)

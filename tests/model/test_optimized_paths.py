@@ -104,8 +104,8 @@ def test_qkv_projection_is_the_fused_matmul_split():
 
 
 def test_bf16_residual_stream_keeps_loss_and_gradients_to_bf16_rounding():
-    fp32_model, tokens = tiny(), batch()
-    bf16_model = tiny(residual_dtype="bfloat16")
+    fp32_model, tokens = tiny(residual_dtype="embedding"), batch()
+    bf16_model = tiny()  # the default
     residual_dtypes = []
     for block in bf16_model.layers:
         block.register_forward_hook(lambda module, inputs, out: residual_dtypes.append(out.dtype))
@@ -115,7 +115,9 @@ def test_bf16_residual_stream_keeps_loss_and_gradients_to_bf16_rounding():
     assert set(residual_dtypes) == {torch.bfloat16}
     assert_same(bf16_residual, fp32_residual, rtol=0.05, atol=2e-3)
     plain = loss_and_grads(bf16_model, tokens)  # without autocast the option changes nothing
-    assert_same(plain, loss_and_grads(tiny(), tokens), rtol=0, atol=0)
+    assert_same(plain, loss_and_grads(tiny(residual_dtype="embedding"), tokens), rtol=0, atol=0)
+    # null, as run configs saved before bfloat16 became the default say, keeps their fp32 residual stream
+    assert tiny(residual_dtype=None).args.residual_dtype == "embedding"
 
 
 def test_unknown_residual_dtype_is_refused():
