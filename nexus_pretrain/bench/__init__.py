@@ -133,7 +133,7 @@ def batching(args: argparse.Namespace, model_name: str) -> tuple[int, int]:
     """(sequences per micro-batch, micro-batches per step) of one model: the HF model's own micro-batch
     when --hf-micro-batch is given, with the accumulation that keeps the global batch."""
     if model_name == "hf" and args.hf_micro_batch != args.micro_batch:
-        return args.hf_micro_batch, args.micro_batch * args.accum // args.hf_micro_batch
+        return args.hf_micro_batch, args.global_batch // args.hf_micro_batch
     return args.micro_batch, args.accum
 
 

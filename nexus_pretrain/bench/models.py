@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from nexus_pretrain.model.llama import Llama, ModelArgs, compile_regions
+from nexus_pretrain.model.llama import Llama, ModelArgs, compile_regions, to_autocast_dtype
 
 MODELS = ("ours", "hf")
 
@@ -55,7 +55,7 @@ def build_hf(args: ModelArgs, device: torch.device, compile: bool, activation_ch
     if args.residual_dtype == "bfloat16":
         # The same residual numerics as ours: with a bf16 embedding output, HF's residual adds stay bf16
         # (its RMSNorm computes in fp32 and hands back the weight's dtype, which the next matmul casts).
-        model.get_input_embeddings().register_forward_hook(_to_autocast_dtype)
+        model.get_input_embeddings().register_forward_hook(lambda module, inputs, out: to_autocast_dtype(out))
     model.train()
     forward = torch.compile(model) if compile else model
 
@@ -64,13 +64,6 @@ def build_hf(args: ModelArgs, device: torch.device, compile: bool, activation_ch
         return forward(input_ids=inputs, labels=inputs).loss
 
     return BenchModel(model, loss)
-
-
-def _to_autocast_dtype(module: torch.nn.Module, inputs, out: torch.Tensor) -> torch.Tensor:
-    """Forward hook: the output in the autocast dtype when autocast is on."""
-    if torch.is_autocast_enabled(out.device.type):
-        return out.to(torch.get_autocast_dtype(out.device.type))
-    return out
 
 
 def build_model(name: str, args: ModelArgs, device: torch.device, compile: bool,

@@ -191,8 +191,8 @@ class Llama(nn.Module):
             raise ValueError(f"sequence length {seqlen} exceeds model.max_seq_len={self.args.max_seq_len}")
         cos, sin = self.rope_cos[:seqlen], self.rope_sin[:seqlen]
         h = self.tok_embeddings(tokens)
-        if self.args.residual_dtype == "bfloat16" and torch.is_autocast_enabled(h.device.type):
-            h = h.to(torch.get_autocast_dtype(h.device.type))
+        if self.args.residual_dtype == "bfloat16":
+            h = to_autocast_dtype(h)
         for i, layer in enumerate(self.layers):
             if self.activation_checkpointing and self.training and i % self.recompute_every == 0:
                 h = checkpoint(layer, h, cos, sin, use_reentrant=False)
@@ -201,6 +201,13 @@ class Llama(nn.Module):
         if targets is not None:
             return self.head_losses(h, self.norm.weight, self.norm.eps, self.output.weight, targets)
         return self.output(self.norm(h))
+
+
+def to_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
+    """x in its device's autocast dtype when autocast is on there; otherwise x unchanged."""
+    if torch.is_autocast_enabled(x.device.type):
+        return x.to(torch.get_autocast_dtype(x.device.type))
+    return x
 
 
 def head_sequence_losses(h: torch.Tensor, norm_weight: torch.Tensor, norm_eps: float | None,
