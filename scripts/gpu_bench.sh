@@ -3,7 +3,11 @@
 #   residual: the bf16 residual stream for both models at 130M and 1B, micro-batch, SDPA flash vs cuDNN;
 #   defaults: the README table with today's defaults ("defaults 1b": 1B and the trainer's own
 #            tokens/s; "defaults small": 130M, 520M, 3B; "defaults table": 1B, 130M, 520M);
-#   hf1b:    HF's 1B with its own fp32 residual stream and with the bf16 one nexus-bench gives it.
+#   hf1b:    HF's 1B with its own fp32 residual stream and with the bf16 one nexus-bench gives it;
+#   tuning:  Inductor's block-size tuning of its generated kernels (coordinate descent) at 1B and 130M;
+#   costs:   the measurements of experiments/compute.py's H100_BENCH (130M and 1B with AdamW, Nexus, Muon
+#            and Nexus-Muon, 520M with AdamW; paper batch and sequence length), and each preset's GEMMs
+#            timed on their own (bench_matmul.py --preset: the MFU bound they set; cuBLAS and cuBLASLt).
 # Each call first prints the GPU's clocks and its measured matmul and copy ceilings (bench_matmul.py).
 # Results (JSON, logs, profiles) go to $OUT/gpu_bench.tgz, refreshed after each run. On the lent machines
 # hydra/omegaconf travel as wheels in .whl.
@@ -75,5 +79,31 @@ case "${1:-defaults}" in
     done
     tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
     ;;
-  *) echo "usage: $0 residual|defaults [1b|small|table]|hf1b"; exit 2 ;;
+  tuning)  # Inductor's coordinate-descent tuning of its Triton kernels (norms, SwiGLU, RoPE, loss), on and off
+    one="--accum 4 --steps 2 --warmup 1"
+    bench 1b_base 120 --preset llama_1b --micro-batch 16 $one
+    TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 bench 1b_cdt 200 --preset llama_1b --micro-batch 16 $one \
+      --profile "$RES/profile"
+    bench 130m_base 60 --preset llama_130m --micro-batch 64 $one --optimizers adamw
+    TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 bench 130m_cdt 120 --preset llama_130m --micro-batch 64 $one \
+      --optimizers adamw --profile "$RES/profile"
+    TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 bench 130m_cdt_flash 60 --preset llama_130m --micro-batch 64 $one \
+      --optimizers adamw --sdpa-backend flash
+    clocks
+    tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
+    ;;
+  costs)  # H100_BENCH of experiments/compute.py, and the GEMM-only MFU bound of each preset
+    for spec in llama_1b:32768 llama_520m:32768 llama_130m:131072; do
+      python3 scripts/bench_matmul.py --iters 20 --preset ${spec%:*} --tokens ${spec#*:} 2>&1 | tee -a "$RES/gemms.txt"
+    done
+    TORCH_BLAS_PREFER_CUBLASLT=1 python3 scripts/bench_matmul.py --iters 20 --preset llama_1b 2>&1 \
+      | tee "$RES/gemms_cublaslt_1b.txt"
+    all="--global-batch 256 --steps 2 --warmup 1 --optimizers adamw,nexus,muon,nexus_muon"
+    bench 1b_costs 330 --preset llama_1b --micro-batch 16 $all
+    bench 130m_costs 200 --preset llama_130m --micro-batch 64 $all
+    bench 520m_costs 100 --preset llama_520m --micro-batch 16 --global-batch 256 --steps 2 --warmup 1 --optimizers adamw
+    clocks
+    tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
+    ;;
+  *) echo "usage: $0 residual|defaults [1b|small|table]|hf1b|tuning|costs"; exit 2 ;;
 esac
