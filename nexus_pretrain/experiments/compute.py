@@ -4,8 +4,8 @@ Assumptions: each run on one H100-equivalent at the MFU of H100_BENCH (README, "
 80GB, bf16, per-block compile, vocabulary 32000); evaluation and checkpoints not counted. A preset or
 sequence length that was not measured gets the MFU measured on the preset nearest in N (the parameters of
 6N), converted to tokens/s with its own FLOPs per token; an optimizer not measured there gets AdamW's MFU
-there divided by its slowdown against AdamW where both were measured. A run that several tables share (one
-run directory) counts once.
+there divided by its slowdown against AdamW on the nearest preset where both were measured. A run that
+several tables share (one run directory) counts once.
 """
 
 from __future__ import annotations
@@ -35,12 +35,17 @@ class Measurement:
 
 
 H100_BENCH: Tuple[Measurement, ...] = (
-    Measurement("llama_130m", "adamw", 1024, 292_513),
-    Measurement("llama_130m", "nexus(adamw)", 1024, 287_745),
-    Measurement("llama_130m", "muon", 1024, 246_745),
-    Measurement("llama_130m", "nexus(muon)", 1024, 230_477),
-    Measurement("llama_1b", "adamw", 2048, 56_251),
-    Measurement("llama_1b", "nexus(adamw)", 2048, 53_766),
+    # One call of `scripts/gpu_bench.sh costs` (results/bench/2026-11-23d/costs): global batch 256 x 2048,
+    # micro-batches of 64 (130M) and 16 (520M, 1B), bf16 residual stream.
+    Measurement("llama_130m", "adamw", 2048, 369_148),
+    Measurement("llama_130m", "nexus(adamw)", 2048, 365_033),
+    Measurement("llama_130m", "muon", 2048, 352_731),
+    Measurement("llama_130m", "nexus(muon)", 2048, 338_885),
+    Measurement("llama_520m", "adamw", 2048, 122_594),
+    Measurement("llama_1b", "adamw", 2048, 65_133),
+    Measurement("llama_1b", "nexus(adamw)", 2048, 65_198),
+    Measurement("llama_1b", "muon", 2048, 63_638),
+    Measurement("llama_1b", "nexus(muon)", 2048, 63_462),
 )
 
 
@@ -103,18 +108,23 @@ def throughput(model_cfg, optimizer: str, seq_len: int,
     for m in bench:
         by_preset.setdefault(m.preset, {})[m.optimizer] = m
     n = n_params(model_cfg)
-    nearest = min(by_preset, key=lambda p: abs(math.log(n_params(_preset(p)) / n)))
-    here = by_preset[nearest]
+
+    def nearest(presets):
+        return min(presets, key=lambda p: abs(math.log(n_params(_preset(p)) / n)))
+
+    here_name = nearest(by_preset)
+    here = by_preset[here_name]
     if optimizer in here:
-        mfu, source = measured_mfu(here[optimizer]), f"{optimizer} on {nearest}"
+        mfu, source = measured_mfu(here[optimizer]), f"{optimizer} on {here_name}"
     else:
         both = [p for p, ms in by_preset.items() if optimizer in ms and "adamw" in ms]
         if not both or "adamw" not in here:
             raise ValueError(f"no H100 measurement to estimate {optimizer} on {model_cfg.preset} from")
-        ref = by_preset[both[0]]
+        ref_name = nearest(both)
+        ref = by_preset[ref_name]
         slowdown = ref["adamw"].tokens_per_s / ref[optimizer].tokens_per_s
         mfu = measured_mfu(here["adamw"]) / slowdown
-        source = f"adamw on {nearest} ÷ {slowdown:.3f}, {optimizer}'s slowdown on {both[0]}"
+        source = f"adamw on {here_name} ÷ {slowdown:.3f}, {optimizer}'s slowdown on {ref_name}"
     return Throughput(mfu * H100_PEAK_FLOPS / flops_per_token(model_cfg, seq_len), mfu, source)
 
 

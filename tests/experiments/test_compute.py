@@ -11,7 +11,8 @@ from nexus_pretrain.paths import REPO_ROOT
 
 FLOPS_1B = 6 * 1_279_887_360 + 12 * 24 * 2048 * 2048      # llama_1b, vocabulary 32000, seq len 2048
 FLOPS_3B = 6 * 2_421_731_840 + 12 * 34 * 2560 * 2048      # llama_3b
-FLOPS_130M = 6 * 152_006_400 + 12 * 18 * 768 * 1024        # llama_130m at its measured seq len 1024
+FLOPS_130M = 6 * 152_006_400 + 12 * 18 * 768 * 1024        # llama_130m at seq len 1024
+FLOPS_130M_2048 = 6 * 152_006_400 + 12 * 18 * 768 * 2048   # and at its measured 2048
 
 
 def test_flops_per_token_is_6n_plus_attention():
@@ -22,22 +23,29 @@ def test_flops_per_token_is_6n_plus_attention():
 
 def test_measured_mfu_is_the_readme_column():
     mfu = {(m.preset, m.optimizer): round(100 * compute.measured_mfu(m), 1) for m in compute.H100_BENCH}
-    assert mfu == {("llama_130m", "adamw"): 32.0, ("llama_130m", "nexus(adamw)"): 31.5,
-                   ("llama_130m", "muon"): 27.0, ("llama_130m", "nexus(muon)"): 25.2,
-                   ("llama_1b", "adamw"): 50.5, ("llama_1b", "nexus(adamw)"): 48.3}
+    assert mfu == {("llama_130m", "adamw"): 46.7, ("llama_130m", "nexus(adamw)"): 46.2,
+                   ("llama_130m", "muon"): 44.6, ("llama_130m", "nexus(muon)"): 42.9,
+                   ("llama_520m", "adamw"): 51.5,
+                   ("llama_1b", "adamw"): 58.5, ("llama_1b", "nexus(adamw)"): 58.6,
+                   ("llama_1b", "muon"): 57.2, ("llama_1b", "nexus(muon)"): 57.0}
 
 
 def test_throughput_rules():
     measured = compute.throughput(ModelConfig(preset="llama_1b"), "nexus(adamw)", 2048)
-    assert measured.tokens_per_s == pytest.approx(53_766) and measured.source == "nexus(adamw) on llama_1b"
+    assert measured.tokens_per_s == pytest.approx(65_198) and measured.source == "nexus(adamw) on llama_1b"
     # llama_3b: llama_1b's MFU (the nearest measured N), at its own FLOPs per token
     big = compute.throughput(ModelConfig(preset="llama_3b"), "adamw", 2048)
-    assert big.tokens_per_s == pytest.approx(56_251 * FLOPS_1B / FLOPS_3B)
-    # llama_300m (308M) is nearer to llama_130m (152M with the head) than to llama_1b in log N
-    assert compute.throughput(ModelConfig(preset="llama_300m"), "adamw", 2048).source == "adamw on llama_130m"
-    # Muon was measured on llama_130m only: AdamW's MFU on llama_1b over Muon's slowdown there
-    muon = compute.throughput(ModelConfig(preset="llama_1b"), "muon", 2048)
-    assert muon.tokens_per_s == pytest.approx(56_251 * 246_745 / 292_513)
+    assert big.tokens_per_s == pytest.approx(65_133 * FLOPS_1B / FLOPS_3B)
+    # the same MFU at another sequence length: tokens/s scale with FLOPs per token
+    short = compute.throughput(ModelConfig(preset="llama_130m"), "adamw", 1024)
+    assert short.tokens_per_s == pytest.approx(369_148 * FLOPS_130M_2048 / FLOPS_130M)
+    # llama_300m (341M with the head) is nearer to llama_520m (556M) than to llama_130m (152M) in log N
+    assert compute.throughput(ModelConfig(preset="llama_300m"), "adamw", 2048).source == "adamw on llama_520m"
+    # Muon was not measured on llama_520m: AdamW's MFU there over Muon's slowdown on the nearest preset
+    # where both were measured (llama_1b at 1.28B, not llama_130m)
+    muon = compute.throughput(ModelConfig(preset="llama_520m"), "muon", 2048)
+    assert muon.tokens_per_s == pytest.approx(122_594 * 63_638 / 65_133)
+    assert muon.source == "adamw on llama_520m ÷ 1.023, muon's slowdown on llama_1b"
     with pytest.raises(ValueError, match="no H100 measurement"):
         compute.throughput(ModelConfig(preset="llama_1b"), "nsgd", 2048)
 
@@ -47,7 +55,7 @@ def test_table_hours_count_shared_runs_once():
     main_3b = next(c for c in by_table["table1"] if c.run == "main_3b optim=adamw")
     assert (main_3b.steps, main_3b.tokens) == (178_514, 178_514 * 256 * 2048)
     assert main_3b.used_by == ("3B/AdamW",)
-    assert main_3b.gpu_hours == pytest.approx(178_514 * 256 * 2048 / (56_251 * FLOPS_1B / FLOPS_3B) / 3600)
+    assert main_3b.gpu_hours == pytest.approx(178_514 * 256 * 2048 / (65_133 * FLOPS_1B / FLOPS_3B) / 3600)
     assert [len(by_table[t]) for t in ("table1", "table9")] == [4, 10]
     summary = compute.tables_markdown(by_table).splitlines()
     table9_new = [c for c in by_table["table9"] if c.run_dir not in {d.run_dir for d in by_table["table1"]}]
