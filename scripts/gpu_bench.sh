@@ -7,7 +7,9 @@
 #   tuning:  Inductor's block-size tuning of its generated kernels (coordinate descent) at 1B and 130M;
 #   costs:   the measurements of experiments/compute.py's H100_BENCH (130M and 1B with AdamW, Nexus, Muon
 #            and Nexus-Muon, 520M with AdamW; paper batch and sequence length), and each preset's GEMMs
-#            timed on their own (bench_matmul.py --preset: the MFU bound they set; cuBLAS and cuBLASLt).
+#            timed on their own (bench_matmul.py --preset: the MFU bound they set; cuBLAS and cuBLASLt);
+#   3b:      llama_3b on the one GPU at the paper's global batch: no recomputation with 2-sequence
+#            micro-batches, every second block recomputed with 4, every block recomputed with 4.
 # Each call first prints the GPU's clocks and its measured matmul and copy ceilings (bench_matmul.py).
 # Results (JSON, logs, profiles) go to $OUT/gpu_bench.tgz, refreshed after each run. On the lent machines
 # hydra/omegaconf travel as wheels in .whl.
@@ -105,5 +107,13 @@ case "${1:-defaults}" in
     clocks
     tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
     ;;
-  *) echo "usage: $0 residual|defaults [1b|small|table]|hf1b|tuning|costs"; exit 2 ;;
+  3b)  # llama_3b on one GPU, AdamW and Nexus, global batch 256: how much recomputation it needs
+    paper="--preset llama_3b --global-batch 256 --steps 2 --warmup 1"
+    bench 3b_mb2_noac 200 $paper --micro-batch 2
+    bench 3b_mb4_ac2 200 $paper --micro-batch 4 --activation-checkpointing 2
+    bench 3b_mb4_ac1 200 $paper --micro-batch 4 --activation-checkpointing 1
+    clocks
+    tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
+    ;;
+  *) echo "usage: $0 residual|defaults [1b|small|table]|hf1b|tuning|costs|3b"; exit 2 ;;
 esac
