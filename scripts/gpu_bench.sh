@@ -8,8 +8,8 @@
 #   costs:   the measurements of experiments/compute.py's H100_BENCH (130M and 1B with AdamW, Nexus, Muon
 #            and Nexus-Muon, 520M with AdamW; paper batch and sequence length), and each preset's GEMMs
 #            timed on their own (bench_matmul.py --preset: the MFU bound they set; cuBLAS and cuBLASLt);
-#   3b:      llama_3b on the one GPU at the paper's global batch: no recomputation with 2-sequence
-#            micro-batches, every second block recomputed with 4, every block recomputed with 4.
+#   3b:      llama_3b on the one GPU at the paper's global batch: no recomputation with 4- and 2-sequence
+#            micro-batches, every second block and every block recomputed with 4; then nexus-train itself.
 # Each call first prints the GPU's clocks and its measured matmul and copy ceilings (bench_matmul.py).
 # Results (JSON, logs, profiles) go to $OUT/gpu_bench.tgz, refreshed after each run. On the lent machines
 # hydra/omegaconf travel as wheels in .whl.
@@ -109,9 +109,16 @@ case "${1:-defaults}" in
     ;;
   3b)  # llama_3b on one GPU, AdamW and Nexus, global batch 256: how much recomputation it needs
     paper="--preset llama_3b --global-batch 256 --steps 1 --warmup 1"  # one timed step: 18-24 s
+    bench 3b_mb4_noac 200 $paper --micro-batch 4
     bench 3b_mb2_noac 200 $paper --micro-batch 2
     bench 3b_mb4_ac2 200 $paper --micro-batch 4 --activation-checkpointing 2
     bench 3b_mb4_ac1 200 $paper --micro-batch 4 --activation-checkpointing 1
+    echo "=== trainer: nexus-train llama_3b, Nexus, 3 steps of 256 x 2048 on the embedded corpus"
+    timeout 330 python3 -m nexus_pretrain model=llama_3b model.vocab_size=32000 optim=nexus data.seq_len=2048 \
+      trainer.global_batch=256 trainer.micro_batch=4 trainer.max_steps=3 trainer.log_every=1 trainer.eval_every=0 \
+      trainer.checkpoint_every=0 trainer.export_hf=false trainer.compile=true schedule.warmup_steps=1 \
+      schedule.decay_steps=1 trainer.run_dir=/tmp/trainer_3b > "$RES/trainer_3b.log" 2>&1
+    echo "exit $? after ${SECONDS}s"; cp /tmp/trainer_3b/metrics.jsonl "$RES/trainer_3b_metrics.jsonl"
     clocks
     tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
     ;;

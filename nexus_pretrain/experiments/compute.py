@@ -46,6 +46,9 @@ H100_BENCH: Tuple[Measurement, ...] = (
     Measurement("llama_1b", "nexus(adamw)", 2048, 65_198),
     Measurement("llama_1b", "muon", 2048, 63_638),
     Measurement("llama_1b", "nexus(muon)", 2048, 63_462),
+    # Another call (`gpu_bench.sh 3b`, results/bench/2026-11-23d/3b): micro-batches of 4, no recomputation.
+    Measurement("llama_3b", "adamw", 2048, 31_826),
+    Measurement("llama_3b", "nexus(adamw)", 2048, 31_372),
 )
 
 

@@ -27,22 +27,26 @@ def test_measured_mfu_is_the_readme_column():
                    ("llama_130m", "muon"): 44.6, ("llama_130m", "nexus(muon)"): 42.9,
                    ("llama_520m", "adamw"): 51.5,
                    ("llama_1b", "adamw"): 58.5, ("llama_1b", "nexus(adamw)"): 58.6,
-                   ("llama_1b", "muon"): 57.2, ("llama_1b", "nexus(muon)"): 57.0}
+                   ("llama_1b", "muon"): 57.2, ("llama_1b", "nexus(muon)"): 57.0,
+                   ("llama_3b", "adamw"): 53.6, ("llama_3b", "nexus(adamw)"): 52.9}
 
 
 def test_throughput_rules():
     measured = compute.throughput(ModelConfig(preset="llama_1b"), "nexus(adamw)", 2048)
     assert measured.tokens_per_s == pytest.approx(65_198) and measured.source == "nexus(adamw) on llama_1b"
-    # llama_3b: llama_1b's MFU (the nearest measured N), at its own FLOPs per token
-    big = compute.throughput(ModelConfig(preset="llama_3b"), "adamw", 2048)
-    assert big.tokens_per_s == pytest.approx(65_133 * FLOPS_1B / FLOPS_3B)
+    # an unmeasured shape takes the MFU of the measured preset nearest in log N, at its own FLOPs per token:
+    # llama_1b with 28 layers (1.48B) is nearer to llama_1b (1.28B) than to llama_3b (2.42B)
+    deeper = compute.throughput(ModelConfig(preset="llama_1b", n_layers=28), "adamw", 2048)
+    assert deeper.source == "adamw on llama_1b"
+    assert deeper.tokens_per_s == pytest.approx(
+        65_133 * FLOPS_1B / (6 * (1_279_887_360 + 4 * 50_597_888) + 12 * 28 * 2048 * 2048))
     # the same MFU at another sequence length: tokens/s scale with FLOPs per token
     short = compute.throughput(ModelConfig(preset="llama_130m"), "adamw", 1024)
     assert short.tokens_per_s == pytest.approx(369_148 * FLOPS_130M_2048 / FLOPS_130M)
     # llama_300m (341M with the head) is nearer to llama_520m (556M) than to llama_130m (152M) in log N
     assert compute.throughput(ModelConfig(preset="llama_300m"), "adamw", 2048).source == "adamw on llama_520m"
     # Muon was not measured on llama_520m: AdamW's MFU there over Muon's slowdown on the nearest preset
-    # where both were measured (llama_1b at 1.28B, not llama_130m)
+    # where both were measured (llama_1b at 1.28B, not llama_130m; llama_3b has no Muon measurement)
     muon = compute.throughput(ModelConfig(preset="llama_520m"), "muon", 2048)
     assert muon.tokens_per_s == pytest.approx(122_594 * 63_638 / 65_133)
     assert muon.source == "adamw on llama_520m ÷ 1.023, muon's slowdown on llama_1b"
@@ -55,7 +59,7 @@ def test_table_hours_count_shared_runs_once():
     main_3b = next(c for c in by_table["table1"] if c.run == "main_3b optim=adamw")
     assert (main_3b.steps, main_3b.tokens) == (178_514, 178_514 * 256 * 2048)
     assert main_3b.used_by == ("3B/AdamW",)
-    assert main_3b.gpu_hours == pytest.approx(178_514 * 256 * 2048 / (65_133 * FLOPS_1B / FLOPS_3B) / 3600)
+    assert main_3b.gpu_hours == pytest.approx(178_514 * 256 * 2048 / 31_826 / 3600)
     assert [len(by_table[t]) for t in ("table1", "table9")] == [4, 10]
     summary = compute.tables_markdown(by_table).splitlines()
     table9_new = [c for c in by_table["table9"] if c.run_dir not in {d.run_dir for d in by_table["table1"]}]
