@@ -34,6 +34,17 @@ bench() {  # NAME SECONDS ARGS...: one nexus-bench run, its table in NAME.log an
   echo "exit $? after ${SECONDS}s"; grep -v Warning "$RES/$name.log" | grep -A20 "^preset="
   tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
 }
+train() {  # PRESET MICRO STEPS SECONDS: nexus-train itself with Nexus on the embedded corpus, 256 x 2048 per step
+  local preset=$1 micro=$2 steps=$3 limit=$4 name=trainer_${1#llama_}
+  echo "=== trainer: nexus-train $preset, Nexus, $steps steps of 256 x 2048 on the embedded corpus"
+  timeout "$limit" python3 -m nexus_pretrain model=$preset model.vocab_size=32000 optim=nexus data.seq_len=2048 \
+    trainer.global_batch=256 trainer.micro_batch=$micro trainer.max_steps=$steps trainer.log_every=1 \
+    trainer.eval_every=0 trainer.checkpoint_every=0 trainer.export_hf=false trainer.compile=true \
+    schedule.warmup_steps=1 schedule.decay_steps=1 trainer.run_dir=/tmp/$name > "$RES/$name.log" 2>&1
+  echo "exit $? after ${SECONDS}s"; cp /tmp/$name/metrics.jsonl "$RES/${name}_metrics.jsonl"
+  tail -c 400 "$RES/$name.log"; grep -o '"step": [0-9]*\|"tokens_per_s": [0-9.]*\|"mfu": [0-9.]*' \
+    "$RES/${name}_metrics.jsonl" | paste -sd' '
+}
 case "${1:-defaults}" in
   residual)  # the bf16 residual stream (both models) at 130M and 1B: micro-batch, SDPA backend, profiles
     bf16="--residual-dtype bfloat16"
@@ -54,14 +65,7 @@ case "${1:-defaults}" in
     one="--global-batch 256 --steps 2 --warmup 1 --models ours,hf"
     if [ "${2:-1b}" = 1b ]; then
       bench 1b 330 --preset llama_1b --micro-batch 16 --hf-micro-batch 8 $one
-      echo "=== trainer: nexus-train llama_1b, Nexus, 4 steps of 256 x 2048 on the embedded corpus"
-      timeout 200 python3 -m nexus_pretrain model=llama_1b model.vocab_size=32000 optim=nexus data.seq_len=2048 \
-        trainer.global_batch=256 trainer.micro_batch=16 trainer.max_steps=4 trainer.log_every=1 trainer.eval_every=0 \
-        trainer.checkpoint_every=0 trainer.export_hf=false trainer.compile=true schedule.warmup_steps=1 \
-        schedule.decay_steps=1 trainer.run_dir=/tmp/trainer_1b > "$RES/trainer_1b.log" 2>&1
-      echo "exit $? after ${SECONDS}s"; cp /tmp/trainer_1b/metrics.jsonl "$RES/trainer_1b_metrics.jsonl"
-      tail -c 400 "$RES/trainer_1b.log"; grep -o '"step": [0-9]*\|"tokens_per_s": [0-9.]*\|"mfu": [0-9.]*' \
-        "$RES/trainer_1b_metrics.jsonl" | paste -sd' '
+      train llama_1b 16 4 200
     elif [ "$2" = table ]; then  # the three sizes of the README table, in one call
       bench 1b 300 --preset llama_1b --micro-batch 16 --hf-micro-batch 8 $one
       bench 130m 120 --preset llama_130m --micro-batch 64 --hf-micro-batch 32 $one --optimizers adamw
@@ -113,12 +117,7 @@ case "${1:-defaults}" in
     bench 3b_mb2_noac 200 $paper --micro-batch 2
     bench 3b_mb4_ac2 200 $paper --micro-batch 4 --activation-checkpointing 2
     bench 3b_mb4_ac1 200 $paper --micro-batch 4 --activation-checkpointing 1
-    echo "=== trainer: nexus-train llama_3b, Nexus, 3 steps of 256 x 2048 on the embedded corpus"
-    timeout 330 python3 -m nexus_pretrain model=llama_3b model.vocab_size=32000 optim=nexus data.seq_len=2048 \
-      trainer.global_batch=256 trainer.micro_batch=4 trainer.max_steps=3 trainer.log_every=1 trainer.eval_every=0 \
-      trainer.checkpoint_every=0 trainer.export_hf=false trainer.compile=true schedule.warmup_steps=1 \
-      schedule.decay_steps=1 trainer.run_dir=/tmp/trainer_3b > "$RES/trainer_3b.log" 2>&1
-    echo "exit $? after ${SECONDS}s"; cp /tmp/trainer_3b/metrics.jsonl "$RES/trainer_3b_metrics.jsonl"
+    train llama_3b 4 3 330
     clocks
     tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
     ;;
