@@ -42,10 +42,11 @@ def gemm_ms(m: int, k: int, n: int, transpose_a: bool, transpose_b: bool, iters:
 def model_gemm_report(preset: str, tokens: int, seq_len: int, vocab: int, iters: int) -> None:
     """Prints each GEMM's TFLOP/s, their total time and the MFU bound they set."""
     from nexus_pretrain.bench.gemms import model_gemms
-    from nexus_pretrain.model.llama import Llama, ModelArgs, count_parameters, flops_per_token
-    from nexus_pretrain.model.presets import PRESETS
+    from nexus_pretrain.config import ModelConfig
+    from nexus_pretrain.model.llama import flops_per_token
+    from nexus_pretrain.model.presets import mfu_parameters, resolve_model_args
 
-    args = ModelArgs(**PRESETS[preset], vocab_size=vocab, max_seq_len=seq_len)
+    args = resolve_model_args(ModelConfig(preset=preset), vocab, seq_len)  # nexus-bench's shape
     gemms = model_gemms(args, tokens)
     measured: Dict[Tuple[int, int, int, bool, bool], float] = {}
     total_ms = 0.0
@@ -58,9 +59,7 @@ def model_gemm_report(preset: str, tokens: int, seq_len: int, vocab: int, iters:
         total_ms += ms
         print(f"  {g.name:14s} {g.m:>7d} x {g.k:>7d} x {g.n:>7d}  x{g.count:<3d} {ms:8.2f} ms  "
               f"{g.flops / ms / 1e9:5.0f} TFLOP/s")
-    with torch.device("meta"):
-        n_params = count_parameters(Llama(args))
-    bound = flops_per_token(args, seq_len, n_params) * tokens / (total_ms / 1e3) / 989e12
+    bound = flops_per_token(args, seq_len, mfu_parameters(args)) * tokens / (total_ms / 1e3) / 989e12
     print(f"  all GEMMs {total_ms:.1f} ms, {sum(g.flops for g in gemms) / total_ms / 1e9:.0f} TFLOP/s; "
           f"MFU if nothing else took time: {bound:.1%}")
 

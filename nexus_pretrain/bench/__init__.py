@@ -20,7 +20,7 @@ import torch
 from nexus_pretrain.bench.models import MODELS, build_model
 from nexus_pretrain.config import ModelConfig, OptimConfig
 from nexus_pretrain.model.llama import flops_per_token, head_sequence_losses
-from nexus_pretrain.model.presets import RESIDUAL_DTYPES, non_embedding_parameters, resolve_model_args
+from nexus_pretrain.model.presets import RESIDUAL_DTYPES, mfu_parameters, resolve_model_args
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.train.backends.single import resolve_device
 from nexus_pretrain.train.metrics import peak_flops, peak_memory_gib
@@ -192,8 +192,7 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
         times.append(time.perf_counter() - start)
     step_time = statistics.median(times)
     tokens_per_s = micro_batch * accum * args.seq_len / step_time
-    # 6N with N the non-embedding-input parameters, the same count for both models of this shape.
-    n_params = non_embedding_parameters(model_args) + (0 if model_args.tie_embeddings else model_args.vocab_size * model_args.dim)
+    n_params = mfu_parameters(model_args)  # the same count for both models of this shape
     out = {"step_s": step_time, "tokens_per_s": tokens_per_s, "micro_batch": micro_batch, "accum": accum}
     peak = peak_flops(device)
     if peak:

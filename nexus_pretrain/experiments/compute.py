@@ -11,7 +11,6 @@ several tables share (one run directory) counts once.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,21 +52,11 @@ H100_BENCH: Tuple[Measurement, ...] = (
 
 
 def _shape(model_cfg, seq_len: int):
-    """(ModelArgs, N) of a model config with the benchmarks' vocabulary (a meta-device model, no memory)."""
-    return _cached_shape(tuple(sorted(dataclasses.asdict(model_cfg).items())), seq_len)
+    """(ModelArgs, N) of a model config with the benchmarks' vocabulary, N as nexus-bench counts it."""
+    from nexus_pretrain.model.presets import mfu_parameters, resolve_model_args
 
-
-@functools.lru_cache(maxsize=None)
-def _cached_shape(model_fields: Tuple[Tuple[str, object], ...], seq_len: int):
-    import torch
-
-    from nexus_pretrain.config import ModelConfig
-    from nexus_pretrain.model.llama import Llama, count_parameters
-    from nexus_pretrain.model.presets import resolve_model_args
-
-    args = resolve_model_args(ModelConfig(**dict(model_fields)), BENCH_VOCAB, seq_len)
-    with torch.device("meta"):
-        return args, count_parameters(Llama(args))
+    args = resolve_model_args(model_cfg, BENCH_VOCAB, seq_len)
+    return args, mfu_parameters(args)
 
 
 def n_params(model_cfg) -> int:

@@ -57,3 +57,9 @@ def non_embedding_parameters(args: "ModelArgs") -> int:
     attention = args.dim * (args.n_heads + 2 * args.n_kv_heads) * head_dim + args.n_heads * head_dim * args.dim
     mlp = 3 * args.dim * args.ffn_dim
     return args.n_layers * (attention + mlp + 2 * args.dim) + args.dim
+
+
+def mfu_parameters(args: "ModelArgs") -> int:
+    """N of MFU's 6N: non_embedding_parameters plus the output head, which counts whether or not it is
+    tied to the input embedding (its matmuls run either way); count_parameters of the model agrees."""
+    return non_embedding_parameters(args) + args.vocab_size * args.dim

@@ -7,7 +7,7 @@ import torch
 
 from nexus_pretrain.model.hf import export_hf, import_hf
 from nexus_pretrain.model.llama import Llama, ModelArgs, count_parameters
-from nexus_pretrain.model.presets import PAPER_SIZES, PRESETS, non_embedding_parameters, resolve_model_args
+from nexus_pretrain.model.presets import PAPER_SIZES, PRESETS, mfu_parameters, non_embedding_parameters, resolve_model_args
 
 
 def tiny_args(**overrides) -> ModelArgs:
@@ -27,7 +27,9 @@ def test_shape_formula_matches_module_parameters():
     model = Llama(args)
     total = sum(p.numel() for p in model.parameters())
     assert non_embedding_parameters(args) == total - 2 * args.vocab_size * args.dim
-    assert count_parameters(model) == total - args.vocab_size * args.dim
+    assert count_parameters(model) == total - args.vocab_size * args.dim == mfu_parameters(args)
+    tied = tiny_args(tie_embeddings=True)  # one matrix for both ends: the head's matmuls still count
+    assert mfu_parameters(tied) == count_parameters(Llama(tied)) == mfu_parameters(args)
 
 
 def test_overrides_win_over_preset_and_vocab_rounds_up():
