@@ -7,6 +7,7 @@ time; :func:`validate` then checks values and cross-field constraints and raises
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -93,18 +94,46 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Learning-rate multiplier over steps: warmup-stable-decay (wsd), cosine or constant."""
+    """Learning-rate multiplier over steps: warmup-stable-decay (wsd), cosine or constant.
+
+    Phase lengths take either form: a value below 1 is a fraction of trainer.max_steps (0.1 = the first
+    10% of the run, rounded to whole steps), a whole number >= 1 is a count of steps (the paper's
+    1000/10000, as the experiment files set them). The defaults are fractions, so any trainer.max_steps
+    gets a schedule that fits. Decays reach min_lr_ratio one step after the last update, so the last
+    update never runs at the floor (with the default floor 0 its learning rate is still > 0).
+    """
 
     name: str = "wsd"
     """wsd, cosine or constant."""
-    warmup_steps: int = 1000
-    """Linear warmup from 0 (paper: 1000)."""
-    decay_steps: int = 10000
-    """wsd only: length of the final decay phase (paper: 10000)."""
+    warmup_steps: float = 0.1
+    """Linear warmup from 0: a fraction < 1 of trainer.max_steps, or whole steps (paper: 1000 steps)."""
+    decay_steps: float = 0.3
+    """wsd only: the final decay phase, a fraction < 1 of trainer.max_steps or whole steps (paper: 10000)."""
     decay_shape: str = "linear"
     """wsd only: shape of the decay, linear, cosine or sqrt (1 - sqrt)."""
     min_lr_ratio: float = 0.0
-    """Multiplier reached at the last step."""
+    """Multiplier the decay reaches at step trainer.max_steps, one step after the last update."""
+
+
+def resolve_steps(value: float, max_steps: int, key: str = "steps") -> int:
+    """A phase length in steps: ``value`` < 1 is a fraction of max_steps (rounded half up to whole steps),
+    ``value`` >= 1 a whole number of steps; ValueError names ``key`` otherwise."""
+    if value < 0:
+        raise ValueError(f"{key}={value} must be >= 0; give a fraction < 1 of trainer.max_steps or whole steps")
+    if value < 1:
+        return math.floor(value * max_steps + 0.5)
+    if value != int(value):
+        raise ValueError(f"{key}={value} is neither a fraction < 1 of trainer.max_steps nor a whole number of "
+                         f"steps; use e.g. {key}={int(value)} or {key}={value / max_steps:.3g}")
+    return int(value)
+
+
+def phase_steps(schedule_cfg: Any, max_steps: int) -> tuple[int, int]:
+    """(warmup, decay) in steps for a run of max_steps, fractions resolved (decay is 0 unless wsd)."""
+    s = schedule_cfg
+    warmup = resolve_steps(s.warmup_steps, max_steps, "schedule.warmup_steps")
+    decay = resolve_steps(s.decay_steps, max_steps, "schedule.decay_steps") if s.name == "wsd" else 0
+    return warmup, decay
 
 
 @dataclass
@@ -368,17 +397,18 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
 
     _choice("schedule.name", s.name, SCHEDULES)
     _choice("schedule.decay_shape", s.decay_shape, DECAY_SHAPES)
-    _positive("schedule.warmup_steps", s.warmup_steps, allow_zero=True)
-    _positive("schedule.decay_steps", s.decay_steps, allow_zero=True)
     _require(0 <= s.min_lr_ratio <= 1, f"schedule.min_lr_ratio={s.min_lr_ratio} must be in [0, 1]")
     _positive("trainer.max_steps", t.max_steps)
-    _require(s.warmup_steps <= t.max_steps,
-             f"schedule.warmup_steps={s.warmup_steps} exceeds trainer.max_steps={t.max_steps}; "
-             "lower schedule.warmup_steps or raise trainer.max_steps")
-    if s.name == "wsd":
-        _require(s.warmup_steps + s.decay_steps <= t.max_steps,
-                 f"schedule.decay_steps={s.decay_steps} + warmup_steps={s.warmup_steps} exceed "
-                 f"trainer.max_steps={t.max_steps}; lower schedule.decay_steps or raise trainer.max_steps")
+    try:
+        warmup, decay = phase_steps(s, t.max_steps)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    _require(warmup + decay <= t.max_steps,
+             f"schedule.warmup_steps={s.warmup_steps:g} ({warmup} steps) + decay_steps={s.decay_steps:g} ({decay} "
+             f"steps) exceed trainer.max_steps={t.max_steps}; give them as fractions (e.g. schedule.warmup_steps=0.1 "
+             "schedule.decay_steps=0.3) or raise trainer.max_steps" if s.name == "wsd" else
+             f"schedule.warmup_steps={s.warmup_steps:g} ({warmup} steps) exceeds trainer.max_steps={t.max_steps}; "
+             "give it as a fraction (e.g. schedule.warmup_steps=0.1) or raise trainer.max_steps")
 
     _choice("data.source", d.source, DATA_SOURCES)
     _require(len(d.domains) > 0, "data.domains is empty; list at least one domain with a weight")

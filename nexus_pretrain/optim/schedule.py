@@ -2,12 +2,18 @@
 
 Being pure functions of (config, step), schedules need no state of their own: resuming a run at
 step s gives the same learning rate as the uninterrupted run.
+
+Steps are 0-based and the run's updates are steps 0 .. max_steps - 1. Decays reach their floor
+(``min_lr_ratio``) at step max_steps, one past the last update, so no update is spent at the floor:
+with the default floor 0 the last update still moves the weights.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from nexus_pretrain.config import phase_steps
 
 
 def _warmup(step: int, warmup_steps: int) -> float:
@@ -16,16 +22,17 @@ def _warmup(step: int, warmup_steps: int) -> float:
 
 def wsd(step: int, max_steps: int, warmup_steps: int, decay_steps: int, decay_shape: str = "linear",
         min_lr_ratio: float = 0.0) -> float:
-    """Linear warmup over warmup_steps, 1.0 until the last decay_steps, then decay to min_lr_ratio.
+    """Linear warmup over warmup_steps, 1.0 until the last decay_steps, then decay towards min_lr_ratio.
 
-    The multiplier at the last step (max_steps - 1) is exactly min_lr_ratio.
+    The decay covers the last decay_steps updates, each strictly between 1.0 and min_lr_ratio; the
+    floor itself falls at step max_steps, after the last update.
     """
     if step < warmup_steps:
         return _warmup(step, warmup_steps)
     decay_start = max_steps - decay_steps
     if step < decay_start or decay_steps == 0:
         return 1.0
-    progress = (step - decay_start + 1) / decay_steps  # in (0, 1]; 1 at the last step
+    progress = (step - decay_start + 1) / (decay_steps + 1)  # 1/(d+1) .. d/(d+1); 1 at step max_steps
     if decay_shape == "linear":
         remaining = 1.0 - progress
     elif decay_shape == "cosine":
@@ -38,11 +45,10 @@ def wsd(step: int, max_steps: int, warmup_steps: int, decay_steps: int, decay_sh
 
 
 def cosine(step: int, max_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:
-    """Linear warmup, then a half cosine from 1.0 to min_lr_ratio at the last step."""
+    """Linear warmup, then a half cosine from 1.0 to min_lr_ratio at step max_steps (after the last update)."""
     if step < warmup_steps:
         return _warmup(step, warmup_steps)
-    span = max_steps - warmup_steps
-    progress = (step - warmup_steps + 1) / span if span > 0 else 1.0
+    progress = (step - warmup_steps + 1) / (max_steps - warmup_steps + 1)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -54,10 +60,11 @@ def constant(step: int, warmup_steps: int) -> float:
 def lr_multiplier(schedule_cfg: Any, step: int, max_steps: int) -> float:
     """The multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
     s = schedule_cfg
+    warmup, decay = phase_steps(s, max_steps)
     if s.name == "wsd":
-        return wsd(step, max_steps, s.warmup_steps, s.decay_steps, s.decay_shape, s.min_lr_ratio)
+        return wsd(step, max_steps, warmup, decay, s.decay_shape, s.min_lr_ratio)
     if s.name == "cosine":
-        return cosine(step, max_steps, s.warmup_steps, s.min_lr_ratio)
+        return cosine(step, max_steps, warmup, s.min_lr_ratio)
     if s.name == "constant":
-        return constant(step, s.warmup_steps)
+        return constant(step, warmup)
     raise ValueError(f"schedule.name={s.name!r} is not one of wsd, cosine, constant")

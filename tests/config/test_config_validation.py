@@ -35,7 +35,8 @@ def test_shipped_configs_are_valid(overrides):
     (["optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5] must be two numbers in [0, 1)"),
     (["trainer.global_batch=10"], "trainer.global_batch=10 is not divisible by trainer.micro_batch=4 x world size 1; "
                                   "set trainer.global_batch to a multiple of 4"),
-    (["trainer.max_steps=50"], "schedule.decay_steps=60 + warmup_steps=20 exceed trainer.max_steps=50"),
+    (["trainer.max_steps=50", "schedule.warmup_steps=20", "schedule.decay_steps=60"],
+     "schedule.warmup_steps=20 (20 steps) + decay_steps=60 (60 steps) exceed trainer.max_steps=50"),
     (["data.domains.web=-1"], "data.domains.web=-1.0 must be >= 0"),
     (["data.domains.web=0", "data.domains.math=0", "data.domains.code=0"], "data.domains weights sum to 0"),
     (["data.microbatch_domains=sometimes"], "data.microbatch_domains='sometimes' is not one of mixed, per_domain"),
