@@ -138,13 +138,44 @@ def task_files(benchmark: Benchmark, tasks_dir: Path = TASKS_DIR) -> List[Path]:
                   if p.is_file() and (p.suffix in (".yaml", ".py") or p.name.endswith("_yaml")))
 
 
-def render_tasks(benchmarks: Sequence[Benchmark], data_dir: Path, out_dir: Path, tasks_dir: Path = TASKS_DIR) -> Path:
+DEFAULT_GEN_TOKS = 256
+"""Tokens lm-eval's HF model generates for a task whose YAML sets no ``max_gen_toks``."""
+
+_MAX_GEN_TOKS = re.compile(r"^(\s*max_gen_toks:\s*)(\d+)\s*$", re.MULTILINE)
+_GENERATION_KWARGS = re.compile(r"^generation_kwargs:\s*\n(\s+)", re.MULTILINE)
+
+
+def generation_lengths(benchmarks: Sequence[Benchmark], tasks_dir: Path = TASKS_DIR) -> Dict[str, int]:
+    """Tokens each generative benchmark asks to generate (its YAMLs' max_gen_toks, else lm-eval's default)."""
+    lengths = {}
+    for benchmark in benchmarks:
+        texts = [p.read_text() for p in task_files(benchmark, tasks_dir) if p.suffix != ".py"]
+        if any(_GENERATION_KWARGS.search(t) for t in texts):
+            given = [int(m[2]) for t in texts for m in _MAX_GEN_TOKS.finditer(t)]
+            lengths[benchmark.name] = max(given) if given else DEFAULT_GEN_TOKS
+    return lengths
+
+
+def cap_generation(text: str, cap: Optional[int]) -> str:
+    """A task YAML's text with its generated length at most ``cap`` tokens (unchanged for None)."""
+    if cap is None or not _GENERATION_KWARGS.search(text):
+        return text
+    if _MAX_GEN_TOKS.search(text):
+        return _MAX_GEN_TOKS.sub(lambda m: f"{m[1]}{min(int(m[2]), cap)}", text)
+    if cap >= DEFAULT_GEN_TOKS:
+        return text
+    return _GENERATION_KWARGS.sub(lambda m: f"{m[0]}max_gen_toks: {cap}\n{m[1]}", text, count=1)
+
+
+def render_tasks(benchmarks: Sequence[Benchmark], data_dir: Path, out_dir: Path, tasks_dir: Path = TASKS_DIR,
+                 max_gen_toks: Optional[int] = None) -> Path:
     """Copy the benchmarks' task folders to ``out_dir`` with the data paths filled in; returns out_dir.
 
     lm-eval reads ``dataset_kwargs.data_files`` as written, so the placeholders are replaced by
     absolute paths; every data file is checked to exist first. With ``data_dir`` = "hub" each task
     YAML instead becomes a wrapper that includes it and swaps in the hub dataset (lm-eval lets an
-    including file override the included one's keys).
+    including file override the included one's keys). ``max_gen_toks`` caps every generative task's
+    generated length (tasks asking for fewer tokens keep theirs).
     """
     hub = is_hub(data_dir)
     data_dir = Path(data_dir) if hub else Path(data_dir).resolve()
@@ -154,7 +185,7 @@ def render_tasks(benchmarks: Sequence[Benchmark], data_dir: Path, out_dir: Path,
         dst = Path(out_dir) / src.name
         dst.mkdir(parents=True, exist_ok=True)
         for path in task_files(benchmark, tasks_dir):
-            text = path.read_text()
+            text = path.read_text() if path.suffix == ".py" else cap_generation(path.read_text(), max_gen_toks)
             if hub and path.suffix == ".yaml" and re.search(r"^task: \S", text, re.MULTILINE):
                 (dst / f"{path.stem}_local_yaml").write_text(text)
                 text = _hub_wrapper(benchmark, path.stem)
