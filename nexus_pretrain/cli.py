@@ -11,6 +11,7 @@ from typing import List, Optional
 
 from nexus_pretrain.config import ConfigError, register_configs, validate
 from nexus_pretrain.paths import CONFIG_DIR
+from nexus_pretrain.threads import set_default_threads
 
 
 def _one_line(error: BaseException) -> str:
@@ -95,6 +96,7 @@ def train(argv: Optional[List[str]] = None) -> None:
     import hydra
 
     default_cuda_allocator()
+    set_default_threads()
 
     argv = sys.argv[1:] if argv is None else argv
     if not any(a.startswith("-") for a in argv):  # Hydra flags (--help, -m, --cfg) go straight to Hydra
@@ -186,6 +188,7 @@ def _data_stats() -> None:
 
 def evaluate(argv: Optional[List[str]] = None) -> None:
     """nexus-eval: benchmarks, downstream and held-out losses of a checkpoint (see nexus-eval --help)."""
+    set_default_threads()
     from nexus_pretrain.evaluation.command import main
 
     main(argv)
@@ -220,6 +223,7 @@ def export(argv: Optional[List[str]] = None) -> None:
 
 def analyze(argv: Optional[List[str]] = None) -> None:
     """nexus-analyze: the paper's Sec. 5.1 analyses (gradient cosine, parameter closeness, loss landscape, Fig. 7a)."""
+    set_default_threads()
     from nexus_pretrain.analysis.command import main
 
     main(argv)

@@ -27,6 +27,7 @@ from nexus_pretrain.data import store
 from nexus_pretrain.data.recipe import Recipe, iter_documents, load_recipe
 from nexus_pretrain.data.tiktoken_encoder import encode_batch, tiktoken_encoding
 from nexus_pretrain.data.tokens import backend_tokenizer, eos_id, token_dtype, tokenizer_hash, vocab_size
+from nexus_pretrain.threads import cpu_cores
 
 DEFAULT_SHARD_TOKENS = 1 << 27  # 256 MiB per uint16 shard
 # A worker task is a batch of consecutive documents holding at least BATCH_CHARS characters (or
@@ -40,14 +41,6 @@ BATCH_DOCUMENTS = 4096
 BPE_CACHE_WORDS = 100_000
 
 _worker_tokenizer: Any = None
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def rust_threads(workers: int) -> int:
