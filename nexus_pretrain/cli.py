@@ -40,18 +40,20 @@ def _one_line(error: BaseException) -> str:
 
 
 def check_overrides(overrides: List[str]) -> None:
-    """Compose and validate the config the overrides give; raise ConfigError with one line if bad."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    """Compose and validate the config the overrides give, and check that its domains are prepared; raise
+    ConfigError with one line if bad."""
+    from nexus_pretrain.data.domains import check_prepared
+    from nexus_pretrain.overrides import compose
 
-    register_configs()
     plain = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=plain)
+        cfg = compose(plain)
+    except ConfigError:
+        raise
     except Exception as error:  # Hydra raises several exception types for bad overrides
         raise ConfigError(_one_line(error)) from None
-    validate(OmegaConf.to_object(cfg), world_size=int(os.environ.get("WORLD_SIZE", 1)))
+    validate(cfg, world_size=int(os.environ.get("WORLD_SIZE", 1)))
+    check_prepared(cfg.data)
 
 
 def _train_app(cfg) -> None:
@@ -65,6 +67,10 @@ def _train_app(cfg) -> None:
     # Hydra's output dir is trainer.run_dir for a single run and a per-job subfolder in a sweep (-m).
     run_config.trainer.run_dir = HydraConfig.get().runtime.output_dir
     try:
+        from nexus_pretrain.data.domains import check_prepared
+        from nexus_pretrain.overrides import apply_maps
+
+        check_prepared(apply_maps(run_config, HydraConfig.get().overrides.task).data)
         trainer = Trainer(run_config)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
@@ -106,7 +112,9 @@ def train(argv: Optional[List[str]] = None) -> None:
             print(f"config error: {error}", file=sys.stderr)
             sys.exit(2)
     register_configs()
-    sys.argv = [sys.argv[0], *argv]
+    from nexus_pretrain.overrides import replacing
+
+    sys.argv = [sys.argv[0], *replacing(argv)]  # a dict for data.domains is the whole map (overrides.py)
     hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")(_train_app)()
 
 
@@ -121,8 +129,18 @@ def data(argv: Optional[List[str]] = None) -> None:
                                    "shards), chinchilla (token and step budgets).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("stats", help="tokens, documents and unigram entropy per embedded domain")
-    prep = sub.add_parser("prepare", help="tokenize recipes (data_pipelines/recipes/*.yaml) into token shards")
-    prep.add_argument("recipes", nargs="+", type=Path, help="recipe YAML files, one domain each")
+    prep = sub.add_parser("prepare", help="tokenize your files (DOMAIN=FILES) or recipes (data_pipelines/recipes/"
+                                          "*.yaml) into token shards")
+    prep.add_argument("recipes", nargs="+", metavar="DOMAIN=FILES|RECIPE",
+                      help="a domain of your naming and its files (comma-separated .jsonl/.json/.parquet/.txt "
+                           "files, folders or globs), e.g. cooking=my/cooking.jsonl; or a recipe YAML file")
+    prep.add_argument("--ood", action="append", default=[], metavar="DOMAIN[,DOMAIN]",
+                      help="DOMAIN=FILES domains that are evaluation-only (OOD loss, never trained on)")
+    prep.add_argument("--text-field", default="text", help="DOMAIN=FILES jsonl/parquet: the column holding the text")
+    prep.add_argument("--val-fraction", type=float, default=0.05,
+                      help="DOMAIN=FILES: share of documents held out for validation")
+    prep.add_argument("--sample-by", default="document", choices=("document", "paragraph", "line"),
+                      help="DOMAIN=FILES txt files: one document per file, paragraph or line")
     prep.add_argument("--out", type=Path, required=True, help="root folder of the prepared domains (data.path)")
     prep.add_argument("--tokenizer", default=None, help="HF tokenizer dir or hub name (default: the embedded one)")
     prep.add_argument("--workers", type=int, default=1, help="tokenizer processes (1: one process whose "
@@ -155,10 +173,18 @@ def data(argv: Optional[List[str]] = None) -> None:
         sys.exit(2)
 
 
+def _prepare_sources(args: argparse.Namespace) -> list:
+    """nexus-data prepare's recipes: recipe files as they are, DOMAIN=FILES built from the options."""
+    from nexus_pretrain.data.inline import prepare_sources
+
+    ood = [name for names in args.ood for name in names.split(",") if name]
+    return prepare_sources(args.recipes, args.text_field, args.val_fraction, ood, args.sample_by)
+
+
 def _data_prepare(args: argparse.Namespace) -> None:
     from nexus_pretrain.data.prepare import DEFAULT_SHARD_TOKENS, prepare
 
-    summaries = prepare(args.recipes, args.out, tokenizer=args.tokenizer, workers=args.workers,
+    summaries = prepare(_prepare_sources(args), args.out, tokenizer=args.tokenizer, workers=args.workers,
                         shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS, progress=not args.no_progress,
                         encoder=args.encoder)
     total_tokens = sum(s["tokens"] for s in summaries)

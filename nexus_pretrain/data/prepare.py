@@ -300,14 +300,14 @@ def check_tiktoken_matches(recipes: Sequence[Recipe], tokenizer: Any, count: int
                                  f"{i} ({doc[:40]!r}...); use --encoder hf")
 
 
-def prepare(recipe_paths: Sequence[str | Path], out: str | Path, tokenizer: Optional[str] = None,
+def prepare(recipe_paths: Sequence[str | Path | Recipe], out: str | Path, tokenizer: Optional[str] = None,
             workers: int = 1, shard_tokens: int = DEFAULT_SHARD_TOKENS, progress: bool = True,
             encoder: str = "hf") -> List[Dict[str, Any]]:
     """Prepare every recipe under `out` (one folder per domain); returns one summary per recipe.
 
     encoder="tiktoken" encodes with tiktoken (byte-level BPE tokenizers only; checked on each recipe's
     first documents against the tokenizer's own encoder)."""
-    recipes = [load_recipe(p) for p in recipe_paths]
+    recipes = [p if isinstance(p, Recipe) else load_recipe(p) for p in recipe_paths]
     domains = [r.domain for r in recipes]
     duplicate = next((d for d in domains if domains.count(d) > 1), None)
     if duplicate:
