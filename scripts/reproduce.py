@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         "## Ours vs the paper (mean over seeds)", "", compare.paper_comparison_markdown(spec, runs, results, paper),
         "## Improvement over the baseline over seeds (loss: baseline - row; accuracy: row - baseline)", "",
         compare.seed_stats_markdown(stats),
-        "## Same pretraining loss (|Δ| < 0.01)", "", compare.same_loss_markdown(checks),
+        "## Same pretraining loss (|Δ| ≤ 0.01)", "", compare.same_loss_markdown(checks),
         *(["## Missing (not trained or not evaluated)", "", *[f"- {m}" for m in missing], ""] if missing else []),
     ])
     (out / "comparison.md").write_text(text)

@@ -1,7 +1,9 @@
 """Our table next to the paper's: per-cell differences, seed statistics, the same-pretraining-loss check.
 
 Improvements use the paper's sign (its "Improv." rows): for a loss, baseline - run; for an accuracy,
-run - baseline; positive means the row (Nexus) is better than the group's baseline (AdamW).
+run - baseline; positive means the row (Nexus) is better than the group's baseline (AdamW). The runs of
+one seed see the same batches (the registry's rows differ only in the swept optimizer, schedule or
+mixture), so improvements are paired over seeds, with report.stats' one rule and verdict.
 """
 
 from __future__ import annotations
@@ -12,22 +14,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from nexus_pretrain.experiments.paper import PaperRows
 from nexus_pretrain.experiments.registry import TableSpec
 from nexus_pretrain.experiments.runner import PlannedRun
-from nexus_pretrain.report.stats import Summary, mean_ci, summarize
-from nexus_pretrain.report.tables import BENCH_COLUMNS, GroupSpec, Layout, RowSpec, build_table, load_layout, lookup
-
-SAME_LOSS_THRESHOLD = 0.01  # paper Sec. 4.1 / 4.3: "negligible margin (Delta < 0.01)"
-CELLS: Tuple[Tuple[str, str], ...] = (("loss", "Pretrain"), ("loss", "OOD"),
-                                       *(("acc", c) for c in BENCH_COLUMNS), *(("loss", c) for c in BENCH_COLUMNS))
-
-
-def cell_value(result: Mapping[str, Any], key: Tuple[str, str]) -> Optional[float]:
-    """One cell of a results document: pretrain / OOD loss, an accuracy or a downstream loss."""
-    kind, col = key
-    if key == ("loss", "Pretrain"):
-        return lookup(result, "metrics.pretrain")
-    if key == ("loss", "OOD"):
-        return lookup(result, "metrics.ood")
-    return (lookup(result, "metrics.accuracy" if kind == "acc" else "metrics.loss") or {}).get(col)
+from nexus_pretrain.report.stats import (LOSS_THRESHOLD, SAME, Difference, Summary, paired_difference,
+                                        pretraining_loss_verdict, summarize)
+from nexus_pretrain.report.tables import CELL_KEYS as CELLS
+from nexus_pretrain.report.tables import GroupSpec, Layout, RowSpec, build_table, cell_value, load_layout
 
 
 def run_layout(spec: TableSpec, runs: Sequence[PlannedRun]) -> Layout:
@@ -68,8 +58,14 @@ class SeedStat:
         return summarize(self.values)
 
     @property
+    def difference(self) -> Optional[Difference]:
+        """The mean improvement with its paired t interval over seeds."""
+        return paired_difference(self.values)
+
+    @property
     def ci(self) -> Optional[Tuple[float, float]]:
-        return mean_ci(self.summary)
+        d = self.difference
+        return None if d is None else d.ci
 
 
 def seed_stats(spec: TableSpec, runs: Sequence[PlannedRun], results: Mapping[str, Mapping[str, Any]],
@@ -152,26 +148,31 @@ def seed_stats_markdown(stats: Sequence[SeedStat]) -> str:
 
 
 def same_loss_checks(stats: Sequence[SeedStat]) -> List[Dict[str, Any]]:
-    """Per compared row: |mean pretrain-loss difference| < 0.01 (paper's "same pretraining loss"), ours and paper's."""
+    """Per compared row: report.stats' pretraining-loss verdict (same / not the same / inconclusive), ours and
+    the paper's."""
     out = []
     for st in stats:
         if st.key != ("loss", "Pretrain"):
             continue
-        mean = st.summary.mean
-        out.append({"group": st.group, "row": st.row, "baseline": st.baseline, "delta": mean,
-                    "same": abs(mean) < SAME_LOSS_THRESHOLD, "seeds": st.summary.n, "paper_delta": st.paper,
-                    "paper_same": None if st.paper is None else abs(st.paper) < SAME_LOSS_THRESHOLD})
+        d = st.difference
+        verdict = pretraining_loss_verdict(d)
+        paper_verdict = None if st.paper is None else pretraining_loss_verdict(paired_difference([st.paper]))
+        out.append({"group": st.group, "row": st.row, "baseline": st.baseline, "delta": d.mean, "ci95": d.ci,
+                    "seeds": d.n, "verdict": verdict, "same": verdict == SAME, "paper_delta": st.paper,
+                    "paper_verdict": paper_verdict, "paper_same": None if st.paper is None else paper_verdict == SAME})
     return out
 
 
 def same_loss_markdown(checks: Sequence[Mapping[str, Any]]) -> str:
-    header = ["Group", "Row vs baseline", "Δ pretrain loss (baseline - row)", "same (abs(Δ) < 0.01)", "paper Δ",
-              "paper same"]
+    """The same-pretraining-loss checks as a table (gap, its paired 95% CI, verdict; the paper's)."""
+    header = ["Group", "Row vs baseline", "Δ pretrain loss (baseline - row)", "95% CI (paired)",
+              f"verdict (|Δ| ≤ {LOSS_THRESHOLD})", "paper Δ", "paper verdict"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in checks:
-        paper_same = "—" if c["paper_same"] is None else ("yes" if c["paper_same"] else "no")
-        lines.append(f"| {c['group']} | {c['row']} - {c['baseline']} | {0.0 if round(c['delta'], 4) == 0 else c['delta']:+.4f} | "
-                     f"{'yes' if c['same'] else 'no'} | {_f(c['paper_delta'], 'loss', True)} | {paper_same} |")
+        ci = "—" if c["ci95"] is None else f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]"
+        delta = 0.0 if round(c["delta"], 4) == 0 else c["delta"]
+        lines.append(f"| {c['group']} | {c['row']} - {c['baseline']} | {delta:+.4f} | {ci} | {c['verdict']} | "
+                     f"{_f(c['paper_delta'], 'loss', True)} | {c['paper_verdict'] or '—'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,12 @@
-"""Mean ± std over seeds and the Welch 95% confidence interval of a difference of means."""
+"""Mean ± std over seeds, 95% confidence intervals of differences, and the reports' one significance rule.
+
+The rule, used by every table and comparison: a difference between two rows is paired over seeds (the
+t interval of the per-seed differences) when the runs are paired, i.e. each seed of one row has a run of
+the other with the same seed and the same batches; Welch's interval of the difference of means is used
+only for unpaired runs. A gain is bolded when it beats the paper's threshold (Sec. 4.1: 0.01 in loss, 2
+points in accuracy) and its interval excludes 0. A pretraining-loss gap above 0.01 is "not the same
+pretraining loss" (the paper's Sec. 4.1/4.3 margin), a flag, never an improvement.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,15 @@ import functools
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
+
+LOSS_THRESHOLD = 0.01
+"""Paper Sec. 4.1: a non-trivial loss gap, and the "same pretraining loss" margin (Sec. 4.3: Δ < 0.01)."""
+ACC_THRESHOLD = 2.0
+"""Paper Sec. 4.1: a non-trivial accuracy gap, in points."""
+
+SAME = "same pretraining loss"
+NOT_SAME = "not the same pretraining loss"
+INCONCLUSIVE = "inconclusive (95% CI exceeds ±0.01)"
 
 def _t_cdf_above_zero(x: float, df: float, steps: int = 1000) -> float:
     """P(0 < T < x) for Student's t, by Simpson's rule on its density (smooth, so 1000 steps is plenty)."""
@@ -76,3 +93,51 @@ def welch_ci(a: Summary, b: Summary) -> Optional[Tuple[float, float]]:
     df = se2 ** 2 / ((va ** 2) / (a.n - 1) + (vb ** 2) / (b.n - 1))
     half = t975(df) * math.sqrt(se2)
     return (diff - half, diff + half)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A difference of two rows (a - b, or a gain) with its 95% CI, how it was computed and over how many runs."""
+
+    mean: float
+    ci: Optional[Tuple[float, float]]
+    n: int
+    paired: bool
+
+    @property
+    def method(self) -> str:
+        if self.ci is None:
+            return "one run each" if self.n <= 1 else "no interval"
+        return f"paired t over {self.n} seeds" if self.paired else "Welch (unpaired)"
+
+
+def paired_difference(diffs: Sequence[float]) -> Optional[Difference]:
+    """Mean of per-seed differences (a_s - b_s of runs paired by seed and batches) and its t interval."""
+    s = summarize(diffs)
+    return None if s is None else Difference(s.mean, mean_ci(s), s.n, True)
+
+
+def unpaired_difference(a: Sequence[float], b: Sequence[float]) -> Optional[Difference]:
+    """mean(a) - mean(b) with Welch's interval (runs that do not share seeds and batches)."""
+    sa, sb = summarize(a), summarize(b)
+    if sa is None or sb is None:
+        return None
+    return Difference(sa.mean - sb.mean, welch_ci(sa, sb), min(sa.n, sb.n), False)
+
+
+def significant_gain(gain: Optional[Difference], threshold: float) -> bool:
+    """Bold: the gain exceeds the paper's threshold and its 95% CI (if any) excludes 0.
+
+    Rounded so that e.g. 2.00 - 1.99 counts as exactly 0.01 (not bold), as in the printed tables.
+    """
+    return gain is not None and round(gain.mean, 9) > threshold and (gain.ci is None or round(gain.ci[0], 9) > 0)
+
+
+def pretraining_loss_verdict(gap: Difference) -> str:
+    """SAME when the pretraining-loss gap is at most 0.01 (and so is its 95% CI, when there is one), NOT_SAME
+    when the gap is larger, INCONCLUSIVE when the gap is within 0.01 but its CI is not."""
+    if abs(round(gap.mean, 9)) > LOSS_THRESHOLD:
+        return NOT_SAME
+    if gap.ci is None or (-LOSS_THRESHOLD <= round(gap.ci[0], 9) and round(gap.ci[1], 9) <= LOSS_THRESHOLD):
+        return SAME
+    return INCONCLUSIVE

@@ -10,8 +10,11 @@ group's baseline row (accuracy: run - baseline; loss: baseline - run, so positiv
 Bold marks the paper's non-trivial gaps: a loss improving by more than 0.01 or an accuracy by more
 than 2 points, on the improved row's cell and on the improvement. Where several results match one row
 (seeds; of one run only its last checkpoint counts), cells show mean ± sample std, improvements show
-the difference of means ± the half-width of its Welch 95% confidence interval, and a gap is bolded
-only when that interval also excludes 0.
+the mean gain ± the half-width of its 95% confidence interval, and a gap is bolded only when that
+interval also excludes 0. The interval follows report.stats' one rule: paired over seeds (t interval of
+the per-seed differences) when both rows have one run per seed with the same batches (batch_key),
+Welch's otherwise. The pretraining loss is never bolded: a gap above 0.01 is marked "†" and noted as
+"not the same pretraining loss".
 """
 
 from __future__ import annotations
@@ -19,17 +22,20 @@ from __future__ import annotations
 import csv
 import fnmatch
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from nexus_pretrain.report.stats import Summary, summarize, welch_ci
+from nexus_pretrain.report.stats import (ACC_THRESHOLD, LOSS_THRESHOLD, NOT_SAME, Difference, Summary,
+                                        paired_difference, pretraining_loss_verdict, significant_gain, summarize,
+                                        unpaired_difference)
 
 BENCH_COLUMNS = ("MMLU", "GPQA", "GPQA-D", "BBH", "GSM8k", "MATH", "HumanEval", "MBPP", "All")
-LOSS_THRESHOLD = 0.01
-ACC_THRESHOLD = 2.0
+PRETRAIN = ("loss", "Pretrain")
+NOT_SAME_MARK = "†"
 UP, DOWN = "↑", "↓"
 
 
@@ -72,6 +78,8 @@ class Table:
     layout: Layout
     header: List[str]
     rows: List[List[Cell]]
+    notes: List[str] = field(default_factory=list)
+    """Lines printed under the table: how improvements' intervals were computed, flags such as †."""
 
 
 def load_layout(path: Path) -> Layout:
@@ -131,16 +139,57 @@ def matches(result: Mapping[str, Any], match: Mapping[str, Any]) -> bool:
     return all(one(lookup(result, k), v) for k, v in match.items())
 
 
+def cell_value(result: Mapping[str, Any], key: Tuple[str, str]) -> Optional[float]:
+    """One cell of a results document: ("loss", "Pretrain" | "OOD" | column) or ("acc", column)."""
+    kind, col = key
+    if key == PRETRAIN:
+        return lookup(result, "metrics.pretrain")
+    if key == ("loss", "OOD"):
+        return lookup(result, "metrics.ood")
+    return (lookup(result, "metrics.accuracy" if kind == "acc" else "metrics.loss") or {}).get(col)
+
+
+CELL_KEYS: Tuple[Tuple[str, str], ...] = (PRETRAIN, ("loss", "OOD"), *(("acc", c) for c in BENCH_COLUMNS),
+                                          *(("loss", c) for c in BENCH_COLUMNS))
+
+
 def _values(results: Sequence[Mapping[str, Any]]) -> Dict[Tuple[str, str], Optional[Summary]]:
     """(kind, column) -> summary over seeds; kinds: 'loss' for Pretrain/OOD/downstream loss, 'acc'."""
-    out: Dict[Tuple[str, str], Optional[Summary]] = {
-        ("loss", "Pretrain"): summarize([lookup(r, "metrics.pretrain") for r in results]),
-        ("loss", "OOD"): summarize([lookup(r, "metrics.ood") for r in results]),
-    }
-    for col in BENCH_COLUMNS:
-        out[("acc", col)] = summarize([lookup(r, f"metrics.accuracy.{col}") for r in results])
-        out[("loss", col)] = summarize([(lookup(r, "metrics.loss") or {}).get(col) for r in results])
-    return out
+    return {key: summarize([cell_value(r, key) for r in results]) for key in CELL_KEYS}
+
+
+def batch_key(result: Mapping[str, Any]) -> Optional[str]:
+    """What fixes the batches a run saw: its seed, data config, global batch and inner steps (None when the
+    document does not record its seed). Two runs with one key saw the same sequences in the same order."""
+    seed = lookup(result, "config.trainer.seed")
+    if seed is None:
+        return None
+    return json.dumps([seed, lookup(result, "config.data"), lookup(result, "config.trainer.global_batch"),
+                       lookup(result, "config.optim.inner_steps")], sort_keys=True, default=str)
+
+
+def paired_runs(run: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str, Any]]):
+    """[(run result, base result)] matched by batch_key when the two rows are paired (each has one result per
+    key and both have the same keys), else None."""
+    run_keys, base_keys = [batch_key(r) for r in run], [batch_key(b) for b in base]
+    if (None in run_keys or None in base_keys or len(set(run_keys)) != len(run_keys)
+            or len(set(base_keys)) != len(base_keys) or set(run_keys) != set(base_keys)):
+        return None
+    by_key = dict(zip(base_keys, base))
+    return [(r, by_key[k]) for r, k in zip(run, run_keys)]
+
+
+def row_gain(run: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str, Any]],
+             key: Tuple[str, str]) -> Optional[Difference]:
+    """The gain of ``run`` over ``base`` in one cell, positive is better (loss: base - run; accuracy: run - base),
+    paired over seeds when the rows are paired, Welch's otherwise (report.stats' rule)."""
+    sign = -1.0 if key[0] == "loss" else 1.0
+    pairs = paired_runs(run, base)
+    if pairs is not None:
+        values = [(cell_value(r, key), cell_value(b, key)) for r, b in pairs]
+        return paired_difference([sign * (r - b) for r, b in values if r is not None and b is not None])
+    run_values, base_values = [cell_value(r, key) for r in run], [cell_value(b, key) for b in base]
+    return unpaired_difference(run_values, base_values) if sign > 0 else unpaired_difference(base_values, run_values)
 
 
 def _fmt(s: Optional[Summary], kind: str) -> str:
@@ -162,22 +211,6 @@ def _fmt_diff(diff: float, kind: str, ci: Optional[Tuple[float, float]]) -> str:
     return text
 
 
-Gain = Tuple[float, Optional[Tuple[float, float]], bool]
-
-
-def improvement(run: Optional[Summary], base: Optional[Summary], kind: str) -> Optional[Gain]:
-    """(improvement, its 95% CI or None, bold) of ``run`` over ``base``; positive is better for both kinds."""
-    if run is None or base is None:
-        return None
-    if kind == "loss":
-        diff, ci, threshold = base.mean - run.mean, welch_ci(base, run), LOSS_THRESHOLD
-    else:
-        diff, ci, threshold = run.mean - base.mean, welch_ci(run, base), ACC_THRESHOLD
-    # rounded so that e.g. 2.00 - 1.99 counts as exactly 0.01 (not bold), as in the printed table
-    bold = round(diff, 9) > threshold and (ci is None or round(ci[0], 9) > 0)
-    return diff, ci, bold
-
-
 def latest_per_run(results: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
     """The last-step result of each run (results of one run at several checkpoints are not seeds)."""
     latest: Dict[Any, Mapping[str, Any]] = {}
@@ -196,15 +229,23 @@ def build_table(layout: Layout, results: Sequence[Mapping[str, Any]]) -> Table:
     results = latest_per_run(results)
     header = [layout.group_header, "Optim.", "Metric", layout.pretrain_header, "OOD", *BENCH_COLUMNS]
     rows: List[List[Cell]] = []
+    methods: List[str] = []
+    not_same = False
     for group in layout.groups:
-        stats = {spec.label: _values([r for r in results if matches(r, spec.match)]) for spec in group.rows}
+        matched = {spec.label: [r for r in results if matches(r, spec.match)] for spec in group.rows}
+        stats = {label: _values(docs) for label, docs in matched.items()}
         base_spec = next(s for s in group.rows if s.baseline)
-        base = stats[base_spec.label]
         first = True
         for spec in group.rows:
             vals = stats[spec.label]
-            gains = {} if spec.baseline else {k: improvement(vals[k], base[k], k[0]) for k in vals}
-            bold = {k: bool(g and g[2]) for k, g in gains.items()}
+            gains = {} if spec.baseline else {k: row_gain(matched[spec.label], matched[base_spec.label], k)
+                                              for k in vals}
+            # the pretraining loss is the paper's control, never an improvement
+            bold = {k: k != PRETRAIN and significant_gain(g, LOSS_THRESHOLD if k[0] == "loss" else ACC_THRESHOLD)
+                    for k, g in gains.items()}
+            methods += [g.method for g in gains.values() if g is not None and g.ci is not None]
+            flagged = gains.get(PRETRAIN) is not None and pretraining_loss_verdict(gains[PRETRAIN]) == NOT_SAME
+            not_same = not_same or flagged
             acc_row = [Cell(group.label if first else ""), Cell(spec.label), Cell(f"Acc. ({UP})")]
             acc_row += [Cell(_fmt(vals[("loss", c)], "loss"), bold.get(("loss", c), False))
                         for c in ("Pretrain", "OOD")]
@@ -218,21 +259,27 @@ def build_table(layout: Layout, results: Sequence[Mapping[str, Any]]) -> Table:
             label = layout.improvement_label
             if "acc" in layout.improvement_rows:
                 row = [Cell(""), Cell(label), Cell(f"Acc. ({UP})"), Cell("-"), Cell("-")]
-                row += [_gain_cell(gains[("acc", c)], "acc") for c in BENCH_COLUMNS]
+                row += [_gain_cell(gains[("acc", c)], "acc", bold[("acc", c)]) for c in BENCH_COLUMNS]
                 rows.append(row)
                 label = ""
             if "loss" in layout.improvement_rows:
                 row = [Cell(""), Cell(label), Cell(f"Loss ({UP})")]
-                row += [_gain_cell(gains[("loss", c)], "loss") for c in ("Pretrain", "OOD", *BENCH_COLUMNS)]
+                row += [_gain_cell(gains[("loss", c)], "loss", bold[("loss", c)],
+                                   flagged and c == "Pretrain") for c in ("Pretrain", "OOD", *BENCH_COLUMNS)]
                 rows.append(row)
-    return Table(layout, header, rows)
+    notes = []
+    if methods:
+        notes.append("± on an improvement: half-width of its 95% CI, " + "; ".join(dict.fromkeys(methods)) + ".")
+    if not_same:
+        notes.append(f"{NOT_SAME_MARK} {NOT_SAME}: the pretraining losses differ by more than {LOSS_THRESHOLD} "
+                     "(paper Sec. 4.1), so the other gains of that row are not at the same pretraining loss.")
+    return Table(layout, header, rows, notes)
 
 
-def _gain_cell(gain, kind: str) -> Cell:
+def _gain_cell(gain: Optional[Difference], kind: str, bold: bool, flag: bool = False) -> Cell:
     if gain is None:
         return Cell("—")
-    diff, ci, bold = gain
-    return Cell(_fmt_diff(diff, kind, ci), bold)
+    return Cell(_fmt_diff(gain.mean, kind, gain.ci) + (f" {NOT_SAME_MARK}" if flag else ""), bold)
 
 
 def to_markdown(table: Table) -> str:
@@ -243,6 +290,8 @@ def to_markdown(table: Table) -> str:
     lines += ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
     for row in table.rows:
         lines.append("| " + " | ".join(f"**{c.text}**" if c.bold else c.text for c in row) + " |")
+    for note in table.notes:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -265,7 +314,9 @@ def to_latex(table: Table) -> str:
         if i and row[0].text:
             lines.append("\\midrule")
         lines.append(" & ".join(f"\\textbf{{{_tex(c.text)}}}" if c.bold else _tex(c.text) for c in row) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    lines += [f"\\par\\footnotesize {_tex(note)}" for note in table.notes]
+    lines.append("\\end{table}")
     return "\n".join(lines) + "\n"
 
 

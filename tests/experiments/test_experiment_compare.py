@@ -8,6 +8,7 @@ from nexus_pretrain.experiments import compare
 from nexus_pretrain.experiments.paper import load_paper
 from nexus_pretrain.experiments.registry import TABLES
 from nexus_pretrain.experiments.runner import PlannedRun
+from nexus_pretrain.report.stats import INCONCLUSIVE, NOT_SAME, SAME
 
 
 def _runs_and_results(pretrain):
@@ -32,7 +33,13 @@ def test_seed_statistics_and_same_loss_check():
     lo, hi = pre.ci
     assert hi == pytest.approx(4.302653 * 0.01 / 3 ** 0.5, abs=1e-5) and lo == pytest.approx(-hi)
     (check,) = compare.same_loss_checks(stats)
-    assert check["same"] and check["seeds"] == 3 and check["paper_delta"] == pytest.approx(0.0)
+    # mean gap 0, but the paired 95% CI (±0.025) exceeds ±0.01: not shown to be the same
+    assert check["verdict"] == INCONCLUSIVE and not check["same"] and check["seeds"] == 3
+    assert check["ci95"] == pytest.approx(pre.ci) and check["paper_delta"] == pytest.approx(0.0)
+    assert check["paper_verdict"] == SAME and check["paper_same"]
+    close = compare.same_loss_checks(compare.seed_stats(spec, *_runs_and_results(
+        {"AdamW": [2.00, 2.02, 2.04], "Nexus": [1.999, 2.018, 2.039]})[1:], {}))
+    assert close[0]["verdict"] == SAME
     md = compare.paper_comparison_markdown(spec, runs, results, load_paper(spec.layout_path))
     assert "| 1B | AdamW | Loss Pretrain | 2.020 ± 0.020 | 1.826 | +0.194 |" in md
 
@@ -41,6 +48,8 @@ def test_different_pretraining_loss_is_flagged():
     spec, runs, results = _runs_and_results({"AdamW": [2.00], "Nexus": [2.05]})
     (check,) = compare.same_loss_checks(compare.seed_stats(spec, runs, results, {}))
     assert not check["same"] and check["delta"] == pytest.approx(-0.05) and check["paper_delta"] is None
+    assert check["verdict"] == NOT_SAME and "| 1B | Nexus - AdamW | -0.0500 | — | not the same pretraining loss |" in \
+        compare.same_loss_markdown([check])
 
 
 def test_our_table_uses_the_layout_labels_and_only_our_runs():

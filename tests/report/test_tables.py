@@ -1,4 +1,5 @@
-"""Paper tables: improvement rows, the bolding rule, seeds (mean ± std, Welch CI) and the three formats."""
+"""Paper tables: improvement rows, the bolding rule, seeds (mean ± std, Welch CI of unpaired runs) and the
+three formats."""
 
 import csv
 import io
@@ -82,10 +83,14 @@ def test_t_quantiles_agree_with_scipy():
 def test_seeds_show_mean_std_and_bold_only_when_the_ci_excludes_zero():
     base_losses = [[2.00, 2.00, 2.00, 2.00, 2, 2, 2, 2], [2.02] * 8, [2.04] * 8]
     runs = [make_result("adamw", 1.80 + 0.01 * i, 1.5, [20.0 + i] * 8, base_losses[i], seed=i) for i in range(3)]
-    # MMLU: 0.05 better with the same spread -> significant; GPQA: 0.02 better but noisy -> not significant
+    # MMLU: 0.05 better with the same spread -> significant; GPQA: 0.02 better but noisy -> not significant.
+    # Seeds 10-12 share no seed with the baseline's 0-2: unpaired runs, so Welch's interval (the paired
+    # case is tests/report/test_significance.py).
     nexus_losses = [[1.95, 1.90] + [2.0] * 6, [1.97, 2.00] + [2.02] * 6, [1.99, 2.10] + [2.04] * 6]
-    runs += [make_result("nexus(adamw)", 1.80 + 0.01 * i, 1.5, [23.0 + i] * 8, nexus_losses[i], seed=i) for i in range(3)]
+    runs += [make_result("nexus(adamw)", 1.80 + 0.01 * i, 1.5, [23.0 + i] * 8, nexus_losses[i], seed=10 + i)
+             for i in range(3)]
     table = build_table(default_layout(runs, baseline="adamw"), runs)
+    assert table.notes == ["± on an improvement: half-width of its 95% CI, Welch (unpaired)."]
     assert _row(table, "adamw", "Acc.")["Pretrain."].text == "1.810 ± 0.010"
     assert _row(table, "adamw", "Acc.")["MMLU"].text == "21.0 ± 1.0"
     loss = next(dict(zip(table.header[3:], r[3:])) for r in table.rows if r[2].text.startswith("Loss (↑)"))
