@@ -22,7 +22,7 @@ ACC_THRESHOLD = 2.0
 
 SAME = "same pretraining loss"
 NOT_SAME = "not the same pretraining loss"
-INCONCLUSIVE = "inconclusive (95% CI exceeds ±0.01)"
+INCONCLUSIVE = f"inconclusive (95% CI exceeds ±{LOSS_THRESHOLD})"
 
 def _t_cdf_above_zero(x: float, df: float, steps: int = 1000) -> float:
     """P(0 < T < x) for Student's t, by Simpson's rule on its density (smooth, so 1000 steps is plenty)."""

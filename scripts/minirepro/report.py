@@ -27,7 +27,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from nexus_pretrain.report.stats import (NOT_SAME, paired_difference, pretraining_loss_verdict,  # noqa: E402
+from nexus_pretrain.report.stats import (LOSS_THRESHOLD, NOT_SAME, paired_difference, pretraining_loss_verdict,  # noqa: E402
                                         summarize)
 
 
@@ -121,7 +121,7 @@ def claims_table(runs: Mapping[str, Dict], seeds: Sequence[int], columns: Sequen
               "|---|---|---|---|---|")
     lines = [header, *rows]
     if out and out[0]["metric"] == "pretrain" and out[0]["verdict"] == NOT_SAME:
-        lines += ["", f"The pretraining losses differ by {abs(out[0]['mean']):.4f} (more than 0.01): the OOD and "
+        lines += ["", f"The pretraining losses differ by {abs(out[0]['mean']):.4f} (more than {LOSS_THRESHOLD}): the OOD and "
                       "downstream differences above are not at the same pretraining loss, so they do not test the "
                       "paper's \"same pretraining loss, better downstream\" claim."]
     return "\n".join(lines), out
