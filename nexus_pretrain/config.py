@@ -54,6 +54,15 @@ class ModelConfig:
     embedding output; fsdp2 and deepspeed compute with bf16 weights anyway): less activation memory and
     traffic, 1B 55.3% -> 56.6% MFU on an H100. embedding (or null, as run configs saved before bfloat16
     became the default say): it keeps the embedding's dtype, fp32 under backend single."""
+    float8: str = "false"
+    """FP8 training of the blocks' large linear layers through torchao (docs/performance-fp8.md): false,
+    true (an error on a GPU without FP8) or auto (on GPUs with FP8, compute capability 8.9+; CPU runs stay
+    as they are). Backends single and fsdp2 (FP8 weight all-gather with tensorwise); not deepspeed."""
+    float8_recipe: str = "tensorwise"
+    """tensorwise (one scale per tensor, fastest) or rowwise (one scale per row)."""
+    float8_min_dim: Optional[int] = None
+    """A linear layer converts when 2KN/(K+N) of its input and output sizes reaches this (a square layer:
+    its width); null: the recipe's measured default. The output head always stays bf16."""
 
 
 @dataclass
@@ -364,6 +373,7 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
 def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     """Check values and cross-field constraints; raise ConfigError naming the first bad key."""
     from nexus_pretrain.model.presets import PRESETS, RESIDUAL_DTYPES  # noqa: PLC0415 (keeps torch out of the import)
+    from nexus_pretrain.model.float8 import FLOAT8_MODES, FLOAT8_RECIPES, float8_mode  # noqa: PLC0415
 
     for section in fields(cfg):
         group = getattr(cfg, section.name)
@@ -379,6 +389,11 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _choice("model.attention", m.attention, ("auto", "sdpa", "flash"))
     if m.residual_dtype is not None:
         _choice("model.residual_dtype", m.residual_dtype, RESIDUAL_DTYPES)
+    m.float8 = float8_mode(m.float8)
+    _choice("model.float8", m.float8, FLOAT8_MODES)
+    _choice("model.float8_recipe", m.float8_recipe, FLOAT8_RECIPES)
+    if m.float8_min_dim is not None:
+        _positive("model.float8_min_dim", m.float8_min_dim, allow_zero=True)
 
     _choice("optim.name", o.name, OPTIMIZERS)
     _positive("optim.lr", o.lr)
@@ -444,6 +459,9 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _require(world_size % b.replicate == 0,
              f"backend.replicate={b.replicate} does not divide the world size {world_size}")
     _positive("backend.timeout_minutes", b.timeout_minutes)
+    _require(not (b.name == "deepspeed" and m.float8 == "true"),
+             "model.float8=true with backend.name=deepspeed is not supported (ZeRO's flattened bf16 parameters "
+             "bypass torchao's FP8 linears); use backend.name=fsdp2 or single, or model.float8=false")
     _require(not (b.name == "deepspeed" and o.outer == "muon" and o.name == "nexus") and
              not (b.name == "deepspeed" and o.name == "muon"),
              "optim muon with backend.name=deepspeed: ZeRO flattens parameters, so Muon's per-matrix "

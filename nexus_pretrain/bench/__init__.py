@@ -1,6 +1,7 @@
-"""nexus-bench: training-step time, tokens/s, MFU and peak memory on one device, for our model and
-Hugging Face's LlamaForCausalLM of the same shape under the same settings, each under AdamW and
-Nexus, with the ratios Nexus/AdamW and ours/HF. A benchmark to run, not a timed test."""
+"""nexus-bench: training-step time, tokens/s, MFU and peak memory on one device, for our model (also
+with FP8 linears: --float8) and Hugging Face's LlamaForCausalLM of the same shape under the same
+settings, each under AdamW and Nexus, with the ratios Nexus/AdamW, FP8/bf16 and ours/HF. MFU counts
+against the GPU's dense bf16 peak, FP8 runs too. A benchmark to run, not a timed test."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 
 from nexus_pretrain.bench.models import MODELS, build_model
 from nexus_pretrain.config import ModelConfig, OptimConfig
+from nexus_pretrain.model.float8 import FLOAT8_RECIPES, float8_layers
 from nexus_pretrain.model.llama import flops_per_token, head_sequence_losses
 from nexus_pretrain.model.presets import RESIDUAL_DTYPES, mfu_parameters, resolve_model_args
 from nexus_pretrain.optim.build import build_optimizer
@@ -70,6 +72,11 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
                         "by block size and state (blocks: timing unchanged)")
     p.add_argument("--activation-checkpointing", type=int, default=0, metavar="N",
                    help="recompute every N-th block in backward (0: none; HF: every layer when N > 0)")
+    p.add_argument("--float8", nargs="?", const="tensorwise", choices=FLOAT8_RECIPES,
+                   help="also run our model with FP8 training linears (model.float8=true, recipe tensorwise unless "
+                        "named) right after the bf16 one, and print the FP8/bf16 ratios")
+    p.add_argument("--float8-min-dim", type=int, metavar="N",
+                   help="model.float8_min_dim: convert linear layers with 2KN/(K+N) >= N (default: the recipe's)")
     p.add_argument("--models", default="ours", help=f"comma list of {', '.join(MODELS)}")
     p.add_argument("--optimizers", default="adamw,nexus", help=f"comma list of {', '.join(OPTIMIZERS)}")
     p.add_argument("--in-process", action="store_true",
@@ -147,7 +154,9 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
     if args.sdpa_backend:
         for backend in ("cudnn", "flash", "mem_efficient", "math"):
             getattr(torch.backends.cuda, f"enable_{backend}_sdp")(backend.startswith(args.sdpa_backend))
-    model_cfg = ModelConfig(preset=args.preset, attention=args.attention, residual_dtype=args.residual_dtype)
+    model_cfg = ModelConfig(preset=args.preset, attention=args.attention, residual_dtype=args.residual_dtype,
+                            float8="true" if model_name == "ours_fp8" else "false",
+                            float8_recipe=args.float8 or "tensorwise", float8_min_dim=args.float8_min_dim)
     model_args = resolve_model_args(model_cfg, args.vocab, args.seq_len)
     bench = build_model(model_name, model_args, device, args.compile, args.activation_checkpointing)
     if args.eager_head and model_name == "ours":
@@ -193,7 +202,8 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
     step_time = statistics.median(times)
     tokens_per_s = micro_batch * accum * args.seq_len / step_time
     n_params = mfu_parameters(model_args)  # the same count for both models of this shape
-    out = {"step_s": step_time, "tokens_per_s": tokens_per_s, "micro_batch": micro_batch, "accum": accum}
+    out = {"step_s": step_time, "tokens_per_s": tokens_per_s, "micro_batch": micro_batch, "accum": accum,
+           "float8_layers": len(float8_layers(bench.module))}
     peak = peak_flops(device)
     if peak:
         out["mfu"] = tokens_per_s * flops_per_token(model_args, args.seq_len, n_params) / peak
@@ -266,20 +276,24 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
     """One row per model and optimizer; Nexus-vs-first-optimizer and ours-vs-HF ratios."""
     print(f"preset={args.preset} device={device} seq_len={args.seq_len} micro_batch={args.micro_batch} "
           f"accum={args.accum} steps={args.steps} compile={args.compile} attention={args.attention} "
-          f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing}")
-    print(f"{'model':<6} {'optimizer':<14} {'micro':>5} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "
+          f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing} "
+          f"float8={args.float8} float8_min_dim={args.float8_min_dim} (MFU against the dense bf16 peak)")
+    print(f"{'model':<8} {'optimizer':<14} {'micro':>5} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "
           f"{'boundary ms':>12} {'time vs ' + next(iter(next(iter(results.values())))):>14} {'mem vs same':>12} "
-          f"{'tok/s vs HF':>12}")
+          f"{'tok/s vs HF':>12} {'tok/s vs bf16':>13} {'fp8 layers':>10}")
     for model, runs in results.items():
         base = next(iter(runs.values()))
         for opt, r in runs.items():
             hf = results.get("hf", {}).get(opt)
             mem_ratio = r["peak_mem_gib"] / base["peak_mem_gib"] if "peak_mem_gib" in r else None
             vs_hf = r["tokens_per_s"] / hf["tokens_per_s"] if hf and model != "hf" else None
+            bf16 = results.get("ours", {}).get(opt) if model == "ours_fp8" else None
+            vs_bf16 = r["tokens_per_s"] / bf16["tokens_per_s"] if bf16 else None
             micro = r.get("micro_batch", args.micro_batch)
-            print(f"{model:<6} {opt:<14} {micro:>5} {r['step_s']:>8.3f} {r['tokens_per_s']:>10.0f} {_fmt(r.get('mfu'), '.1%'):>7} "
+            print(f"{model:<8} {opt:<14} {micro:>5} {r['step_s']:>8.3f} {r['tokens_per_s']:>10.0f} {_fmt(r.get('mfu'), '.1%'):>7} "
                   f"{_fmt(r.get('peak_mem_gib'), '.2f'):>9} {_fmt(r.get('boundary_ms'), '.1f'):>12} "
-                  f"{r['step_s'] / base['step_s']:>14.3f} {_fmt(mem_ratio, '.3f'):>12} {_fmt(vs_hf, '.3f'):>12}")
+                  f"{r['step_s'] / base['step_s']:>14.3f} {_fmt(mem_ratio, '.3f'):>12} {_fmt(vs_hf, '.3f'):>12} "
+                  f"{_fmt(vs_bf16, '.3f'):>13} {r.get('float8_layers', 0):>10}")
     phases = [(m, o, r["peak_gib_by_phase"]) for m, runs in results.items() for o, r in runs.items()
               if "peak_gib_by_phase" in r]
     if phases:
@@ -295,6 +309,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
     except ValueError:
         raise SystemExit(f"--device {args.device}: no GPU is visible; use --device cpu") from None
     models = _names(args.models, MODELS, "--models")
+    if args.float8 and "ours" in models and "ours_fp8" not in models:
+        models.insert(models.index("ours") + 1, "ours_fp8")
     optimizers = _names(args.optimizers, OPTIMIZERS, "--optimizers")
     if args.json:
         print(json.dumps(run_one(models[0], optimizers[0], args, device)))

@@ -9,9 +9,11 @@ from typing import Callable
 
 import torch
 
+from nexus_pretrain.model.float8 import apply_float8
 from nexus_pretrain.model.llama import Llama, ModelArgs, compile_regions, to_autocast_dtype
 
-MODELS = ("ours", "hf")
+MODELS = ("ours", "ours_fp8", "hf")
+"""ours_fp8: ours with model.float8=true (FP8 training linears, nexus-bench --float8)."""
 
 
 @dataclass
@@ -23,10 +25,12 @@ class BenchModel:
 
 
 def build_ours(args: ModelArgs, device: torch.device, compile: bool, activation_checkpointing: int) -> BenchModel:
-    """Our Llama as the trainer sets it up: regional compile (blocks and the norm-head-loss) and, when
-    ``activation_checkpointing`` is n > 0, every n-th block recomputed in backward."""
+    """Our Llama as the trainer sets it up: FP8 linears as args.float8 asks, regional compile (blocks and
+    the norm-head-loss) and, when ``activation_checkpointing`` is n > 0, every n-th block recomputed in
+    backward."""
     with torch.device(device):
         model = Llama(args)
+    apply_float8(model, device)
     model.activation_checkpointing = activation_checkpointing > 0
     model.recompute_every = max(activation_checkpointing, 1)
     if compile:
@@ -68,8 +72,8 @@ def build_hf(args: ModelArgs, device: torch.device, compile: bool, activation_ch
 
 def build_model(name: str, args: ModelArgs, device: torch.device, compile: bool,
                 activation_checkpointing: int = 0) -> BenchModel:
-    """``ours`` or ``hf`` (see build_ours, build_hf)."""
-    if name == "ours":
+    """``ours``, ``ours_fp8`` (ours with args.float8 as given) or ``hf`` (see build_ours, build_hf)."""
+    if name in ("ours", "ours_fp8"):
         return build_ours(args, device, compile, activation_checkpointing)
     if name == "hf":
         return build_hf(args, device, compile, activation_checkpointing)

@@ -45,6 +45,12 @@ class ModelArgs:
     stream and the activations saved for backward are bf16 on every backend, as FSDP2's and DeepSpeed's
     bf16 weights make them anyway. "embedding": the residual stream has the embedding's dtype, fp32
     under backend single's autocast."""
+    float8: str = "false"
+    """model.float8 (false, true, auto): the backends swap the blocks' large linear layers for torchao's
+    FP8 training linears before compiling (model/float8.py)."""
+    float8_recipe: str = "tensorwise"
+    float8_min_dim: int | None = None
+    """Smallest 2KN/(K+N) of a linear layer that converts; None: the recipe's measured default."""
 
     @property
     def head_dim(self) -> int:

@@ -24,6 +24,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
 from nexus_pretrain.config import BackendConfig
+from nexus_pretrain.model.float8 import apply_float8
 from nexus_pretrain.model.llama import compile_regions
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.train.backends import dcp
@@ -74,9 +75,11 @@ class FSDP2:
         return self.rank == 0
 
     def setup(self, model: torch.nn.Module, optim_cfg: "OptimConfig", seed: int) -> Tuple[torch.nn.Module, "StepOptimizer"]:
-        """Shard each block and the root (blocks compiled if asked), then build the optimizer on the shards."""
+        """Convert to FP8 (model.float8), shard each block and the root (blocks compiled if asked), then
+        build the optimizer on the shards."""
         model = model.to(self.device)
         model.activation_checkpointing = self.activation_checkpointing
+        apply_float8(model, self.device, fsdp_all_gather=True)  # FP8 weight all-gather where the recipe allows
         if self.compile:
             compile_regions(model)  # before fully_shard, whose hooks then run around the compiled regions
         kwargs = {"mesh": self.mesh}

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Dict, Tuple
 import torch
 
 from nexus_pretrain.config import BackendConfig
+from nexus_pretrain.model.float8 import apply_float8
 from nexus_pretrain.model.llama import compile_regions
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.train.backends import dcp
@@ -57,9 +58,11 @@ class SingleDevice:
         return True
 
     def setup(self, model: torch.nn.Module, optim_cfg: "OptimConfig", seed: int) -> Tuple[torch.nn.Module, "StepOptimizer"]:
-        """Place the model on the device, compile its regions if asked, build the optimizer."""
+        """Place the model on the device, convert it to FP8 (model.float8), compile its regions if asked,
+        build the optimizer."""
         model = model.to(self.device)
         model.activation_checkpointing = self.activation_checkpointing
+        apply_float8(model, self.device)
         if self.compile:
             compile_regions(model)
         return model, build_optimizer(optim_cfg, model, seed=seed, compile=self.compile)

@@ -1,0 +1,177 @@
+"""FP8 training of the transformer blocks' linear layers through torchao's float8 training
+(``model.float8``): the matmuls of forward and backward run in FP8 with dynamic scaling, the weights,
+their gradients and the optimizer (Nexus's fp32 master weights and inner step included) are unchanged.
+
+Only layers large enough to gain convert (``model.float8_min_dim``); the output head stays in bf16.
+The backends call :func:`apply_float8` after placing the model and before compiling or sharding it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import TYPE_CHECKING, Any, List, Optional
+
+if TYPE_CHECKING:  # config validation reads the constants below without paying for importing torch
+    import torch
+    from torch import nn
+
+FLOAT8_MODES = ("false", "true", "auto")
+"""model.float8's values: never, always (on a GPU that lacks FP8 it is an error), on GPUs with FP8."""
+
+FLOAT8_RECIPES = ("tensorwise", "rowwise")
+"""torchao's scaling recipes: one scale per tensor (fastest), or one per row (finer, slower)."""
+
+DEFAULT_MIN_DIM = {"tensorwise": 1536, "rowwise": 1536}
+"""The smallest harmonic mean of a layer's input and output sizes that converts, per recipe
+(model.float8_min_dim=null); measured per layer shape by scripts/bench_float8_layers.py."""
+
+HEAD = "output"
+"""The output head's name: it stays in bf16 (see docs/performance-fp8.md)."""
+
+
+def float8_mode(value: Any) -> str:
+    """model.float8 as one of FLOAT8_MODES (Hydra may hand a YAML boolean or its string form)."""
+    return str(value).lower()
+
+
+def fp8_capable(device: torch.device) -> bool:
+    """Whether ``device`` is a GPU with FP8 matrix units (compute capability 8.9: Ada, Hopper, later)."""
+    import torch  # noqa: PLC0415
+
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def torchao_available() -> bool:
+    """Whether torchao's float8 training can be imported (the ``gpu`` extra installs it)."""
+    try:
+        import torchao.float8  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def wants_float8(mode: str, device: torch.device) -> bool:
+    """Whether model.float8=``mode`` converts the model on ``device``: auto only on an FP8 GPU with
+    torchao installed (warning when torchao is missing there); true everywhere but on a GPU without
+    FP8 (ValueError). On CPU, true emulates FP8 (see convert)."""
+    import torch  # noqa: PLC0415
+
+    mode = float8_mode(mode)
+    if mode not in FLOAT8_MODES:
+        raise ValueError(f"model.float8={mode!r} is not one of {', '.join(FLOAT8_MODES)}")
+    if mode == "false":
+        return False
+    if mode == "auto":
+        if fp8_capable(device) and not torchao_available():
+            warnings.warn("model.float8=auto: this GPU has FP8 but torchao is not installed, so training stays in "
+                          "bf16; pip install 'nexus_pretrain[gpu]'", stacklevel=2)
+            return False
+        return fp8_capable(device)
+    if device.type == "cuda" and not fp8_capable(device):
+        raise ValueError(f"model.float8=true but {torch.cuda.get_device_name(device)} has no FP8 matmuls (compute "
+                         "capability 8.9 or newer needed); use model.float8=auto or false")
+    if not torchao_available():
+        raise ValueError("model.float8=true needs torchao; pip install 'nexus_pretrain[gpu]' (or torchao==0.18.0)")
+    return True
+
+
+def harmonic_dim(in_features: int, out_features: int) -> float:
+    """2 K N / (K + N): the width of a square layer with the same ratio of matmul work to casting
+    traffic (each FP8 cast reads and writes M x K or M x N values, the matmul does M x K x N)."""
+    return 2 * in_features * out_features / (in_features + out_features)
+
+
+def converts(module: nn.Module, fqn: str, min_dim: float) -> bool:
+    """Whether a module of the model becomes an FP8 linear: a linear layer other than the output head,
+    both sizes multiples of 16 (FP8 matmuls need it), harmonic_dim at least ``min_dim``."""
+    from torch import nn  # noqa: PLC0415
+
+    if not isinstance(module, nn.Linear) or fqn.split(".")[-1] == HEAD:
+        return False
+    k, n = module.in_features, module.out_features
+    return k % 16 == 0 and n % 16 == 0 and harmonic_dim(k, n) >= min_dim
+
+
+def float8_config(recipe: str, fsdp_all_gather: bool = False, emulate: bool = False):
+    """torchao's Float8LinearConfig of a recipe; ``fsdp_all_gather`` has FSDP2 gather the weights in
+    FP8 (tensorwise only: rowwise scales cannot be computed on shards); ``emulate`` rounds the operands
+    to FP8 as on a GPU but multiplies them in high precision."""
+    from torchao.float8 import Float8LinearConfig  # noqa: PLC0415
+
+    if recipe not in FLOAT8_RECIPES:
+        raise ValueError(f"model.float8_recipe={recipe!r} is not one of {', '.join(FLOAT8_RECIPES)}")
+    config = Float8LinearConfig.from_recipe_name(recipe)
+    return dataclasses.replace(config, emulate=emulate,
+                               enable_fsdp_float8_all_gather=fsdp_all_gather and recipe == "tensorwise")
+
+
+def _qkv_class():
+    """Float8QKVProjection, defined on first use so that importing this module needs no torchao."""
+    global _QKV_CLASS
+    if _QKV_CLASS is None:
+        import torch  # noqa: PLC0415
+        from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415
+
+        class Float8QKVProjection(Float8Linear):
+            """model.llama.QKVProjection in FP8: one FP8 matmul on the stacked (q; k; v) weight, then
+            split, so the input is cast to FP8 once and the matmul is as wide as the three together."""
+
+            sizes: List[int]
+
+            def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+                return list(super().forward(x).split(self.sizes, dim=-1))
+
+            @classmethod
+            def from_float(cls, mod, config=None):
+                new = super().from_float(mod, config=config)
+                new.sizes = list(mod.sizes)
+                return new
+
+        _QKV_CLASS = Float8QKVProjection
+    return _QKV_CLASS
+
+
+_QKV_CLASS = None
+
+
+def convert(model: nn.Module, recipe: str = "tensorwise", min_dim: Optional[float] = None,
+            fsdp_all_gather: bool = False, emulate: bool = False) -> List[str]:
+    """Swap the model's qualifying linear layers (see converts) for torchao's FP8 training linears, in
+    place; ``min_dim`` None takes the recipe's DEFAULT_MIN_DIM; for fsdp_all_gather and emulate see
+    float8_config. Returns the converted modules' names."""
+    from torchao.float8 import convert_to_float8_training  # noqa: PLC0415
+
+    from nexus_pretrain.model.llama import QKVProjection  # noqa: PLC0415
+
+    min_dim = DEFAULT_MIN_DIM[recipe] if min_dim is None else min_dim
+    config = float8_config(recipe, fsdp_all_gather, emulate)
+    chosen = [name for name, module in model.named_modules() if converts(module, name, min_dim)]
+    qkv = [name for name in chosen if isinstance(model.get_submodule(name), QKVProjection)]
+    plain = set(chosen) - set(qkv)
+    convert_to_float8_training(model, module_filter_fn=lambda module, fqn: fqn in plain, config=config)
+    for name in qkv:
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, _qkv_class().from_float(getattr(owner, child), config=config))
+    return chosen
+
+
+def apply_float8(model: nn.Module, device: torch.device, fsdp_all_gather: bool = False) -> List[str]:
+    """Convert a Llama (on ``device``, not yet compiled or sharded) as its model.float8,
+    float8_recipe and float8_min_dim ask, emulated off the GPU (PyTorch's CPU FP8 matmuls are ~200x
+    slower than emulation); returns the converted layers' names ([] when it stays bf16)."""
+    args = getattr(model, "args", None)  # a Llama's ModelArgs; other modules stay as they are
+    if args is None or not wants_float8(args.float8, device):
+        return []
+    return convert(model, args.float8_recipe, args.float8_min_dim, fsdp_all_gather=fsdp_all_gather,
+                   emulate=device.type != "cuda")
+
+
+def float8_layers(model: nn.Module) -> List[str]:
+    """Names of the model's FP8 linear layers."""
+    if not torchao_available():
+        return []
+    from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415
+
+    return [name for name, module in model.named_modules() if isinstance(module, Float8Linear)]

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# FP8 training (model.float8) measured on one GPU, in two calls of under ten minutes each:
+#   main:  where FP8 pays per layer (bench_float8_layers.py: every distinct linear layer of 130M, 520M, 1B
+#          and 3B at its micro-batch, bf16 against tensorwise and rowwise FP8), then nexus-bench --float8 at
+#          520M and 1B (global batch 256 x 2048, AdamW and Nexus), and 1B with the rowwise recipe;
+#   3b_loss: nexus-bench --float8 at 3B, then the same-loss check: nexus-train 520M for 500 steps of 32 x 512
+#          tokens on the mini reproduction's corpus (data/minirepro/shards: build_corpus.py and nexus-data
+#          prepare, see docs/performance-fp8.md), AdamW, the same seed and batches, bf16 and FP8 (every
+#          block linear converted: model.float8_min_dim=0), both at once on the GPU.
+# Each call prints the GPU's clocks and its measured matmul and copy ceilings first, and the torch and
+# torchao versions. Results (JSON, logs, metrics) go to $OUT/gpu_float8.tgz, refreshed after each run. On
+# machines without a package index, hydra/omegaconf/torchao travel as wheels in .whl.
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_float8}; RES=/tmp/gpu_float8_results; mkdir -p "$OUT" "$RES"
+export TMPDIR=${TMPDIR:-$(mktemp -d)}
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
+pack() { tar czf "$OUT/gpu_float8.tgz" -C "$RES" .; }
+clocks() { nvidia-smi --query-gpu=name,memory.total,clocks.sm,power.draw,power.limit,temperature.gpu,clocks_event_reasons.active \
+  --format=csv,noheader | tee -a "$RES/gpu.txt"; }
+clocks
+python3 -c "import torch, torchao; print('torch', torch.__version__, 'torchao', torchao.__version__)" 2>&1 \
+  | grep -v "Failed to load\|register_constant" | tee -a "$RES/gpu.txt"
+python3 scripts/bench_matmul.py --iters 20 2>&1 | tee -a "$RES/gpu.txt"
+bench() {  # NAME SECONDS ARGS...: one nexus-bench run, its table in NAME.log and results in NAME.json
+  local name=$1 limit=$2; shift 2
+  echo "=== $name: $*"
+  timeout "$limit" python3 -m nexus_pretrain.bench --compile --seq-len 2048 --in-process --json-out "$RES/$name.json" "$@" \
+    > "$RES/$name.log" 2>&1
+  echo "exit $? after ${SECONDS}s"; grep -v Warning "$RES/$name.log" | grep -A20 "^preset="
+  pack
+}
+loss_run() {  # NAME SECONDS OVERRIDES...: nexus-train 520M for 500 steps of 32 x 512 tokens, in the background
+  local name=$1 limit=$2; shift 2
+  timeout "$limit" python3 -m nexus_pretrain model=llama_520m data=minirepro optim=adamw optim.lr=1e-3 \
+    trainer.global_batch=32 trainer.micro_batch=32 trainer.max_steps=500 trainer.log_every=5 trainer.eval_every=250 \
+    trainer.checkpoint_every=0 trainer.export_hf=false trainer.compile=true trainer.seed=0 logging.progress_bar=false \
+    trainer.run_dir=/tmp/$name "$@" > "$RES/$name.log" 2>&1
+  echo "$name exit $? after ${SECONDS}s"; cp /tmp/$name/metrics.jsonl "$RES/${name}_metrics.jsonl"
+}
+paper="--global-batch 256 --float8 --optimizers adamw,nexus"
+case "${1:-main}" in
+  main)
+    timeout 200 python3 scripts/bench_float8_layers.py --presets llama_1b:16,llama_3b:4,llama_520m:16,llama_130m:64 \
+      --head --json-out "$RES/layers.json" 2>&1 | grep -v "Failed to load\|register_constant\|Warning" | tee "$RES/layers.log"
+    pack
+    bench 1b 250 --preset llama_1b --micro-batch 16 $paper --steps 2 --warmup 1
+    bench 520m 170 --preset llama_520m --micro-batch 16 $paper --steps 2 --warmup 1
+    bench 1b_rowwise 90 --preset llama_1b --micro-batch 16 --global-batch 256 --float8 rowwise --models ours_fp8 \
+      --optimizers adamw --steps 1 --warmup 1
+    clocks; pack
+    ;;
+  3b_loss)
+    bench 3b 300 --preset llama_3b --micro-batch 4 $paper --steps 1 --warmup 1
+    loss_run loss_bf16 270 &
+    loss_run loss_fp8 270 model.float8=true model.float8_min_dim=0 &
+    wait
+    tail -n 3 "$RES"/loss_*.log
+    clocks; pack
+    ;;
+  *) echo "usage: $0 main|3b_loss"; exit 2 ;;
+esac

@@ -1,0 +1,203 @@
+"""FP8 training (model.float8): the config switch, which layers convert, the FP8 arithmetic (emulated on
+CPU: operands rounded to FP8 exactly as on the GPU, multiplied in fp32), the trainer and nexus-bench with
+it. GPU-only checks (real FP8 matmuls, compiled) are marked gpu and skip elsewhere."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from nexus_pretrain.cli import check_overrides
+from nexus_pretrain.config import ConfigError, ModelConfig
+from nexus_pretrain.model import float8
+from nexus_pretrain.model.llama import Llama, QKVProjection
+from nexus_pretrain.model.presets import resolve_model_args
+
+BLOCK_LINEARS = ("attention.wqkv", "attention.wo", "feed_forward.w13", "feed_forward.w2")
+E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max
+
+
+def meta_model(preset: str, **overrides) -> Llama:
+    with torch.device("meta"):
+        return Llama(resolve_model_args(ModelConfig(preset=preset, **overrides), 32000, 2048))
+
+
+def block_names(n_layers: int, layers=BLOCK_LINEARS) -> list:
+    return [f"layers.{i}.{name}" for i in range(n_layers) for name in layers]
+
+
+def fp8_round(t: torch.Tensor) -> torch.Tensor:
+    """t rounded to FP8 e4m3 with one dynamic scale (max |t| maps to the format's largest value)."""
+    scale = (E4M3_MAX / t.abs().max().double()).float()
+    return (t * scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).float() / scale
+
+
+# ------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("value, normalized", [("true", "true"), ("True", "true"), ("auto", "auto"),
+                                               ("false", "false")])
+def test_float8_values_are_accepted(value, normalized):
+    check_overrides([f"model.float8={value}", "model.float8_recipe=rowwise", "model.float8_min_dim=0"])
+    assert float8.float8_mode(value) == normalized
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.float8=yes"], "model.float8='yes' is not one of false, true, auto"),
+    (["model.float8_recipe=blockwise"], "model.float8_recipe='blockwise' is not one of tensorwise, rowwise"),
+    (["model.float8_min_dim=-1"], "model.float8_min_dim=-1 must be >= 0"),
+    (["model.float8=true", "backend=deepspeed"], "model.float8=true with backend.name=deepspeed is not supported"),
+])
+def test_bad_float8_settings_fail_with_one_line(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        check_overrides(overrides)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_auto_with_deepspeed_is_accepted_and_leaves_cpu_runs_untouched():
+    check_overrides(["model.float8=auto", "backend=deepspeed"])  # DeepSpeed never converts: auto stays bf16
+    model = Llama(resolve_model_args(ModelConfig(preset="tiny", float8="auto", float8_min_dim=0), 256, 32))
+    assert float8.apply_float8(model, torch.device("cpu")) == []
+    assert all(type(m) in (nn.Linear, QKVProjection) for m in model.modules() if isinstance(m, nn.Linear))
+    assert not float8.wants_float8("false", torch.device("cpu"))
+
+
+# ---------------------------------------------------------------------------------- layer selection
+def test_harmonic_dim_of_square_and_wide_layers():
+    assert float8.harmonic_dim(2048, 2048) == 2048
+    assert float8.harmonic_dim(2048, 6144) == 3072
+
+
+def test_large_presets_convert_every_block_linear_and_never_the_head():
+    for preset, n_layers in (("llama_1b", 24), ("llama_3b", 34)):
+        model = meta_model(preset)
+        chosen = [name for name, m in model.named_modules() if float8.converts(m, name, float8.DEFAULT_MIN_DIM["tensorwise"])]
+        assert chosen == block_names(n_layers)
+        assert float8.converts(model.output, "output", 0) is False
+
+
+def test_small_layers_stay_bf16():
+    model = meta_model("llama_130m")  # dim 768, ffn 2048: every 2KN/(K+N) is below 1,300
+    assert not [name for name, m in model.named_modules() if float8.converts(m, name, float8.DEFAULT_MIN_DIM["tensorwise"])]
+    # 520M at the default: q/k/v, gate/up and down convert; the square 1280 x 1280 attention output does not.
+    chosen = [name for name, m in meta_model("llama_520m").named_modules() if float8.converts(m, name, 1536)]
+    assert chosen == block_names(26, ("attention.wqkv", "feed_forward.w13", "feed_forward.w2"))
+    assert not float8.converts(nn.Linear(4096, 1000), "x", 0)  # 1000 is not a multiple of 16
+
+
+def test_conversion_swaps_the_chosen_modules_and_keeps_the_weights():
+    pytest.importorskip("torchao")
+    from torchao.float8.float8_linear import Float8Linear
+
+    model = Llama(resolve_model_args(ModelConfig(preset="tiny"), 256, 32))
+    weights = {name: p for name, p in model.named_parameters()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    chosen = float8.convert(model, "tensorwise", min_dim=0, emulate=True)
+    assert chosen == block_names(4) == float8.float8_layers(model)
+    assert all(isinstance(model.get_submodule(name), Float8Linear) for name in chosen)
+    assert type(model.output) is nn.Linear
+    assert model.layers[0].attention.wqkv.sizes == [128, 64, 64]
+    # The same Parameter objects (an optimizer built before or after sees the same tensors), same checkpoint keys.
+    assert all(p is weights[name] for name, p in model.named_parameters())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------- arithmetic
+def test_fp8_linear_rounds_operands_to_fp8():
+    pytest.importorskip("torchao")
+    holder = nn.Sequential(nn.Linear(64, 48, bias=False))
+    weight = holder[0].weight.detach().clone()
+    float8.convert(holder, "tensorwise", min_dim=0, emulate=True)
+    x = torch.randn(8, 64)
+    out = holder(x)
+    expected = fp8_round(x) @ fp8_round(weight).t()
+    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert (out - x @ weight.t()).norm() / expected.norm() > 0.005  # FP8 rounding did happen
+
+
+def test_fp8_qkv_projection_is_one_fp8_matmul_split_into_q_k_v():
+    pytest.importorskip("torchao")
+    holder = nn.Sequential(QKVProjection(64, [64, 32, 32]))
+    weight = holder[0].weight.detach().clone()
+    float8.convert(holder, "tensorwise", min_dim=0, emulate=True)
+    x = torch.randn(2, 5, 64, requires_grad=True)
+    q, k, v = holder[0](x)
+    expected = (fp8_round(x) @ fp8_round(weight).t()).split([64, 32, 32], dim=-1)
+    for got, want in zip((q, k, v), expected):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    (q.sum() + 2 * k.sum() + 3 * v.sum()).backward()
+    assert holder[0].weight.grad.shape == (128, 64) and x.grad.shape == x.shape
+
+
+# ---------------------------------------------------------------------------- trainer and bench
+SMALL = ["model.dim=64", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1", "model.ffn_dim=128",
+         "data.seq_len=32", "data.eval_sequences=4", "trainer.global_batch=8", "trainer.micro_batch=4",
+         "schedule.warmup_steps=1", "schedule.decay_steps=2", "trainer.max_steps=4", "trainer.log_every=1",
+         "trainer.eval_every=0", "trainer.checkpoint_every=0", "trainer.export_hf=false",
+         "logging.progress_bar=false"]
+
+
+def train_losses(tmp_path, *overrides):
+    from nexus_pretrain.demo import compose_config
+    from nexus_pretrain.train.trainer import Trainer
+
+    trainer = Trainer(compose_config([*SMALL, f"trainer.run_dir={tmp_path}", *overrides]))
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    return trainer, [r["loss"] for r in records if "loss" in r]
+
+
+def test_trainer_with_nexus_trains_fp8_linears_on_fp32_master_weights(tmp_path):
+    pytest.importorskip("torchao")
+    from torchao.float8.float8_linear import Float8Linear
+
+    _, reference = train_losses(tmp_path / "fp32", "optim=nexus")
+    trainer, losses = train_losses(tmp_path / "fp8", "optim=nexus", "model.float8=true", "model.float8_min_dim=0",
+                                   "trainer.activation_checkpointing=true")
+    assert sum(isinstance(m, Float8Linear) for m in trainer.model.modules()) == 8
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert len(losses) == len(reference) == 4
+    for fp8, exact in zip(losses, reference):  # same seed and batches: FP8 rounding moves the loss by < 1%
+        assert abs(fp8 - exact) < 0.01 * exact
+
+
+def test_bench_float8_adds_the_fp8_model_and_its_ratio(capsys):
+    pytest.importorskip("torchao")
+    from nexus_pretrain.bench import main
+
+    results = main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--accum", "1",
+                    "--steps", "1", "--warmup", "1", "--device", "cpu", "--optimizers", "adamw", "--float8",
+                    "--float8-min-dim", "0", "--in-process"])
+    assert list(results) == ["ours", "ours_fp8"]
+    assert results["ours"]["adamw"]["float8_layers"] == 0 and results["ours_fp8"]["adamw"]["float8_layers"] == 16
+    assert "tok/s vs bf16" in capsys.readouterr().out
+
+
+# -------------------------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+                    reason="needs a GPU with FP8 (compute capability 8.9+)")
+@pytest.mark.parametrize("recipe", float8.FLOAT8_RECIPES)
+def test_compiled_fp8_model_on_gpu_matches_bf16(recipe):
+    pytest.importorskip("torchao")
+    from nexus_pretrain.model.llama import compile_regions
+
+    device = torch.device("cuda")
+    args = resolve_model_args(ModelConfig(preset="tiny", dim=256, ffn_dim=768, float8="auto", float8_recipe=recipe,
+                                          float8_min_dim=0), 256, 128)
+    torch.manual_seed(0)
+    with device:
+        fp8, bf16 = Llama(args), Llama(args)
+    bf16.load_state_dict(fp8.state_dict())
+    assert float8.apply_float8(fp8, device) == block_names(4)  # auto converts on an FP8 GPU
+    for model in (fp8, bf16):
+        compile_regions(model)
+    tokens = torch.randint(0, 256, (8, 129), device=device)
+    losses = []
+    for model in (fp8, bf16):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(tokens[:, :-1], tokens[:, 1:]).mean()
+        loss.backward()
+        losses.append(loss.item())
+    assert abs(losses[0] - losses[1]) < 0.01 * losses[1]
+    g8, g = fp8.layers[0].feed_forward.w13.weight.grad, bf16.layers[0].feed_forward.w13.weight.grad
+    assert (g8 - g).norm() / g.norm() < 0.2
