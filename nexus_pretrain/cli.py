@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from nexus_pretrain.config import ConfigError, register_configs, validate
+from nexus_pretrain.extras import MissingExtra, check_run_extras
 from nexus_pretrain.paths import CONFIG_DIR
 from nexus_pretrain.threads import set_default_threads
 
@@ -54,11 +55,13 @@ def check_overrides(overrides: List[str]) -> None:
         raise ConfigError(_one_line(error)) from None
     validate(cfg, world_size=int(os.environ.get("WORLD_SIZE", 1)))
     check_prepared(cfg.data)
+    check_run_extras(cfg)
 
 
 def _train_app(cfg) -> None:
     from omegaconf import OmegaConf
 
+    from nexus_pretrain.train.errors import RunError
     from nexus_pretrain.train.trainer import Trainer
 
     from hydra.core.hydra_config import HydraConfig
@@ -71,12 +74,19 @@ def _train_app(cfg) -> None:
         from nexus_pretrain.overrides import apply_maps
 
         check_prepared(apply_maps(run_config, HydraConfig.get().overrides.task).data)
+        check_run_extras(run_config)
         trainer = Trainer(run_config)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
+    except (ValueError, RunError) as error:  # bad data or init_from weights found at start-up: one line
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     try:
         final = trainer.fit()
+    except RunError as error:  # a refused resume or fresh start, a damaged checkpoint, a full disk: one line
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     finally:
         trainer.close()
     if not trainer.is_main:
@@ -105,6 +115,11 @@ def train(argv: Optional[List[str]] = None) -> None:
     set_default_threads()
 
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        check_run_extras(None, argv)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        sys.exit(2)
     if not any(a.startswith("-") for a in argv):  # Hydra flags (--help, -m, --cfg) go straight to Hydra
         try:
             check_overrides(argv)
@@ -126,7 +141,8 @@ def data(argv: Optional[List[str]] = None) -> None:
     """nexus-data: prepare and inspect the token data the trainer reads."""
     parser = _parser("nexus-data", "Prepare and inspect training data. Subcommands: stats (per-domain token counts "
                                    "and unigram entropy of the embedded corpus), prepare (tokenize recipes into "
-                                   "shards), chinchilla (token and step budgets).")
+                                   "shards), verify (shards against their manifests), chinchilla (token and "
+                                   "step budgets).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("stats", help="tokens, documents and unigram entropy per embedded domain")
     prep = sub.add_parser("prepare", help="tokenize your files (DOMAIN=FILES) or recipes (data_pipelines/recipes/"
@@ -150,6 +166,8 @@ def data(argv: Optional[List[str]] = None) -> None:
                       help="hf: the tokenizer's own encoder; tiktoken: the same byte-level BPE run by tiktoken, "
                            "~4x faster (checked against hf on each recipe's first documents)")
     prep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ver = sub.add_parser("verify", help="check prepared shards against their manifests: sizes, sha256, token ids")
+    ver.add_argument("path", type=Path, help="the --out folder of nexus-data prepare (data.path), or one domain's folder")
     chin = sub.add_parser("chinchilla", help="Chinchilla token budget and optimizer steps for a model preset")
     chin.add_argument("--preset", required=True, help="model preset, e.g. llama_1b")
     chin.add_argument("--multiplier", type=float, default=1.0, help="times the 20 tokens/parameter budget")
@@ -161,6 +179,8 @@ def data(argv: Optional[List[str]] = None) -> None:
             _data_stats()
         elif args.command == "prepare":
             _data_prepare(args)
+        elif args.command == "verify":
+            _data_verify(args.path)
         else:
             from nexus_pretrain.data.chinchilla import chinchilla_tokens, steps_for
 
@@ -173,6 +193,18 @@ def data(argv: Optional[List[str]] = None) -> None:
         sys.exit(2)
 
 
+def _data_verify(path: Path) -> None:
+    from nexus_pretrain.data.verify import verify_path
+
+    passed, problems = verify_path(path)
+    for line in passed:
+        print(f"ok  {line}")
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+
+
 def _prepare_sources(args: argparse.Namespace) -> list:
     """nexus-data prepare's recipes: recipe files as they are, DOMAIN=FILES built from the options."""
     from nexus_pretrain.data.inline import prepare_sources
@@ -182,11 +214,20 @@ def _prepare_sources(args: argparse.Namespace) -> list:
 
 
 def _data_prepare(args: argparse.Namespace) -> None:
-    from nexus_pretrain.data.prepare import DEFAULT_SHARD_TOKENS, prepare
+    import warnings
 
-    summaries = prepare(_prepare_sources(args), args.out, tokenizer=args.tokenizer, workers=args.workers,
-                        shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS, progress=not args.no_progress,
-                        encoder=args.encoder)
+    from nexus_pretrain.data.prepare import DEFAULT_SHARD_TOKENS, ValidationSplitWarning, prepare
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ValidationSplitWarning)
+        summaries = prepare(_prepare_sources(args), args.out, tokenizer=args.tokenizer, workers=args.workers,
+                            shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS, progress=not args.no_progress,
+                            encoder=args.encoder)
+    for warning in caught:
+        if issubclass(warning.category, ValidationSplitWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     total_tokens = sum(s["tokens"] for s in summaries)
     total_seconds = sum(s["seconds"] for s in summaries)
     for s in summaries:
@@ -217,14 +258,14 @@ def evaluate(argv: Optional[List[str]] = None) -> None:
     set_default_threads()
     from nexus_pretrain.evaluation.command import main
 
-    main(argv)
+    _run(main, argv)
 
 
 def report(argv: Optional[List[str]] = None) -> None:
     """nexus-report: compare runs (run directories) or build the paper's tables (results JSONs)."""
     from nexus_pretrain.report.command import main
 
-    main(argv)
+    _run(main, argv)
 
 
 def export(argv: Optional[List[str]] = None) -> None:
@@ -238,13 +279,17 @@ def export(argv: Optional[List[str]] = None) -> None:
     from nexus_pretrain.train.export import export_checkpoint
 
     checkpoint = args.checkpoint
-    if not (checkpoint / ckpt.META_FILE).is_file():
-        checkpoint = ckpt.latest_checkpoint(checkpoint)
-        if checkpoint is None:
-            print(f"error: {args.checkpoint} is neither a complete checkpoint nor a run directory with one",
-                  file=sys.stderr)
-            sys.exit(2)
-    print(f"exported {checkpoint} -> {export_checkpoint(checkpoint, args.out_dir)}")
+    try:
+        if not (checkpoint / ckpt.META_FILE).is_file() and not ckpt.is_sealed(checkpoint):
+            checkpoint = ckpt.latest_valid_checkpoint(checkpoint)  # damaged newer ones skipped with a warning
+            if checkpoint is None:
+                print(f"error: {args.checkpoint} is neither a complete checkpoint nor a run directory with one",
+                      file=sys.stderr)
+                sys.exit(2)
+        print(f"exported {checkpoint} -> {export_checkpoint(checkpoint, args.out_dir)}")
+    except ckpt.CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def analyze(argv: Optional[List[str]] = None) -> None:
@@ -252,7 +297,16 @@ def analyze(argv: Optional[List[str]] = None) -> None:
     set_default_threads()
     from nexus_pretrain.analysis.command import main
 
-    main(argv)
+    _run(main, argv)
+
+
+def _run(main, argv: Optional[List[str]]) -> None:
+    """A command's main; a missing optional dependency ends it with one line naming the extra to install."""
+    try:
+        main(argv)
+    except MissingExtra as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def bench(argv: Optional[List[str]] = None) -> None:

@@ -84,6 +84,16 @@ def _shard_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams, St
     return tokenizer, train, val, ood
 
 
+def shard_domains(cfg: Any, data: RunData) -> List[str]:
+    """The domains a run reads from prepared shards under data.path: training and validation of
+    data.source=shards, and the OOD domains of data.source=shards or sft with data.path set."""
+    if cfg.source == "shards":
+        return list(dict.fromkeys([*data.sampler.domains, *data.ood_streams]))
+    if cfg.source == "sft" and cfg.path:
+        return list(data.ood_streams)
+    return []
+
+
 def load_tokenizer_for(cfg: Any) -> Any:
     """The tokenizer a data config trains with (without loading any tokens)."""
     if cfg.source == "embedded":

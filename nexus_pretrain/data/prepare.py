@@ -15,6 +15,7 @@ import hashlib
 import multiprocessing
 import os
 import time
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain, islice
@@ -69,6 +70,30 @@ def is_validation(domain: str, index: int, val_fraction: float) -> bool:
     """Whether document `index` of a domain is held out: a fixed hash of (domain, index) below val_fraction."""
     digest = hashlib.sha256(f"{domain}/{index}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+MIN_VALIDATION_TOKENS = 32 * 2049
+"""Fewer validation tokens than 32 evaluation windows at the paper's data.seq_len (2048) draw a warning."""
+
+
+class ValidationSplitWarning(UserWarning):
+    """A prepared domain's validation split is empty or too small to evaluate on reliably."""
+
+
+def validation_warning(manifest: Dict[str, Any]) -> Optional[str]:
+    """One line if a prepared domain's validation split is empty or holds under MIN_VALIDATION_TOKENS, else None."""
+    val = manifest["splits"]["val"]
+    domain = manifest["domain"]
+    fix = "add documents" if manifest["ood"] else f"raise the recipe's val_fraction (now {manifest['val_fraction']}) " \
+                                                  "or add documents"
+    if val["tokens"] == 0:
+        return (f"domain {domain!r}: the validation split is empty ({manifest['documents_done']} documents in all); "
+                f"a run evaluating it fails at start-up; {fix}")
+    if val["tokens"] < MIN_VALIDATION_TOKENS:
+        return (f"domain {domain!r}: the validation split holds only {val['tokens']} tokens ({val['documents']} "
+                f"documents), under 32 evaluation windows at the paper's seq_len 2048: its loss is noisy and runs "
+                f"need data.seq_len below {val['tokens']}; {fix}")
+    return None
 
 
 ENCODERS = ("hf", "tiktoken")
@@ -331,8 +356,13 @@ def prepare(recipe_paths: Sequence[str | Path | Recipe], out: str | Path, tokeni
         _init_worker(*init_args, encoder=encoder)
     try:
         digest = tokenizer_hash(tok)
-        return [prepare_recipe(r, out, tok, name, pool, workers, shard_tokens, progress, digest) for r in recipes]
+        summaries = [prepare_recipe(r, out, tok, name, pool, workers, shard_tokens, progress, digest) for r in recipes]
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
+    for recipe in recipes:
+        warning = validation_warning(store.read_manifest(out, recipe.domain))
+        if warning:
+            warnings.warn(warning, ValidationSplitWarning, stacklevel=2)
+    return summaries

@@ -136,6 +136,21 @@ def complete_manifest(root: PathLike, domain: str) -> Dict[str, Any]:
     return manifest
 
 
+def size_problem(path: Path, entry: Dict[str, Any], dtype: np.dtype) -> Optional[str]:
+    """One line saying why a shard is missing or not of its manifest size, or None if it is present and whole."""
+    if not path.is_file():
+        return f"{path}: shard listed in the manifest is missing"
+    size = path.stat().st_size
+    if size != entry["bytes"] or size != entry["tokens"] * dtype.itemsize:
+        return f"{path}: truncated or corrupt shard ({size} bytes, manifest says {entry['bytes']})"
+    return None
+
+
+def checksum_problem(path: Path) -> str:
+    """The one-line error of a shard whose sha256 differs from its manifest's."""
+    return f"{path}: checksum mismatch (sha256 differs from the manifest); prepare it again"
+
+
 def open_stream(root: PathLike, domain: str, split: str, verify: bool = False) -> Union[np.ndarray, ShardedStream]:
     """The token stream of one split of a prepared domain: a memmap, or a ShardedStream over several.
 
@@ -152,13 +167,11 @@ def open_stream(root: PathLike, domain: str, split: str, verify: bool = False) -
     shards = []
     for entry in entries:
         path = Path(root) / domain / split / entry["file"]
-        if not path.is_file():
-            raise ValueError(f"{path}: shard listed in the manifest is missing")
-        size = path.stat().st_size
-        if size != entry["bytes"] or size != entry["tokens"] * dtype.itemsize:
-            raise ValueError(f"{path}: truncated or corrupt shard ({size} bytes, manifest says {entry['bytes']})")
+        problem = size_problem(path, entry, dtype)
+        if problem:
+            raise ValueError(problem)
         if verify and sha256_file(path) != entry["sha256"]:
-            raise ValueError(f"{path}: checksum mismatch (sha256 differs from the manifest); prepare it again")
+            raise ValueError(checksum_problem(path))
         shards.append(np.memmap(path, dtype=dtype, mode="r"))
     return shards[0] if len(shards) == 1 else ShardedStream(shards)
 

@@ -117,10 +117,15 @@ def split_documents(domain: str, split: str, val_fraction: float = 0.05) -> list
     return [doc for i, doc in enumerate(documents) if (i in held_out) == (split == "val")]
 
 
-def default_cache_dir() -> Path:
-    """Root of the token cache: $XDG_CACHE_HOME/nexus_pretrain/embedded, or under ~/.cache."""
+def cache_root() -> Path:
+    """This package's folder in the user's cache: $XDG_CACHE_HOME/nexus_pretrain, or ~/.cache/nexus_pretrain."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "nexus_pretrain" / "embedded"
+    return Path(base) / "nexus_pretrain"
+
+
+def default_cache_dir() -> Path:
+    """Root of the token cache: cache_root()/embedded."""
+    return cache_root() / "embedded"
 
 
 @functools.lru_cache(maxsize=1)

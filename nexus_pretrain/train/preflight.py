@@ -1,0 +1,139 @@
+"""Start-up checks of a training run: what would otherwise fail only after training is checked before
+its first step.
+
+- every validation and OOD stream holds at least one evaluation window (data.seq_len + 1 tokens);
+- the run, checkpoint and export directories can be written;
+- the checkpoint directory's disk has room for one checkpoint (a warning: other files may free space);
+- every token id is below the tokenizer's vocabulary, and prepared shards match their manifest's sizes
+  and sha256 (data/verify.py: read once per dataset, in the background when large).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from nexus_pretrain.config import ConfigError
+from nexus_pretrain.data.build import RunData, shard_domains
+from nexus_pretrain.data.verify import BACKGROUND_BYTES, ShardCheck
+from nexus_pretrain.train.checkpoint import checkpoint_root
+
+FP32_BYTES = 4
+OPTIMIZER_STATE_COPIES = {"adamw": 2, "muon": 2}
+"""fp32 values per parameter an outer optimizer checkpoints: Adam's two moments; Muon keeps one momentum for
+the hidden matrices and Adam's two for the rest (an upper bound). Nexus checkpoints its outer optimizer's
+state (the anchor is saved only mid-window, and checkpoints fall between steps)."""
+
+
+class PreflightWarning(UserWarning):
+    """A start-up check found something likely to fail later (e.g. too little disk for a checkpoint)."""
+
+
+def preflight(cfg: Any, data: RunData, run_dir: Path, n_params: int, is_main: bool = True,
+              background_bytes: int = BACKGROUND_BYTES) -> Optional[ShardCheck]:
+    """Run every start-up check (module docstring); raise ConfigError or ValueError with one line naming the
+    fix. The shard check reads data only on the main rank; it is returned (None without shards) so that a
+    caller may ``wait()`` for one running in the background."""
+    check_heldout_windows(cfg.data, data)
+    check_writable(cfg, Path(run_dir))
+    vocab = len(data.tokenizer)
+    check_token_ids(cfg.data, data, vocab)
+    if not is_main:
+        return None
+    warn_if_disk_short(Path(run_dir), n_params, cfg.optim)
+    domains = shard_domains(cfg.data, data)
+    return ShardCheck(cfg.data.path, domains, vocab, background_bytes) if domains else None
+
+
+def _held_out(data: RunData) -> List[Tuple[str, str, Any]]:
+    return ([("validation split of domain", name, s) for name, s in data.val_streams.items()]
+            + [("OOD domain", name, s) for name, s in data.ood_streams.items()])
+
+
+def check_heldout_windows(data_cfg: Any, data: RunData) -> None:
+    """ConfigError if a validation or OOD stream is shorter than one evaluation window (data.seq_len + 1)."""
+    seq_len = data_cfg.seq_len
+    for kind, name, stream in _held_out(data):
+        if hasattr(stream, "eval_batches"):  # SFT examples are encoded at seq_len and check it themselves
+            continue
+        if len(stream) - 1 < seq_len:
+            fix = ("drop it from data.ood_domains" if kind == "OOD domain" else
+                   "hold out more documents (data.val_fraction, or the recipe's val_fraction for shards)")
+            raise ConfigError(f"data.seq_len={seq_len}: the {kind} {name!r} holds {len(stream)} tokens, fewer than "
+                              f"one evaluation window of seq_len+1; lower data.seq_len to at most "
+                              f"{max(len(stream) - 1, 0)} or {fix}")
+
+
+def output_dirs(cfg: Any, run_dir: Path) -> Dict[str, Path]:
+    """What each directory a run writes is for, and its path."""
+    dirs = {"metrics and config": run_dir, "checkpoints": checkpoint_root(run_dir)}
+    if cfg.trainer.export_hf:
+        dirs["the exported model"] = run_dir / "hf"
+    return dirs
+
+
+def _existing(path: Path) -> Path:
+    """The path itself if it exists, else its nearest existing ancestor (what mkdir would write into)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def writable_problem(path: Path) -> Optional[str]:
+    """Why files cannot be created in ``path`` (or, if it does not exist yet, in the folder that would hold
+    it), or None. Tries a temporary file, so read-only mounts and permissions count, root or not."""
+    existing = _existing(path)
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".nexus_write_check_"):
+            pass
+    except OSError as error:
+        return f"cannot create files in {existing} ({error.strerror or error})"
+    return None
+
+
+def check_writable(cfg: Any, run_dir: Path) -> None:
+    """ConfigError naming trainer.run_dir if the run, checkpoint or export directory cannot be written."""
+    for purpose, path in output_dirs(cfg, run_dir).items():
+        problem = writable_problem(path)
+        if problem:
+            raise ConfigError(f"trainer.run_dir={run_dir}: {problem}, so {purpose} ({path}) could not be saved; "
+                              "choose a writable trainer.run_dir")
+
+
+def checkpoint_bytes(n_params: int, optim_cfg: Any) -> int:
+    """About how many bytes one checkpoint takes: fp32 weights and the outer optimizer's fp32 state."""
+    outer = optim_cfg.outer if optim_cfg.name == "nexus" else optim_cfg.name
+    return n_params * FP32_BYTES * (1 + OPTIMIZER_STATE_COPIES.get(outer, 2))
+
+
+def warn_if_disk_short(run_dir: Path, n_params: int, optim_cfg: Any) -> None:
+    """PreflightWarning if the checkpoint directory's disk has less free space than one checkpoint needs."""
+    folder = _existing(checkpoint_root(run_dir))
+    need, free = checkpoint_bytes(n_params, optim_cfg), shutil.disk_usage(folder).free
+    if free < need:
+        warnings.warn(f"{folder}: {free / 2**30:.2f} GiB free, but one checkpoint takes about {need / 2**30:.2f} GiB "
+                      f"({n_params:,} parameters, fp32 weights and optimizer state); free space or choose another "
+                      "trainer.run_dir before the first checkpoint", PreflightWarning, stacklevel=3)
+
+
+def check_token_ids(data_cfg: Any, data: RunData, vocab: int) -> None:
+    """ValueError naming the domain, split and offset of the first token id >= vocab in an in-memory stream
+    (embedded corpus, cached tokens). Memory-mapped shards are read by data/verify.py instead."""
+    from nexus_pretrain.data.tokens import default_cache_dir
+
+    train = [("training split of domain", name, s) for name, s in getattr(data.sampler, "streams", {}).items()]
+    for kind, name, stream in train + _held_out(data):
+        if not isinstance(stream, np.ndarray) or isinstance(stream, np.memmap) or not len(stream):
+            continue
+        if int(stream.max()) >= vocab:
+            offset = int(np.argmax(stream >= vocab))
+            raise ValueError(f"data.source={data_cfg.source}: the {kind} {name!r} has token id {int(stream[offset])} at "
+                             f"offset {offset}, outside the tokenizer's {vocab} ids; the cached tokens are corrupt or "
+                             f"from another tokenizer: delete {default_cache_dir()} and start again")
