@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import List, Optional
 
 from nexus_pretrain.config import ConfigError, register_configs, validate
-from nexus_pretrain.extras import MissingExtra, check_run_extras
 from nexus_pretrain.paths import CONFIG_DIR
 from nexus_pretrain.threads import set_default_threads
 
@@ -55,13 +54,11 @@ def check_overrides(overrides: List[str]) -> None:
         raise ConfigError(_one_line(error)) from None
     validate(cfg, world_size=int(os.environ.get("WORLD_SIZE", 1)))
     check_prepared(cfg.data)
-    check_run_extras(cfg)
 
 
 def _train_app(cfg) -> None:
     from omegaconf import OmegaConf
 
-    from nexus_pretrain.train.errors import RunError
     from nexus_pretrain.train.trainer import Trainer
 
     from hydra.core.hydra_config import HydraConfig
@@ -74,19 +71,15 @@ def _train_app(cfg) -> None:
         from nexus_pretrain.overrides import apply_maps
 
         check_prepared(apply_maps(run_config, HydraConfig.get().overrides.task).data)
-        check_run_extras(run_config)
         trainer = Trainer(run_config)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
-    except (ValueError, RunError) as error:  # bad data or init_from weights found at start-up: one line
+    except ValueError as error:  # bad data found at start-up (missing, damaged or mismatched shards): one line
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     try:
         final = trainer.fit()
-    except RunError as error:  # a refused resume or fresh start, a damaged checkpoint, a full disk: one line
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     finally:
         trainer.close()
     if not trainer.is_main:
@@ -115,11 +108,6 @@ def train(argv: Optional[List[str]] = None) -> None:
     set_default_threads()
 
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        check_run_extras(None, argv)
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        sys.exit(2)
     if not any(a.startswith("-") for a in argv):  # Hydra flags (--help, -m, --cfg) go straight to Hydra
         try:
             check_overrides(argv)
@@ -258,14 +246,14 @@ def evaluate(argv: Optional[List[str]] = None) -> None:
     set_default_threads()
     from nexus_pretrain.evaluation.command import main
 
-    _run(main, argv)
+    main(argv)
 
 
 def report(argv: Optional[List[str]] = None) -> None:
     """nexus-report: compare runs (run directories) or build the paper's tables (results JSONs)."""
     from nexus_pretrain.report.command import main
 
-    _run(main, argv)
+    main(argv)
 
 
 def export(argv: Optional[List[str]] = None) -> None:
@@ -279,17 +267,13 @@ def export(argv: Optional[List[str]] = None) -> None:
     from nexus_pretrain.train.export import export_checkpoint
 
     checkpoint = args.checkpoint
-    try:
-        if not (checkpoint / ckpt.META_FILE).is_file() and not ckpt.is_sealed(checkpoint):
-            checkpoint = ckpt.latest_valid_checkpoint(checkpoint)  # damaged newer ones skipped with a warning
-            if checkpoint is None:
-                print(f"error: {args.checkpoint} is neither a complete checkpoint nor a run directory with one",
-                      file=sys.stderr)
-                sys.exit(2)
-        print(f"exported {checkpoint} -> {export_checkpoint(checkpoint, args.out_dir)}")
-    except ckpt.CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    if not (checkpoint / ckpt.META_FILE).is_file():
+        checkpoint = ckpt.latest_checkpoint(checkpoint)
+        if checkpoint is None:
+            print(f"error: {args.checkpoint} is neither a complete checkpoint nor a run directory with one",
+                  file=sys.stderr)
+            sys.exit(2)
+    print(f"exported {checkpoint} -> {export_checkpoint(checkpoint, args.out_dir)}")
 
 
 def analyze(argv: Optional[List[str]] = None) -> None:
@@ -297,16 +281,7 @@ def analyze(argv: Optional[List[str]] = None) -> None:
     set_default_threads()
     from nexus_pretrain.analysis.command import main
 
-    _run(main, argv)
-
-
-def _run(main, argv: Optional[List[str]]) -> None:
-    """A command's main; a missing optional dependency ends it with one line naming the extra to install."""
-    try:
-        main(argv)
-    except MissingExtra as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    main(argv)
 
 
 def bench(argv: Optional[List[str]] = None) -> None:
