@@ -7,9 +7,10 @@ PYTEST_ARGS ?= -n 2
 
 .PHONY: install install-dev demo test
 
+# The demo draws a loss-curve figure: the plots extra (matplotlib) comes with it.
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install -q -e .
+	$(PYTHON) -m pip install -q -e '.[plots]'
 
 install-dev:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from nexus_pretrain.config import ConfigError, register_configs, validate
+from nexus_pretrain.extras import MissingExtra, check_run_extras
 from nexus_pretrain.paths import CONFIG_DIR
 from nexus_pretrain.threads import set_default_threads
 
@@ -54,6 +55,7 @@ def check_overrides(overrides: List[str]) -> None:
         raise ConfigError(_one_line(error)) from None
     validate(cfg, world_size=int(os.environ.get("WORLD_SIZE", 1)))
     check_prepared(cfg.data)
+    check_run_extras(cfg)
 
 
 def _train_app(cfg) -> None:
@@ -71,6 +73,7 @@ def _train_app(cfg) -> None:
         from nexus_pretrain.overrides import apply_maps
 
         check_prepared(apply_maps(run_config, HydraConfig.get().overrides.task).data)
+        check_run_extras(run_config)
         trainer = Trainer(run_config)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
@@ -108,6 +111,11 @@ def train(argv: Optional[List[str]] = None) -> None:
     set_default_threads()
 
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        check_run_extras(None, argv)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        sys.exit(2)
     if not any(a.startswith("-") for a in argv):  # Hydra flags (--help, -m, --cfg) go straight to Hydra
         try:
             check_overrides(argv)
@@ -246,14 +254,14 @@ def evaluate(argv: Optional[List[str]] = None) -> None:
     set_default_threads()
     from nexus_pretrain.evaluation.command import main
 
-    main(argv)
+    _run(main, argv)
 
 
 def report(argv: Optional[List[str]] = None) -> None:
     """nexus-report: compare runs (run directories) or build the paper's tables (results JSONs)."""
     from nexus_pretrain.report.command import main
 
-    main(argv)
+    _run(main, argv)
 
 
 def export(argv: Optional[List[str]] = None) -> None:
@@ -281,7 +289,16 @@ def analyze(argv: Optional[List[str]] = None) -> None:
     set_default_threads()
     from nexus_pretrain.analysis.command import main
 
-    main(argv)
+    _run(main, argv)
+
+
+def _run(main, argv: Optional[List[str]]) -> None:
+    """A command's main; a missing optional dependency ends it with one line naming the extra to install."""
+    try:
+        main(argv)
+    except MissingExtra as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def bench(argv: Optional[List[str]] = None) -> None:

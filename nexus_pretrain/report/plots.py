@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
+from nexus_pretrain.extras import require
 from nexus_pretrain.report.runs import optimizer_label
 
 
 def _pyplot():
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plots need")
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
