@@ -61,6 +61,7 @@ def check_overrides(overrides: List[str]) -> None:
 def _train_app(cfg) -> None:
     from omegaconf import OmegaConf
 
+    from nexus_pretrain.train.errors import RunError
     from nexus_pretrain.train.trainer import Trainer
 
     from hydra.core.hydra_config import HydraConfig
@@ -78,11 +79,14 @@ def _train_app(cfg) -> None:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
-    except ValueError as error:  # bad data found at start-up (missing, damaged or mismatched shards): one line
+    except (ValueError, RunError) as error:  # bad data or init_from weights found at start-up: one line
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     try:
         final = trainer.fit()
+    except RunError as error:  # a refused resume or fresh start, a damaged checkpoint, a full disk: one line
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     finally:
         trainer.close()
     if not trainer.is_main:
@@ -275,13 +279,17 @@ def export(argv: Optional[List[str]] = None) -> None:
     from nexus_pretrain.train.export import export_checkpoint
 
     checkpoint = args.checkpoint
-    if not (checkpoint / ckpt.META_FILE).is_file():
-        checkpoint = ckpt.latest_checkpoint(checkpoint)
-        if checkpoint is None:
-            print(f"error: {args.checkpoint} is neither a complete checkpoint nor a run directory with one",
-                  file=sys.stderr)
-            sys.exit(2)
-    print(f"exported {checkpoint} -> {export_checkpoint(checkpoint, args.out_dir)}")
+    try:
+        if not (checkpoint / ckpt.META_FILE).is_file() and not ckpt.is_sealed(checkpoint):
+            checkpoint = ckpt.latest_valid_checkpoint(checkpoint)  # damaged newer ones skipped with a warning
+            if checkpoint is None:
+                print(f"error: {args.checkpoint} is neither a complete checkpoint nor a run directory with one",
+                      file=sys.stderr)
+                sys.exit(2)
+        print(f"exported {checkpoint} -> {export_checkpoint(checkpoint, args.out_dir)}")
+    except ckpt.CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def analyze(argv: Optional[List[str]] = None) -> None:

@@ -1,4 +1,4 @@
-"""The experiment files in configs/experiment/: names, sweep grids, Chinchilla budgets and composition."""
+"""The experiment files in configs/experiment/: names, sweep grids, token budgets and composition."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import yaml
 
@@ -52,37 +52,46 @@ def sweep_points(name: str, scale: str = "paper") -> List[Dict[str, str]]:
 
 
 @dataclass(frozen=True)
-class ChinchillaSpec:
-    """The budget an experiment file declares in its ``# chinchilla:`` comment line."""
+class BudgetSpec:
+    """The token budget an experiment file declares in its ``# budget:`` comment line: the paper's stated
+    tokens where it states them (``tokens=``), else the 20 x N Chinchilla helper's at ``multiplier``."""
 
     preset: str
     multiplier: float
     global_batch: int
     seq_len: int
+    paper_tokens: Optional[int] = None
 
-    def tokens(self) -> int:
+    def helper_tokens(self) -> int:
+        """20 x non-embedding parameters x multiplier (nexus_pretrain.data.chinchilla)."""
         from nexus_pretrain.data.chinchilla import chinchilla_tokens
 
         return chinchilla_tokens(self.preset, self.multiplier)
 
-    def max_steps(self) -> int:
-        """ceil(tokens / (global_batch x seq_len)) with tokens from nexus_pretrain.data.chinchilla."""
+    def tokens(self) -> int:
+        """The budget the file trains for: the paper's tokens if stated, else the helper's."""
+        return self.paper_tokens if self.paper_tokens is not None else self.helper_tokens()
+
+    def max_steps(self, tokens: Optional[int] = None) -> int:
+        """ceil(tokens / (global_batch x seq_len)), tokens defaulting to :meth:`tokens`."""
         from nexus_pretrain.data.chinchilla import steps_for
 
-        return steps_for(self.tokens(), self.global_batch, self.seq_len)
+        return steps_for(self.tokens() if tokens is None else tokens, self.global_batch, self.seq_len)
 
 
-_CHINCHILLA = re.compile(r"^# chinchilla: preset=(\S+) multiplier=(\S+) global_batch=(\d+) seq_len=(\d+)\s*$", re.M)
+_BUDGET = re.compile(r"^# budget: preset=(\S+) multiplier=(\S+) global_batch=(\d+) seq_len=(\d+)"
+                     r"(?: tokens=([\d_]+))?\s*$", re.M)
 
 
-def chinchilla_spec(name: str, scale: str = "paper") -> ChinchillaSpec:
-    """The ``# chinchilla: preset=P multiplier=M global_batch=B seq_len=S`` line of a paper-scale file."""
+def budget_spec(name: str, scale: str = "paper") -> BudgetSpec:
+    """The ``# budget: preset=P multiplier=M global_batch=B seq_len=S [tokens=T]`` line of a paper-scale file."""
     path = experiment_path(name, scale)
-    found = _CHINCHILLA.search(path.read_text())
+    found = _BUDGET.search(path.read_text())
     if not found:
-        raise ValueError(f"{path}: no '# chinchilla: preset=... multiplier=... global_batch=... seq_len=...' line")
-    preset, mult, batch, seq = found.groups()
-    return ChinchillaSpec(preset, float(mult), int(batch), int(seq))
+        raise ValueError(f"{path}: no '# budget: preset=... multiplier=... global_batch=... seq_len=... "
+                         "[tokens=...]' line")
+    preset, mult, batch, seq, tokens = found.groups()
+    return BudgetSpec(preset, float(mult), int(batch), int(seq), int(tokens) if tokens else None)
 
 
 def point_overrides(point: Dict[str, str]) -> List[str]:

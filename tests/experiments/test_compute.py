@@ -57,9 +57,9 @@ def test_throughput_rules():
 def test_table_hours_count_shared_runs_once():
     by_table = compute.table_costs(["table1", "table9"])
     main_3b = next(c for c in by_table["table1"] if c.run == "main_3b optim=adamw")
-    assert (main_3b.steps, main_3b.tokens) == (178_514, 178_514 * 256 * 2048)
+    assert (main_3b.steps, main_3b.tokens) == (209_809, 209_809 * 256 * 2048)  # Tab. 6's 110B, rounded up
     assert main_3b.used_by == ("3B/AdamW",)
-    assert main_3b.gpu_hours == pytest.approx(178_514 * 256 * 2048 / 31_826 / 3600)
+    assert main_3b.gpu_hours == pytest.approx(209_809 * 256 * 2048 / 31_826 / 3600)
     assert [len(by_table[t]) for t in ("table1", "table9")] == [4, 10]
     summary = compute.tables_markdown(by_table).splitlines()
     table9_new = [c for c in by_table["table9"] if c.run_dir not in {d.run_dir for d in by_table["table1"]}]
@@ -79,5 +79,5 @@ def test_reproduce_estimate_prints_the_runs_and_their_total(capsys):
     assert module.main(["table1", "--estimate"]) == 0
     out = capsys.readouterr().out
     total = sum(c.gpu_hours for c in compute.table_costs(["table1"])["table1"])
-    tokens = 2 * (78_661 + 178_514) * 256 * 2048
+    tokens = 2 * (95_368 + 209_809) * 256 * 2048
     assert out.count("| main_") == 4 and f"| total | | | | | {tokens / 1e9:.1f}B | | | {total:,.0f} |" in out

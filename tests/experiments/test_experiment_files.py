@@ -1,20 +1,26 @@
 """configs/experiment/: every file and sweep point composes and validates, carries Tab. 6's values, and
-its max_steps is the Chinchilla helper's budget; the registry's rows match the tables' layouts."""
+its max_steps is the paper's stated token budget (the Chinchilla helper's where the paper states none);
+the registry's rows match the tables' layouts."""
 
 import re
 
 import pytest
 
 from nexus_pretrain.config import validate
-from nexus_pretrain.experiments.files import (SCALES, chinchilla_spec, compose_many, experiment_name,
+from nexus_pretrain.experiments.files import (SCALES, budget_spec, compose_many, experiment_name,
                                               experiment_names, experiment_path, point_overrides, sweep_points)
-from nexus_pretrain.experiments.registry import TABLES, table_spec
+from nexus_pretrain.experiments.registry import SFT_BRANCH_STEP, TABLES, table_spec
 from nexus_pretrain.report.tables import load_layout, matches
 
 PAPER_EXPERIMENTS = ["main_1b", "main_3b", "mixture", "muon", "muon_nexus", "public_1b", "public_3b", "schedule",
                      "size_130m", "size_1_2b", "size_300m", "token_scaling_4x"]
 FINE_TUNING = ["sft"]  # Tab. 11: starts from pretrained weights; no Chinchilla budget, its own LR (App. 14.6)
 OURS = ["minirepro"]  # not a paper experiment: the one-GPU reproduction (its CPU form is run.py's smoke phase)
+# Training tokens the paper states: Tab. 6 (1B 50B, 3B 110B) and Sec. 4.4 (4x = twice the 3B's 2x run);
+# the sizes Tab. 6 leaves out take the 20 x N helper (ours).
+STATED_TOKENS = {"main_1b": 50e9, "public_1b": 50e9, "main_3b": 110e9, "schedule": 110e9, "mixture": 110e9,
+                 "public_3b": 110e9, "muon": 110e9, "muon_nexus": 110e9, "token_scaling_4x": 220e9}
+HELPER_BUDGET = ["size_130m", "size_300m", "size_1_2b"]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +68,7 @@ def test_paper_scale_values_follow_tab6(composed):
             assert s.decay_steps == 10000, where
         muon_outer = o.name == "muon" or (o.name == "nexus" and o.outer == "muon")
         assert o.weight_decay == (0.1 if muon_outer else 0.2), where
-        spec = chinchilla_spec(name)
+        spec = budget_spec(name)
         assert cfg.model.preset == spec.preset, where
         # Tab. 6: 1B (llama_520m) LR 0.002, 3B (llama_3b) LR 0.001; sizes the paper leaves out follow the nearest
         assert o.lr == {"llama_130m": 0.002, "llama_300m": 0.002, "llama_520m": 0.002, "llama_1b": 0.001,
@@ -71,26 +77,53 @@ def test_paper_scale_values_follow_tab6(composed):
             cfg.model.preset, spec.multiplier), where
 
 
-def test_max_steps_is_the_chinchilla_budget(composed):
+def test_max_steps_is_the_stated_token_budget(composed):
     from nexus_pretrain.data.chinchilla import chinchilla_tokens, steps_for
 
+    assert sorted([*STATED_TOKENS, *HELPER_BUDGET]) == sorted(PAPER_EXPERIMENTS)
     for name in PAPER_EXPERIMENTS:
-        spec = chinchilla_spec(name)
+        spec = budget_spec(name)
         assert (spec.global_batch, spec.seq_len) == (256, 2048)
-        steps = steps_for(chinchilla_tokens(spec.preset, spec.multiplier), spec.global_batch, spec.seq_len)
+        assert spec.paper_tokens == STATED_TOKENS.get(name), name
+        tokens = STATED_TOKENS.get(name) or chinchilla_tokens(spec.preset, spec.multiplier)
+        steps = steps_for(int(tokens), 256, 2048)
         assert steps == spec.max_steps()
         text = experiment_path(name).read_text()
         assert re.search(rf"^  max_steps: {steps}\b", text, re.M), name
         assert f"= {steps:,}" in text, f"{name}: the comment's arithmetic does not end in {steps:,}"
+        if name in STATED_TOKENS:  # the helper stays an option, its steps written next to the paper's
+            assert f"trainer.max_steps={spec.max_steps(spec.helper_tokens())})" in text, name
         for (scale, n, _), cfg in composed.items():
             if (scale, n) == ("paper", name):
                 assert cfg.trainer.max_steps == steps, name
 
 
 def test_known_budgets():
-    assert chinchilla_spec("main_1b").max_steps() == 78661     # 41,240,678,400 tokens
-    assert chinchilla_spec("main_3b").max_steps() == 178514    # 93,592,473,600 tokens
-    assert chinchilla_spec("token_scaling_4x").max_steps() == 357027
+    assert budget_spec("main_1b").max_steps() == 95_368            # 50B tokens (Tab. 6)
+    assert budget_spec("main_3b").max_steps() == 209_809           # 110B tokens (Tab. 6)
+    assert budget_spec("token_scaling_4x").max_steps() == 419_617  # 220B tokens (Sec. 4.4)
+    assert budget_spec("size_130m").max_steps() == 19_445          # the helper: 10,194,432,000 tokens
+    main_1b = budget_spec("main_1b")
+    assert main_1b.max_steps(main_1b.helper_tokens()) == 78_661    # the helper's 41,240,678,400 tokens
+
+
+def test_sft_branches_where_the_cosine_runs_reach_the_sft_lr(composed):
+    """App. 14.6: the SFT LR (2e-5, Tab. 11) is the pretraining LR at the branch checkpoint, so SFT continues
+    the decay. Our cosine base runs reach it at SFT_BRANCH_STEP, a step they checkpoint."""
+    from nexus_pretrain.optim.schedule import lr_multiplier
+
+    sft = next(cfg for (scale, name, _), cfg in composed.items() if (scale, name) == ("paper", "sft"))
+    assert sft.optim.lr == 2e-5
+    for optim in ("adamw", "nexus"):
+        base = composed[("paper", "schedule", (("optim", optim), ("schedule", "cosine")))]
+        t = base.trainer
+        lr = base.optim.lr * lr_multiplier(base.schedule, SFT_BRANCH_STEP, t.max_steps)
+        assert lr == pytest.approx(sft.optim.lr, rel=0.01)  # 1.989e-5
+        for neighbour in (SFT_BRANCH_STEP - t.checkpoint_every, SFT_BRANCH_STEP + t.checkpoint_every):
+            other = base.optim.lr * lr_multiplier(base.schedule, neighbour, t.max_steps)
+            assert abs(other - 2e-5) > abs(lr - 2e-5)  # the checkpoint nearest to 2e-5
+        assert SFT_BRANCH_STEP % t.checkpoint_every == 0 and SFT_BRANCH_STEP < t.max_steps
+        assert base.optim.lr * lr_multiplier(base.schedule, 100_000, t.max_steps) > 25 * 2e-5  # why not step 100k
 
 
 def test_tiny_variants_mirror_the_paper_files(composed):

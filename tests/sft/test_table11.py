@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nexus_pretrain.experiments.paper import load_paper
-from nexus_pretrain.experiments.registry import TABLES, table_spec
+from nexus_pretrain.experiments.registry import SFT_BRANCH_STEP, TABLES, table_spec
 from nexus_pretrain.experiments.runner import plan_runs, training_waves
 from nexus_pretrain.paths import REPO_ROOT
 
@@ -40,9 +40,10 @@ def test_plan_shares_bases_with_table3_and_orders_training(scale, tmp_path):
         assert pre.base.run_dir == post.base.run_dir == cosine[optim]
         assert pre.run_dir == post.run_dir / "pre_sft" and post.run_dir.parent.name == f"from-{cosine[optim].parent.name}"
         command = post.train_command(["nexus-train"])
-        assert f"trainer.init_from={cosine[optim] / 'hf'}" in command  # no step-100000 checkpoint kept here
+        assert f"trainer.init_from={cosine[optim] / 'hf'}" in command  # no branch checkpoint kept here
         assert post.config.data.source == "sft" and pre.row.tag == "pre_sft" and post.row.tag == "post_sft"
-    (checkpoint := by[("Post-SFT", "AdamW", 1)].base.run_dir / "checkpoints" / "step_00100000").mkdir(parents=True)
+    checkpoint = by[("Post-SFT", "AdamW", 1)].base.run_dir / "checkpoints" / f"step_{SFT_BRANCH_STEP:08d}"
+    checkpoint.mkdir(parents=True)
     assert f"trainer.init_from={checkpoint}" in by[("Post-SFT", "AdamW", 1)].train_command(["nexus-train"])
     first, second = training_waves(runs)
     assert {r.run_dir for r in first} == {r.base.run_dir for r in runs} and len(first) == 4
