@@ -88,9 +88,8 @@ class MetricsLogger:
             from tqdm.auto import tqdm
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
         if cfg.wandb and cfg.wandb_mode != "disabled":
-            import wandb
-            self._wandb = wandb.init(project=cfg.wandb_project, mode=cfg.wandb_mode, dir=str(run_dir),
-                                     config=run_config, resume="allow")
+            from nexus_pretrain.train.run_name import init_wandb
+            self._wandb = init_wandb(cfg, run_dir, run_config or {})
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self._tb = SummaryWriter(str(run_dir / "tb"))
