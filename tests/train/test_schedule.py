@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from nexus_pretrain.cli import check_overrides
-from nexus_pretrain.config import ConfigError, phase_steps, resolve_steps
+from nexus_pretrain.config import ConfigError, phase_steps, resolve_steps, validate
 from nexus_pretrain.optim.schedule import cosine, lr_multiplier, wsd
 
 
@@ -65,11 +65,12 @@ def test_phase_lengths_are_fractions_below_one_and_steps_above():
 
 
 def test_defaults_fit_any_run_length_and_a_real_conflict_is_one_line():
-    for steps in (1, 2, 20, 200):
-        check_overrides([f"trainer.max_steps={steps}"])
-    check_overrides(["schedule=cosine", "trainer.max_steps=3"])
-    check_overrides(["trainer.max_steps=20", "schedule.warmup_steps=5", "schedule.decay_steps=0.5"])  # mixed forms
-    for overrides, message in [
+    from nexus_pretrain.experiments.files import compose_many
+
+    fine = [[f"trainer.max_steps={steps}"] for steps in (1, 2, 20, 200)]
+    fine += [["schedule=cosine", "trainer.max_steps=3"],
+             ["trainer.max_steps=20", "schedule.warmup_steps=5", "schedule.decay_steps=0.5"]]  # mixed forms
+    bad = [
         (["trainer.max_steps=20", "schedule.warmup_steps=10", "schedule.decay_steps=15"],
          "schedule.warmup_steps=10 (10 steps) + decay_steps=15 (15 steps) exceed trainer.max_steps=20; give them"),
         (["trainer.max_steps=20", "schedule.warmup_steps=0.5", "schedule.decay_steps=0.6"],
@@ -78,10 +79,15 @@ def test_defaults_fit_any_run_length_and_a_real_conflict_is_one_line():
          "schedule.warmup_steps=30 (30 steps) exceeds trainer.max_steps=20; give it as a fraction"),
         (["schedule.warmup_steps=2.5"], "schedule.warmup_steps=2.5 is neither a fraction < 1 of trainer.max_steps"),
         (["schedule.decay_steps=-1"], "schedule.decay_steps=-1.0 must be >= 0"),
-    ]:
+    ]
+    configs = compose_many([*fine, *(overrides for overrides, _ in bad)])  # one Hydra initialization
+    for cfg in configs[:len(fine)]:
+        validate(cfg)
+    for cfg, (_, message) in zip(configs[len(fine):], bad):
         with pytest.raises(ConfigError) as info:
-            check_overrides(overrides)
+            validate(cfg)
         assert message in str(info.value) and "\n" not in str(info.value)
+    check_overrides(["trainer.max_steps=20"])  # and through nexus-train's own check
 
 
 def test_a_short_run_logs_the_schedule_and_a_nonzero_last_lr(tmp_path):
@@ -90,11 +96,11 @@ def test_a_short_run_logs_the_schedule_and_a_nonzero_last_lr(tmp_path):
 
     cfg = compose_config(["model.dim=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
                           "model.ffn_dim=64", "data.seq_len=16", "data.eval_sequences=2", "trainer.global_batch=4",
-                          "trainer.micro_batch=4", "trainer.max_steps=10", "trainer.log_every=1",
+                          "trainer.micro_batch=4", "trainer.max_steps=5", "trainer.log_every=1",
                           "trainer.eval_every=0", "trainer.checkpoint_every=0", "trainer.export_hf=false",
                           "logging.progress_bar=false", f"trainer.run_dir={tmp_path}"])
     Trainer(cfg).fit()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in records if "lr" in r]
-    # default wsd 0.1 / 0.3 of 10 steps: warmup 1, decay 3 -> 1, 1, 1, 1, 1, 1, 1, 3/4, 2/4, 1/4 of the peak
-    assert lrs == pytest.approx([cfg.optim.lr * m for m in [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]])
+    # default wsd 0.1 / 0.3 of 5 steps: warmup 1 (0.5 rounded up), decay 2 (1.5) -> 1, 1, 1, 2/3, 1/3 of the peak
+    assert lrs == pytest.approx([cfg.optim.lr * m for m in [1, 1, 1, 2 / 3, 1 / 3]])
