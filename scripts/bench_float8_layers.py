@@ -56,6 +56,7 @@ def time_layer(k: int, n: int, tokens: int, recipe: Optional[str], device: torch
     grad = torch.randn(tokens, n, device=device, dtype=torch.bfloat16)
 
     def run() -> None:
+        x.grad = None  # the input's gradient flows on in a model; the weight's accumulates, as here
         with torch.autocast(device.type, dtype=torch.bfloat16):
             out = layer(x)
         out.backward(grad)

@@ -48,7 +48,7 @@ left() { echo $(( ${LIMIT:-570} - SECONDS )); }  # seconds left of the call; lat
 case "${1:-main}" in
   main)
     bench 1b 280 --preset llama_1b --micro-batch 16 $paper --steps 1 --warmup 1
-    bench 520m 180 --preset llama_520m --micro-batch 16 $paper --steps 2 --warmup 1
+    bench 520m 200 --preset llama_520m --micro-batch 16 $paper --steps 1 --warmup 1
     [ "$(left)" -gt 60 ] && timeout "$(left)" python3 scripts/bench_float8_layers.py \
       --presets llama_1b:16,llama_3b:4,llama_520m:16,llama_130m:64 --head --json-out "$RES/layers.json" 2>&1 \
       | grep -v "Failed to load\|register_constant\|Warning" | tee "$OUT/layers.log"
