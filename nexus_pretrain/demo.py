@@ -62,7 +62,7 @@ def compose_config(overrides: List[str]) -> TrainConfig:
 def main(argv: List[str] | None = None) -> Dict[str, Dict[str, float]]:
     """Run both trainings (extra Hydra overrides apply to both) and print the comparison."""
     from nexus_pretrain.data.tokens import unigram_entropy
-    from nexus_pretrain.report.runs import compare_runs
+    from nexus_pretrain.report.sweep import compare_runs
     from nexus_pretrain.train.trainer import Trainer
 
     extra = sys.argv[1:] if argv is None else argv

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
 from nexus_pretrain.extras import require
-from nexus_pretrain.report.runs import optimizer_label
+from nexus_pretrain.report.sweep import run_labels
 
 
 def _pyplot():
@@ -42,17 +42,20 @@ def series(run_dir: Path, key: str) -> tuple:
     return steps, values
 
 
-def _label(run_dir: Path) -> str:
-    return f"{optimizer_label(run_dir)} ({Path(run_dir).name})"
+def _labels(run_dirs: Sequence[Path]) -> List[str]:
+    """Legend entries: each run's swept values (report.sweep: e.g. data=math40 optim=nexus) or directory
+    name, with the directory added where several runs (seeds) share them."""
+    labels = run_labels(run_dirs)
+    return [f"{text} ({Path(d).name})" if labels.count(text) > 1 else text for text, d in zip(labels, run_dirs)]
 
 
 def loss_curves(run_dirs: Sequence[Path], out_dir: Path) -> List[Path]:
     """Training loss and validation (pretrain) loss against step, one line per run."""
     plt = _pyplot()
     fig, (train, val) = plt.subplots(1, 2, figsize=(10, 4))
-    for run_dir in run_dirs:
-        train.plot(*series(run_dir, "loss"), label=_label(run_dir))
-        val.plot(*series(run_dir, "val/pretrain"), marker="o", label=_label(run_dir))
+    for run_dir, name in zip(run_dirs, _labels(run_dirs)):
+        train.plot(*series(run_dir, "loss"), label=name)
+        val.plot(*series(run_dir, "val/pretrain"), marker="o", label=name)
     for ax, title in ((train, "training loss"), (val, "validation loss (pretrain mixture)")):
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
@@ -75,9 +78,10 @@ def domain_losses(run_dirs: Sequence[Path], out_dir: Path) -> List[Path]:
     if not keys:
         raise ValueError(f"no val/<domain> or ood/<domain> metrics in {', '.join(str(r) for r in run_dirs)}")
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
+    names = _labels(run_dirs)
     for ax, key in zip(axes[0], keys):
-        for run_dir in run_dirs:
-            ax.plot(*series(run_dir, key), marker="o", label=_label(run_dir))
+        for run_dir, name in zip(run_dirs, names):
+            ax.plot(*series(run_dir, key), marker="o", label=name)
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")

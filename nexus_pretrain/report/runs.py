@@ -1,12 +1,15 @@
-"""Final losses of finished runs, side by side, from their metrics.jsonl and config.yaml."""
+"""A finished run's final metrics and optimizer, from its metrics.jsonl and config.yaml (report/sweep.py
+compares runs)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict
 
 import yaml
+
+from nexus_pretrain.train.run_name import optimizer_label as label_of
 
 
 def final_metrics(run_dir: Path) -> Dict[str, float]:
@@ -26,31 +29,4 @@ def optimizer_label(run_dir: Path) -> str:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return "?"
-    optim = yaml.safe_load(path.read_text())["optim"]
-    if optim["name"] != "nexus":
-        return optim["name"]
-    return f"{optim['variant']}({optim['outer']})"
-
-
-def compare_runs(run_dirs: Sequence[Path], baseline: Optional[str] = None) -> str:
-    """A Markdown table: optimizer, steps, train loss, per-domain validation, pretrain and OOD loss.
-
-    With a baseline run, a Δ row under each other run gives baseline minus run (positive = better).
-    """
-    finals = [final_metrics(d) for d in run_dirs]
-    domains = sorted({k[4:] for f in finals for k in f if k.startswith("val/") and k != "val/pretrain"})
-    columns = ["loss"] + [f"val/{d}" for d in domains] + ["val/pretrain", "ood/mean"]
-    headers = ["run", "optimizer", "step", "train loss"] + [f"val {d}" for d in domains] + ["pretrain", "OOD"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    base = final_metrics(Path(baseline)) if baseline else None
-
-    def cells(values: Dict[str, float], fmt: str) -> List[str]:
-        return [fmt.format(values[c]) if c in values else "—" for c in columns]
-
-    for run_dir, final in zip(run_dirs, finals):
-        row = [Path(run_dir).name, optimizer_label(run_dir), str(int(final.get("step", 0)))] + cells(final, "{:.4f}")
-        lines.append("| " + " | ".join(row) + " |")
-        if base is not None and Path(run_dir).resolve() != Path(baseline).resolve():
-            delta = {c: base[c] - final[c] for c in columns if c in base and c in final}
-            lines.append("| " + " | ".join(["Δ vs baseline", "", ""] + cells(delta, "{:+.4f}")) + " |")
-    return "\n".join(lines)
+    return label_of(yaml.safe_load(path.read_text())["optim"])

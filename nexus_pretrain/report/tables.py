@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import glob
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -32,6 +34,9 @@ import yaml
 from nexus_pretrain.report.stats import (ACC_THRESHOLD, LOSS_THRESHOLD, NOT_SAME, Difference, Summary,
                                         paired_difference, pretraining_loss_verdict, significant_gain, summarize,
                                         unpaired_difference)
+from nexus_pretrain.report.sweep import label as sweep_label
+from nexus_pretrain.report.sweep import swept
+from nexus_pretrain.train.run_name import run_overrides
 
 BENCH_COLUMNS = ("MMLU", "GPQA", "GPQA-D", "BBH", "GSM8k", "MATH", "HumanEval", "MBPP", "All")
 PRETRAIN = ("loss", "Pretrain")
@@ -80,6 +85,8 @@ class Table:
     rows: List[List[Cell]]
     notes: List[str] = field(default_factory=list)
     """Lines printed under the table: how improvements' intervals were computed, flags such as †."""
+    warnings: List[str] = field(default_factory=list)
+    """What is missing for its empty cells: rows that match no result, metrics no result of a row has."""
 
 
 def load_layout(path: Path) -> Layout:
@@ -102,18 +109,61 @@ def load_layout(path: Path) -> Layout:
                   improvement_rows=tuple(raw.get("improvement_rows", ("acc", "loss"))), groups=groups)
 
 
+def with_match(layout: Layout, fields: Sequence[str]) -> Layout:
+    """The layout with each ``FIELD=VALUE`` set in every row's match (e.g. model=tiny: a 3B table's layout over
+    tiny runs); ValueError for an item without '='."""
+    for item in fields:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--match {item}: write FIELD=VALUE, e.g. model=tiny")
+        for group in layout.groups:
+            for row in group.rows:
+                row.match[key] = value
+    return layout
+
+
 def default_layout(results: Sequence[Mapping[str, Any]], baseline: Optional[str] = None) -> Layout:
-    """One group with a row per optimizer, in order of appearance; the baseline is ``baseline`` or the first."""
-    labels: List[str] = []
-    for r in results:
-        if r.get("optimizer") not in labels:
-            labels.append(r.get("optimizer"))
-    base = baseline if baseline is not None else labels[0]
-    if base not in labels:
-        raise ValueError(f"--baseline {base!r} matches no result's optimizer ({', '.join(map(str, labels))})")
-    rows = [RowSpec(str(label), {"optimizer": label}, label == base) for label in labels]
-    rows.sort(key=lambda r: not r.baseline)
-    return Layout(name="results", group_header="", groups=[GroupSpec("", rows)])
+    """The table of a set of results with no layout file: a group per value of what was swept besides the
+    optimizer (data mixture, schedule, ...; report.sweep), in it a row per optimizer (with any other swept
+    optimizer setting), so that only seeds are ever aggregated. Each group's baseline row is the optimizer
+    ``baseline`` names, else adamw, else the group's first row."""
+    results = latest_per_run(results)
+    overrides = [_run_overrides(r) for r in results]
+    by_dir = bool(results) and all(o is not None for o in overrides)
+    configs = [r.get("config") for r in results]
+    pairs = swept(overrides, []) if by_dir else swept([], configs) if all(configs) else [{} for _ in results]
+    optimizers = list(dict.fromkeys(str(r.get("optimizer")) for r in results))
+    if baseline is not None and baseline not in optimizers:
+        raise ValueError(f"--baseline {baseline!r} matches no result's optimizer ({', '.join(optimizers)})")
+    base = baseline or ("adamw" if "adamw" in optimizers else None)
+    cells: Dict[str, Dict[str, Dict[str, Any]]] = {}  # group label -> row label -> match
+    for result, swept_pairs in zip(results, pairs):
+        others = {k: v for k, v in swept_pairs.items() if not k.startswith("optim")}
+        optim = {k: v for k, v in swept_pairs.items() if k.startswith("optim.")}
+        row = " ".join([str(result.get("optimizer")), sweep_label(optim)]).strip()
+        if by_dir:
+            match = cells.setdefault(sweep_label(others), {}).setdefault(row, {"run_dir": []})
+            match["run_dir"].append(glob.escape(str(result["run_dir"])))
+        else:
+            fields = {f"config.{k}" if "." in k else f"config.{k}.name": glob.escape(v) for k, v in swept_pairs.items()}
+            cells.setdefault(sweep_label(others), {})[row] = {"optimizer": glob.escape(str(result.get("optimizer"))),
+                                                                **fields}
+    groups = []
+    for group_label, rows in cells.items():
+        labels = list(rows)
+        first = next((x for x in labels if x.split(" ")[0] == base), labels[0])
+        specs = [RowSpec(x, rows[x], x == first) for x in [first] + [x for x in labels if x != first]]
+        groups.append(GroupSpec(group_label, specs))
+    return Layout(name="results", title="Results of {models} models",
+                  group_header="Swept" if any(g.label for g in groups) else "", groups=groups)
+
+
+def _run_overrides(result: Mapping[str, Any]) -> Optional[List[str]]:
+    """The command line (Hydra's record) of the run a result comes from, None when it has none."""
+    run_dir = result.get("run_dir")
+    if not run_dir or not (Path(run_dir) / ".hydra" / "overrides.yaml").is_file():
+        return None
+    return run_overrides(Path(run_dir))
 
 
 def lookup(result: Mapping[str, Any], dotted: str) -> Any:
@@ -222,23 +272,31 @@ def latest_per_run(results: Sequence[Mapping[str, Any]]) -> List[Mapping[str, An
 
 
 def build_table(layout: Layout, results: Sequence[Mapping[str, Any]]) -> Table:
-    """Fill a layout with results (a row with no matching result shows dashes).
-
-    Only each run's last evaluated checkpoint counts; several runs matching a row are seeds.
-    """
+    """Fill a layout with results. Only each run's last evaluated checkpoint counts; several runs matching a
+    row are seeds. Rows are "Loss (↓)" (pretrain, OOD and downstream losses) and, when some result has
+    accuracies, "Acc. (↑)"; benchmark columns no result has are left out; the table's warnings say which
+    rows match no result and which metrics a row's results lack. ``{models}`` in the title becomes the
+    model sizes of the results shown."""
     results = latest_per_run(results)
-    header = [layout.group_header, "Optim.", "Metric", layout.pretrain_header, "OOD", *BENCH_COLUMNS]
+    matched = {(group.label, spec.label): [r for r in results if matches(r, spec.match)]
+               for group in layout.groups for spec in group.rows}
+    shown = [r for docs in matched.values() for r in docs]
+    columns = [c for c in BENCH_COLUMNS[:-1]
+               if any(cell_value(r, (kind, c)) is not None for r in shown for kind in ("acc", "loss"))]
+    columns += [BENCH_COLUMNS[-1]] if columns else []
+    has_acc = any(cell_value(r, ("acc", c)) is not None for r in shown for c in columns)
+    header = [layout.group_header, "Optim.", "Metric", layout.pretrain_header, "OOD", *columns]
     rows: List[List[Cell]] = []
     methods: List[str] = []
     not_same = False
     for group in layout.groups:
-        matched = {spec.label: [r for r in results if matches(r, spec.match)] for spec in group.rows}
-        stats = {label: _values(docs) for label, docs in matched.items()}
+        docs_of = {spec.label: matched[(group.label, spec.label)] for spec in group.rows}
+        stats = {label: _values(docs) for label, docs in docs_of.items()}
         base_spec = next(s for s in group.rows if s.baseline)
         first = True
         for spec in group.rows:
             vals = stats[spec.label]
-            gains = {} if spec.baseline else {k: row_gain(matched[spec.label], matched[base_spec.label], k)
+            gains = {} if spec.baseline else {k: row_gain(docs_of[spec.label], docs_of[base_spec.label], k)
                                               for k in vals}
             # the pretraining loss is the paper's control, never an improvement
             bold = {k: k != PRETRAIN and significant_gain(g, LOSS_THRESHOLD if k[0] == "loss" else ACC_THRESHOLD)
@@ -246,26 +304,29 @@ def build_table(layout: Layout, results: Sequence[Mapping[str, Any]]) -> Table:
             methods += [g.method for g in gains.values() if g is not None and g.ci is not None]
             flagged = gains.get(PRETRAIN) is not None and pretraining_loss_verdict(gains[PRETRAIN]) == NOT_SAME
             not_same = not_same or flagged
-            acc_row = [Cell(group.label if first else ""), Cell(spec.label), Cell(f"Acc. ({UP})")]
-            acc_row += [Cell(_fmt(vals[("loss", c)], "loss"), bold.get(("loss", c), False))
-                        for c in ("Pretrain", "OOD")]
-            acc_row += [Cell(_fmt(vals[("acc", c)], "acc"), bold.get(("acc", c), False)) for c in BENCH_COLUMNS]
-            loss_row = [Cell(""), Cell(""), Cell(f"Loss ({DOWN})"), Cell(""), Cell("")]
-            loss_row += [Cell(_fmt(vals[("loss", c)], "loss"), bold.get(("loss", c), False)) for c in BENCH_COLUMNS]
-            rows += [acc_row, loss_row]
-            first = False
+            metric_rows = []
+            if has_acc:
+                metric_rows.append([Cell(f"Acc. ({UP})"), Cell(""), Cell("")]
+                                   + [Cell(_fmt(vals[("acc", c)], "acc"), bold.get(("acc", c), False)) for c in columns])
+            metric_rows.append([Cell(f"Loss ({DOWN})")]
+                               + [Cell(_fmt(vals[("loss", c)], "loss"), bold.get(("loss", c), False))
+                                  for c in ("Pretrain", "OOD", *columns)])
+            for i, metric_row in enumerate(metric_rows):
+                labels = [Cell(group.label if first else ""), Cell(spec.label)] if i == 0 else [Cell(""), Cell("")]
+                rows.append(labels + metric_row)
+                first = False
             if spec.baseline:
                 continue
             label = layout.improvement_label
-            if "acc" in layout.improvement_rows:
+            if "acc" in layout.improvement_rows and has_acc:
                 row = [Cell(""), Cell(label), Cell(f"Acc. ({UP})"), Cell("-"), Cell("-")]
-                row += [_gain_cell(gains[("acc", c)], "acc", bold[("acc", c)]) for c in BENCH_COLUMNS]
+                row += [_gain_cell(gains[("acc", c)], "acc", bold[("acc", c)]) for c in columns]
                 rows.append(row)
                 label = ""
             if "loss" in layout.improvement_rows:
                 row = [Cell(""), Cell(label), Cell(f"Loss ({UP})")]
                 row += [_gain_cell(gains[("loss", c)], "loss", bold[("loss", c)],
-                                   flagged and c == "Pretrain") for c in ("Pretrain", "OOD", *BENCH_COLUMNS)]
+                                   flagged and c == "Pretrain") for c in ("Pretrain", "OOD", *columns)]
                 rows.append(row)
     notes = []
     if methods:
@@ -273,7 +334,46 @@ def build_table(layout: Layout, results: Sequence[Mapping[str, Any]]) -> Table:
     if not_same:
         notes.append(f"{NOT_SAME_MARK} {NOT_SAME}: the pretraining losses differ by more than {LOSS_THRESHOLD} "
                      "(paper Sec. 4.1), so the other gains of that row are not at the same pretraining loss.")
-    return Table(layout, header, rows, notes)
+    layout_shown = Layout(**{**layout.__dict__, "title": layout.title.replace("{models}", model_sizes(shown))})
+    return Table(layout_shown, header, rows, notes, missing(layout, matched, results, columns, has_acc))
+
+
+SIZE = re.compile(r"^llama_(\d+)([mb])$")
+
+
+def model_sizes(results: Sequence[Mapping[str, Any]]) -> str:
+    """'3B', '130M and 1B', 'tiny': the model presets of results, smallest first ('?' for none)."""
+    presets = sorted({str(r.get("model")) for r in results},
+                     key=lambda p: (int(m[1]) * (1000 if m[2] == "b" else 1)) if (m := SIZE.match(p)) else -1)
+    names = [f"{m[1]}{m[2].upper()}" if (m := SIZE.match(p)) else p for p in presets]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names) or "?"
+
+
+def missing(layout: Layout, matched: Mapping[Tuple[str, str], Sequence[Mapping[str, Any]]],
+            results: Sequence[Mapping[str, Any]], columns: Sequence[str], has_acc: bool) -> List[str]:
+    """One line per empty part of a table: a row no result matches (naming the field that no result has),
+    benchmark columns no result has, and cells a row's results lack while other rows have them."""
+    out = []
+    name = layout.name
+    for (group, row), docs in matched.items():
+        where = f"{name}: row {group + '/' if group else ''}{row}"
+        if not docs:
+            spec = next(s for g in layout.groups if g.label == group for s in g.rows if s.label == row)
+            fields = [f"{k}={v}" for k, v in spec.match.items() if not any(matches(r, {k: v}) for r in results)]
+            have = {k.split("=")[0]: sorted({str(lookup(r, k.split("=")[0])) for r in results}) for k in fields}
+            detail = "; ".join(f"no result has {f} (they have {', '.join(have[f.split('=')[0]][:6])})" for f in fields)
+            out.append(f"{where} matches no result" + (f": {detail}" if detail else ""))
+            continue
+        lacking = [f"{c} {'accuracy' if kind == 'acc' else 'loss'}" for kind in (("acc", "loss") if has_acc else ("loss",))
+                   for c in columns[:-1] if all(cell_value(r, (kind, c)) is None for r in docs)]
+        if lacking:
+            runs = ", ".join(str(r.get("run_name") or r.get("model_dir")) for r in docs)
+            out.append(f"{where}: no {', '.join(lacking)} in its results ({runs})")
+    absent = [c for c in BENCH_COLUMNS[:-1] if c not in columns]
+    if absent and any(matched.values()):
+        out.append(f"{name}: no result has {', '.join(absent)} (nexus-eval --tasks ... --data-dir DIR scores "
+                   "benchmarks); those columns are left out")
+    return out
 
 
 def _gain_cell(gain: Optional[Difference], kind: str, bold: bool, flag: bool = False) -> Cell:

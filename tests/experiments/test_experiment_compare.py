@@ -55,8 +55,10 @@ def test_different_pretraining_loss_is_flagged():
 def test_our_table_uses_the_layout_labels_and_only_our_runs():
     spec, runs, results = _runs_and_results({"AdamW": [2.0, 2.1], "Nexus": [2.0, 2.1]})
     table = compare.our_table(spec, runs, results)
-    assert [r[1].text for r in table.rows if r[2].text == "Acc. (↑)"] == ["AdamW", "Nexus", "Improv."]
-    assert table.rows[0][3].text == "2.050 ± 0.071"
+    # losses only (no benchmark scored): no accuracy rows and no benchmark columns
+    assert [(r[1].text, r[2].text) for r in table.rows if r[1].text] == \
+        [("AdamW", "Loss (↓)"), ("Nexus", "Loss (↓)"), ("Improv.", "Loss (↑)")]
+    assert table.header[3:] == ["Pretrain.", "OOD"] and table.rows[0][3].text == "2.050 ± 0.071"
 
 
 def test_paper_values_are_listed_where_we_have_none():

@@ -58,7 +58,8 @@ def test_results_jsons_give_paper_tables_in_three_formats_and_fig7a(runs, tmp_pa
     cli.report([*map(str, final), "--table", str(REPO_ROOT / "eval/tables/table1.yaml"), "--format", "md,tex",
                 "--out", str(out_dir)])
     printed = capsys.readouterr().out
-    assert "| 1B | AdamW | Acc. (↑) | 1.826 | 1.433 | 32.1 |" in printed and "\\textbf{+5.4}" in printed
+    assert "| 1B | AdamW | Acc. (↑) |  |  | 32.1 |" in printed and "\\textbf{+5.4}" in printed
+    assert "|  |  | Loss (↓) | 1.826 | 1.433 | 2.363 |" in printed  # losses on the loss row
     assert {p.name for p in out_dir.iterdir()} == {"table1.md", "table1.tex", "table1.csv"}
     cli.report([*map(str, files), "--baseline", "adamw", "--plots", str(fig_dir)])
     for name in ("downstream_vs_pretrain", "loss_curves", "domain_losses"):

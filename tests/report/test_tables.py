@@ -18,9 +18,11 @@ TABLES = REPO_ROOT / "eval" / "tables"
 
 
 def _row(table, optim_label, metric_prefix):
-    """Value cells of the first row whose Optim. and Metric labels match."""
+    """Value cells of the first row whose Optim. label (written on a row's first metric line) and Metric match."""
+    current = None
     for row in table.rows:
-        if row[1].text == optim_label and row[2].text.startswith(metric_prefix):
+        current = row[1].text or current
+        if current == optim_label and row[2].text.startswith(metric_prefix):
             return dict(zip(table.header[3:], row[3:]))
     raise AssertionError(f"no row {optim_label} {metric_prefix}")
 
@@ -39,9 +41,12 @@ def test_paper_table1_1b_block_improvements_and_bolding():
     assert {c for c, cell in loss.items() if cell.bold} == {"MMLU", "GPQA", "GPQA-D", "GSM8k", "MATH", "MBPP", "All"}
     nexus_acc = _row(table, "Nexus", "Acc.")
     assert nexus_acc["GPQA"].bold and not nexus_acc["MMLU"].bold and not nexus_acc["OOD"].bold
-    assert _row(table, "AdamW", "Acc.")["Pretrain."].text == "1.826"
+    assert _row(table, "AdamW", "Loss (↓)")["Pretrain."].text == "1.826"
     # the 3B block has no results: dashes, not errors
-    assert any(r[0].text == "3B" and r[3].text == "—" for r in table.rows)
+    block = next(i for i, r in enumerate(table.rows) if r[0].text == "3B")
+    assert table.rows[block + 1][2].text == "Loss (↓)" and table.rows[block + 1][3].text == "—"
+    assert "table1: row 3B/AdamW matches no result: no result has model=llama_3b (they have llama_520m)" in \
+        table.warnings
 
 
 def test_threshold_is_strict_and_regressions_are_not_bold():
@@ -91,7 +96,7 @@ def test_seeds_show_mean_std_and_bold_only_when_the_ci_excludes_zero():
              for i in range(3)]
     table = build_table(default_layout(runs, baseline="adamw"), runs)
     assert table.notes == ["± on an improvement: half-width of its 95% CI, Welch (unpaired)."]
-    assert _row(table, "adamw", "Acc.")["Pretrain."].text == "1.810 ± 0.010"
+    assert _row(table, "adamw", "Loss (↓)")["Pretrain."].text == "1.810 ± 0.010"
     assert _row(table, "adamw", "Acc.")["MMLU"].text == "21.0 ± 1.0"
     loss = next(dict(zip(table.header[3:], r[3:])) for r in table.rows if r[2].text.startswith("Loss (↑)"))
     half = 2.776 * math.sqrt(2 * 0.02 ** 2 / 3)
@@ -141,7 +146,7 @@ def test_checkpoints_of_one_run_are_not_seeds():
     early = make_result("adamw", 2.5, 2.0, [10.0] * 8, [2.0] * 8, step=100, run_dir="/runs/a")
     late = make_result("adamw", 2.0, 2.0, [20.0] * 8, [1.5] * 8, step=200, run_dir="/runs/a")
     table = build_table(default_layout([early, late]), [late, early])
-    assert _row(table, "adamw", "Acc.")["Pretrain."].text == "2.000"
+    assert _row(table, "adamw", "Loss (↓)")["Pretrain."].text == "2.000"
 
 
 def test_mean_ci_is_the_t_interval_of_the_mean():
