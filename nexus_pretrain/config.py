@@ -14,6 +14,9 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from nexus_pretrain.data.layout import MIXTURE_MODES, batch_layout
+from nexus_pretrain.data.mixture import apply_fixed_shares
+
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the key and how to fix it."""
@@ -80,15 +83,26 @@ class OptimConfig:
     weight_decay: float = 0.2
     """Decoupled weight decay (paper Tab. 6: 0.2 for AdamW/Nexus, 0.1 for Muon)."""
     max_grad_norm: float = 1.0
-    """Clip the (pseudo-)gradient to this global L2 norm before the outer step; 0 disables."""
+    """Clip to this global L2 norm before the outer step (0 disables); the clip coefficient is logged as
+    clip_coef. What is clipped: adamw and muon clip the step's mean gradient; nexus clips its
+    pseudo-gradient (the inner displacement, of norm at most inner_lr x inner_steps, so a clip of 1.0
+    only acts when inner_lr x inner_steps > 1); the inner gradients are never clipped (each inner step
+    is normalized, so clipping them would change nothing)."""
     fused: Optional[bool] = None
     """Fused AdamW kernel; None uses it on GPU."""
     outer: str = "adamw"
     """Nexus only: the outer optimizer, adamw or muon."""
     inner_lr: float = 0.01
     """Nexus only: the inner normalized-SGD step size gamma (paper Tab. 6: 0.01)."""
+    inner_steps: int = 4
+    """K: the global batch splits into K inner batches of global_batch / K sequences, and Nexus takes one
+    inner step per inner batch. Part of the algorithm, independent of the GPU count and micro-batch
+    (data/layout.py). Every optimizer sees the same inner batches in the same order, so a paired AdamW run
+    differs only in the optimizer; for adamw/muon K changes no update (their gradient is the mean over the
+    whole global batch). 4 fits the tiny CPU default (global batch 16); experiment files set their own."""
     variant: str = "nexus"
-    """Nexus only: nexus (Alg. 3), nexus_dot, nsgd or random (controls and ablations)."""
+    """Nexus only: nexus (Alg. 3), nexus_dot (unnormalized inner step), nsgd (one normalized step on the
+    global batch's gradient: K = 1), random or parallel (controls without the alignment term)."""
     offload_anchor: bool = False
     """Nexus only: keep the fp32 anchor copy in pinned CPU memory."""
     inner_lr_follows_schedule: bool = False
@@ -205,8 +219,10 @@ class DataConfig:
     seq_len: int = 256
     """Tokens per training sequence."""
     microbatch_domains: str = "mixed"
-    """mixed: every micro-batch drawn from the mixture (Alg. 3); per_domain: one domain per
-    micro-batch, domains cycled (Alg. 1)."""
+    """How domains fill a step's inner batches (optim.inner_steps). mixed: every sequence drawn from the
+    mixture (Alg. 3). per_domain: one domain per inner batch, domains cycled uniformly (paper Alg. 1,
+    where the mixture weights cancel; refused unless the weights are equal). per_domain_weighted: one
+    domain per inner batch, drawn by weight, so domain shares follow the mixture."""
     val_fraction: float = 0.05
     """Fraction of each domain's documents held out for validation."""
     eval_sequences: int = 32
@@ -293,6 +309,10 @@ class TrainerConfig:
     SFT): a checkpoint directory (run_dir/checkpoints/step_XXXXXXXX), a run directory (its hf/ export, else
     its newest checkpoint) or a Hugging Face Llama directory. trainer.resume, when it finds a checkpoint,
     wins over it."""
+    allow_config_change: List[str] = field(default_factory=list)
+    """Keys (e.g. [optim.lr,data.seq_len]) or sections (optim) that a resume may change although they
+    change what the run is; without them such a resume is refused (train/run_identity.py lists what may
+    always change). Each such resume is recorded in run_dir/config_changes.jsonl."""
 
 
 @dataclass
@@ -346,7 +366,7 @@ def register_configs() -> None:
 
 OPTIMIZERS = ("adamw", "muon", "nexus")
 OUTER_OPTIMIZERS = ("adamw", "muon")
-NEXUS_VARIANTS = ("nexus", "nexus_dot", "nsgd", "random")
+NEXUS_VARIANTS = ("nexus", "nexus_dot", "nsgd", "random", "parallel")
 SCHEDULES = ("wsd", "cosine", "constant")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 BACKENDS = ("single", "fsdp2", "deepspeed")
@@ -405,6 +425,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _choice("optim.outer", o.outer, OUTER_OPTIMIZERS)
     _choice("optim.variant", o.variant, NEXUS_VARIANTS)
     _positive("optim.inner_lr", o.inner_lr)
+    _positive("optim.inner_steps", o.inner_steps)
     _require(0 <= o.muon_momentum < 1, f"optim.muon_momentum={o.muon_momentum} must be in [0, 1)")
     _positive("optim.muon_ns_steps", o.muon_ns_steps)
     if o.muon_lr is not None:
@@ -434,8 +455,6 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _require(d.source != "shards" or bool(d.path),
              "data.path is not set; with data.source=shards set it to the --out folder of nexus-data prepare")
     if d.fixed_shares:
-        from nexus_pretrain.data.mixture import apply_fixed_shares  # noqa: PLC0415
-
         try:
             apply_fixed_shares(d.domains, d.fixed_shares)
         except ValueError as error:
@@ -443,7 +462,12 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _positive("data.seq_len", d.seq_len)
     if d.source == "sft":
         _validate_sft(d.sft)
-    _choice("data.microbatch_domains", d.microbatch_domains, ("mixed", "per_domain"))
+    _choice("data.microbatch_domains", d.microbatch_domains, MIXTURE_MODES)
+    weights = apply_fixed_shares(d.domains, d.fixed_shares) if d.fixed_shares else d.domains
+    trained = [name for name, w in weights.items() if w > 0]
+    _require(d.microbatch_domains != "per_domain" or o.inner_steps % len(trained) == 0,
+             f"data.microbatch_domains=per_domain cycles the {len(trained)} domains over the inner batches, but "
+             f"optim.inner_steps={o.inner_steps} is not a multiple of {len(trained)}; set optim.inner_steps to one")
     _require(0 < d.val_fraction < 1, f"data.val_fraction={d.val_fraction} must be in (0, 1)")
     _positive("data.eval_sequences", d.eval_sequences)
     if m.max_seq_len is not None:
@@ -469,10 +493,10 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
 
     _positive("trainer.global_batch", t.global_batch)
     _positive("trainer.micro_batch", t.micro_batch)
-    per_step = t.micro_batch * world_size
-    _require(t.global_batch % per_step == 0,
-             f"trainer.global_batch={t.global_batch} is not divisible by trainer.micro_batch={t.micro_batch} x "
-             f"world size {world_size}; set trainer.global_batch to a multiple of {per_step}")
+    try:
+        batch_layout(t.global_batch, o.inner_steps, world_size, t.micro_batch)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     for key in ("log_every",):
         _positive(f"trainer.{key}", getattr(t, key))
     for key in ("eval_every", "checkpoint_every"):

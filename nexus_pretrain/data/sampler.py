@@ -1,8 +1,8 @@
 """Packed training sequences drawn from per-domain token streams by mixture weight.
 
 The sequences of optimizer step ``s`` are a pure function of (seed, s): a resumed run sees exactly
-the batches of the uninterrupted run, and every world size dividing the global batch sees the same
-global batch (each rank takes its slice of each micro-batch).
+the batches of the uninterrupted run, and every world size and micro-batch see the same global batch
+and the same inner batches (layout.py says which rank passes which rows).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Dict, List, Mapping
 
 import numpy as np
 import torch
+
+from nexus_pretrain.data.layout import MIXTURE_MODES, BatchLayout
 
 
 @dataclass
@@ -45,12 +47,20 @@ def normalized_weights(weights: Mapping[str, float]) -> Dict[str, float]:
     return {name: w / total for name, w in weights.items() if w > 0}
 
 
+def _uniform(weights: Mapping[str, float]) -> bool:
+    values = list(weights.values())
+    return max(values) - min(values) <= 1e-12 * max(values)
+
+
 class MixtureSampler:
     """Draws windows of seq_len + 1 tokens from domain streams.
 
     ``mode="mixed"``: each sequence's domain is drawn by weight (paper Alg. 3).
-    ``mode="per_domain"``: every micro-batch holds one domain; each group of n_domains micro-batches
-    visits every domain once, in a fresh random order (paper Alg. 1 with distinct sources).
+    ``mode="per_domain"``: every inner batch holds one domain; each group of n_domains inner batches
+    visits every domain once, in a fresh random order (paper Alg. 1: sources sampled uniformly, so the
+    mixture weights cancel). Refused unless the weights are uniform, so a mixture is never dropped silently.
+    ``mode="per_domain_weighted"``: every inner batch holds one domain, drawn by weight (independently per
+    inner batch), so domain shares follow the mixture.
     """
 
     def __init__(self, streams: Mapping[str, np.ndarray], weights: Mapping[str, float], seq_len: int,
@@ -62,39 +72,45 @@ class MixtureSampler:
         short = [d for d in self.weights if len(streams[d]) <= seq_len + 1]
         if short:
             raise ValueError(f"domains {short} have fewer than data.seq_len+2={seq_len + 2} tokens; lower data.seq_len")
-        if mode not in ("mixed", "per_domain"):
-            raise ValueError(f"data.microbatch_domains={mode!r} is not one of mixed, per_domain")
+        if mode not in MIXTURE_MODES:
+            raise ValueError(f"data.microbatch_domains={mode!r} is not one of {', '.join(MIXTURE_MODES)}")
+        if mode == "per_domain" and not _uniform(self.weights):
+            shares = ", ".join(f"{d} {w:.3g}" for d, w in self.weights.items())
+            raise ValueError(f"data.microbatch_domains=per_domain samples domains uniformly (paper Alg. 1) and would "
+                             f"ignore the mixture ({shares}); use data.microbatch_domains=per_domain_weighted to draw "
+                             "each inner batch's domain by weight, or give every domain the same weight")
         self.streams, self.seq_len, self.seed, self.mode = streams, seq_len, seed, mode
         self.domains = list(self.weights)
 
-    def step_plan(self, step: int, global_batch: int, micro_batches: int) -> tuple[np.ndarray, np.ndarray]:
+    def step_plan(self, step: int, global_batch: int, inner_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Domain index and start offset of each of the step's global_batch sequences, in order."""
-        if global_batch % micro_batches:
-            raise ValueError(f"global batch {global_batch} not divisible into {micro_batches} micro-batches")
+        if global_batch % inner_steps:
+            raise ValueError(f"global batch {global_batch} not divisible into {inner_steps} inner batches")
         rng = np.random.default_rng([self.seed, step])
         n = len(self.domains)
+        probs = np.array([self.weights[d] for d in self.domains])
         if self.mode == "mixed":
-            probs = np.array([self.weights[d] for d in self.domains])
             domain_idx = rng.choice(n, size=global_batch, p=probs)
         else:
-            if micro_batches % n:
-                raise ValueError(f"data.microbatch_domains=per_domain needs micro-batches per step ({micro_batches}) "
-                                 f"to be a multiple of the number of domains ({n}); change trainer.global_batch")
-            order = np.concatenate([rng.permutation(n) for _ in range(micro_batches // n)])
-            domain_idx = np.repeat(order, global_batch // micro_batches)
+            if self.mode == "per_domain":
+                if inner_steps % n:
+                    raise ValueError(f"data.microbatch_domains=per_domain needs optim.inner_steps ({inner_steps}) to be "
+                                     f"a multiple of the number of domains ({n}); change optim.inner_steps")
+                order = np.concatenate([rng.permutation(n) for _ in range(inner_steps // n)])
+            else:
+                order = rng.choice(n, size=inner_steps, p=probs)
+            domain_idx = np.repeat(order, global_batch // inner_steps)
         highs = np.array([len(self.streams[d]) - self.seq_len - 1 for d in self.domains])
         starts = (rng.random(global_batch) * highs[domain_idx]).astype(np.int64)
         return domain_idx, starts
 
-    def micro_batch(self, step: int, micro: int, micro_batches: int, micro_batch_size: int,
-                    rank: int = 0, world_size: int = 1) -> MicroBatch:
-        """Rank ``rank``'s share of micro-batch ``micro`` of optimizer step ``step``."""
-        global_batch = micro_batches * micro_batch_size * world_size
-        domain_idx, starts = self.step_plan(step, global_batch, micro_batches)
-        first = (micro * world_size + rank) * micro_batch_size
-        ids = domain_idx[first:first + micro_batch_size]
+    def micro_batch(self, step: int, layout: BatchLayout, pass_index: int, rank: int = 0) -> MicroBatch:
+        """Rank ``rank``'s forward/backward pass ``pass_index`` of optimizer step ``step``."""
+        domain_idx, starts = self.step_plan(step, layout.global_batch, layout.inner_steps)
+        first, count = layout.rows(pass_index, rank)
+        ids = domain_idx[first:first + count]
         rows = [self.streams[self.domains[d]][start:start + self.seq_len + 1].astype(np.int64)
-                for d, start in zip(ids, starts[first:first + micro_batch_size])]
+                for d, start in zip(ids, starts[first:first + count])]
         window = torch.from_numpy(np.stack(rows))
         names = [self.domains[d] for d in ids]
         return MicroBatch(window[:, :-1], window[:, 1:], names, torch.from_numpy(ids.astype(np.int64)))

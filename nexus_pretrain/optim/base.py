@@ -1,10 +1,11 @@
 """The step-function interface every optimizer exposes to the trainer (see DESIGN.md).
 
-The loop is the same for every optimizer::
+The loop is the same for every optimizer (data/layout.py: K inner batches of L local passes each)::
 
-    for micro_batch in window:
-        (loss / accumulation).backward()
-        opt.micro_step()          # plain optimizers: nothing; Nexus: inner normalized-SGD step
+    for inner_batch in range(K):
+        for local in range(L):                # memory only: passes accumulate without a reduction
+            (loss * weight).backward()        # weight = 1/L if opt.consumes_each_inner_batch else 1/(K*L)
+        opt.micro_step()          # plain optimizers: nothing; Nexus: inner step on the inner batch's mean gradient
     metrics = opt.step()          # outer step on the (pseudo-)gradient
     opt.zero_grad()
 """
@@ -25,21 +26,23 @@ class StepOptimizer(Protocol):
     outer: torch.optim.Optimizer
     """The torch optimizer whose param_groups carry the learning rate the schedule scales."""
 
-    sync_every_micro_step: bool
-    """Whether each micro-batch gradient must be reduced across ranks before micro_step (Nexus); if
-    False, gradients may accumulate locally and be reduced once, on the last micro-batch."""
+    consumes_each_inner_batch: bool
+    """True (Nexus): micro_step reads each inner batch's own mean gradient, reduced across ranks at the
+    end of every inner batch. False: gradients accumulate into the mean over the whole global batch,
+    reduced once at the end of the step."""
 
     def set_lr_multiplier(self, multiplier: float) -> None:
         """Scale every learning rate by the schedule's multiplier for the coming step."""
 
     def micro_step(self) -> None:
-        """Called after each micro-batch backward."""
+        """Called once per inner batch, after its last backward."""
 
     def step(self) -> Dict[str, torch.Tensor]:
-        """Called at the accumulation boundary; returns scalar metrics (0-d tensors, no host sync)."""
+        """Called after the step's last inner batch; returns scalar metrics (0-d tensors, no host sync),
+        at least grad_norm (the norm of the vector max_grad_norm clips) and clip_coef."""
 
     def zero_grad(self) -> None:
-        """Drop gradients before the next accumulation window."""
+        """Drop gradients before the next step."""
 
     def discard(self) -> None:
         """Abandon the current window instead of stepping: parameters back to where the window
@@ -69,6 +72,14 @@ def scale_learning_rates(optimizer: torch.optim.Optimizer, multiplier: float) ->
         group["lr"] = group["peak_lr"] * multiplier
 
 
+def clip_coefficient(norm: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """The factor clipping to max_norm multiplies a vector of this norm by (clip_grad_norm_'s rule:
+    max_norm / (norm + 1e-6), at most 1; 1 when clipping is off)."""
+    if max_norm <= 0:
+        return torch.ones((), device=norm.device)
+    return (max_norm / (norm.float() + 1e-6)).clamp(max=1.0)
+
+
 def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """Clip gradients to a global L2 norm (no-op when max_norm <= 0) and return the pre-clip norm
     (a plain 0-d tensor; DTensor gradients are reduced across ranks)."""
@@ -81,9 +92,10 @@ def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float) -> tor
 
 
 class Accumulate:
-    """Plain gradient accumulation (paper Alg. 2): micro_step does nothing, step clips and steps."""
+    """Plain gradient accumulation (paper Alg. 2): micro_step does nothing, step clips the global batch's
+    mean gradient and steps."""
 
-    sync_every_micro_step = False
+    consumes_each_inner_batch = False
 
     def __init__(self, outer: torch.optim.Optimizer, max_grad_norm: float = 0.0):
         self.outer = outer
@@ -102,7 +114,7 @@ class Accumulate:
         """Clip the accumulated gradient and take the outer step."""
         grad_norm = clip_gradients(self._params, self.max_grad_norm)
         self.outer.step()
-        return {"grad_norm": grad_norm}
+        return {"grad_norm": grad_norm, "clip_coef": clip_coefficient(grad_norm, self.max_grad_norm)}
 
     def zero_grad(self) -> None:
         """Drop the accumulated gradients."""

@@ -10,14 +10,15 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from nexus_pretrain.optim.base import clip_gradients, record_peak_learning_rates, scale_learning_rates
+from nexus_pretrain.optim.base import (clip_coefficient, clip_gradients, record_peak_learning_rates,
+                                       scale_learning_rates)
 from nexus_pretrain.optim.dtensor import full_tensor as _full
 from nexus_pretrain.optim.dtensor import is_dtensor as _is_dtensor
 from nexus_pretrain.optim.dtensor import like_param as _like_param
 from nexus_pretrain.optim.dtensor import local_tensor as _local
 from nexus_pretrain.optim.grad_norm import BackwardGradNorm
 
-VARIANTS = ("nexus", "nexus_dot", "nsgd", "random")
+VARIANTS = ("nexus", "nexus_dot", "nsgd", "random", "parallel")
 
 # Floor of the gradient norm in a normalized step: a zero gradient then gives a zero step, not NaN.
 _MIN_NORM = 1e-12
@@ -43,27 +44,30 @@ def normalized_step(params: List[torch.Tensor], grads: List[torch.Tensor], scale
 
 @dataclass
 class _Window:
-    """What one accumulation window accumulates between step() calls."""
+    """What one step's window of inner batches accumulates between step() calls."""
 
     micro_steps: int = 0
     norm_sum: Optional[torch.Tensor] = None
-    direction: Optional[List[torch.Tensor]] = None  # random variant: gamma * sum of normalized grads
+    direction: Optional[List[torch.Tensor]] = None  # random, parallel: gamma * sum of normalized grads
 
 
 class Nexus:
     """Nexus gradient approximator around any outer optimizer (paper Alg. 3).
 
-    Each ``micro_step`` moves the parameters by an inner step on the micro-batch gradient; ``step``
-    hands the total displacement ``anchor - p`` to the outer optimizer as its gradient, after putting
-    the parameters back at the anchor (the parameters at the start of the window).
+    Each ``micro_step`` moves the parameters by an inner step on the inner batch's gradient ``g`` (the
+    gradient of the inner batch's mean loss: the trainer never divides it by K); ``step`` hands the
+    total displacement ``anchor - p`` to the outer optimizer as its gradient, after putting the
+    parameters back at the anchor (the parameters at the start of the window).
 
     Variants (``variant``):
 
     * ``nexus``: ``p -= gamma * g / ||g||`` with the global L2 norm over all parameters (and ranks).
-    * ``nexus_dot``: ``p -= gamma * g`` (the paper's Nexus-Dot ablation). ``g`` is the gradient the
-      trainer produced, i.e. of ``loss / K``, so the effective step on a micro-batch loss is gamma/K.
-    * ``nsgd``: K = 1. Micro-batch gradients accumulate as usual and ``step`` takes one normalized step
-      on their sum, so the pseudo-gradient is ``gamma * g / ||g||`` (paper Sec. 5.1, "NSGD").
+    * ``nexus_dot``: ``p -= gamma * g`` (the paper's Nexus-Dot ablation: Alg. 3 with a plain SGD inner step).
+    * ``nsgd``: K = 1. Gradients accumulate into the global batch's mean and ``step`` takes one
+      normalized step on it, so the pseudo-gradient is ``gamma * g / ||g||`` (paper Sec. 5.2, "NSGD").
+    * ``parallel``: control without the alignment term. Every inner gradient is taken at the anchor
+      (the parameters never move within the window); the pseudo-gradient is ``gamma * sum_m g_m / ||g_m||``,
+      i.e. Nexus's first-order term exactly, with the ``gamma^2`` cross term removed deterministically.
     * ``random``: control for Nexus's sequential gradient alignment. The Nexus inner iterate
       ``theta_m = theta_{m-1} - gamma * g_m / ||g_m||`` is kept as bookkeeping (the buffer
       ``direction = anchor - theta_m``), but gradient m is evaluated at
@@ -92,9 +96,9 @@ class Nexus:
     With bf16 parameters the inner displacement (about gamma / sqrt(#params) per element and micro
     step) is mostly below bf16 resolution; train with fp32 master weights (autocast) instead.
 
-    Data parallel: each micro_step needs the micro-batch gradient already averaged over ranks (DDP
-    all-reduce or FSDP2 reduce-scatter on every backward, so no ``no_sync`` accumulation), which
-    ``sync_every_micro_step`` says (False only for ``nsgd``). The norm is global: DTensor gradients
+    Data parallel: each micro_step needs the inner batch's gradient already averaged over ranks (a DDP
+    all-reduce or FSDP2 reduce-scatter at the end of every inner batch), which
+    ``consumes_each_inner_batch`` says (False only for ``nsgd``). The norm is global: DTensor gradients
     are reduced across ranks by ``get_total_norm``. Where the parameters are plain tensors that are
     shards of a larger vector (DeepSpeed ZeRO's flat fp32 partitions), pass ``norm_fn``: it maps the
     local tensors to their global L2 norm, and is used for the inner step, the random variant's radii
@@ -134,8 +138,8 @@ class Nexus:
         self.inner_lr_follows_schedule = inner_lr_follows_schedule
         self._norm = norm_fn or global_norm
         self._normalized_step = torch.compile(normalized_step, fullgraph=True) if compile_inner_step else normalized_step
-        self.sync_every_micro_step = variant != "nsgd"
-        """Every micro-batch gradient must be reduced across ranks before micro_step (no DDP no_sync)."""
+        self.consumes_each_inner_batch = variant != "nsgd"
+        """Every inner batch's mean gradient must be reduced across ranks before micro_step."""
         self.params: List[torch.Tensor] = []
         seen = set()
         for group in outer.param_groups:
@@ -151,7 +155,8 @@ class Nexus:
         # side stream right after the outer step and overlaps the next forward/backward.
         self._copy_stream = None
         self._snapshot_done: Optional[Any] = None  # CUDA event of that copy; None when no copy is pending
-        if offload_anchor and variant != "nsgd" and _local(self.params[0]).is_cuda:
+        self._uses_anchor = variant not in ("nsgd", "parallel")  # the parameters move within the window
+        if offload_anchor and self._uses_anchor and _local(self.params[0]).is_cuda:
             self._copy_stream = torch.cuda.Stream(device=_local(self.params[0]).device)
         # Plain tensors: the inner step's global norm is accumulated during backward by hooks (on a
         # side stream on CUDA). DTensors (FSDP2) need a cross-rank reduction, taken after backward.
@@ -173,7 +178,7 @@ class Nexus:
 
     @torch.no_grad()
     def micro_step(self) -> None:
-        """Consume the micro-batch gradient: an inner step (none for nsgd), then drop the gradients."""
+        """Consume the inner batch's gradient: an inner step (none for nsgd), then drop the gradients."""
         window = self._window
         if self.variant == "nsgd":
             window.micro_steps += 1
@@ -182,7 +187,7 @@ class Nexus:
         if not params:
             raise RuntimeError("micro_step() found no gradients; call loss.backward() before it")
         if window.micro_steps == 0:
-            self._snapshot_anchor()
+            self._start_window()
         grads = [p.grad for p in params]
         if self._backward_norm is not None:
             norm = self._backward_norm.total()
@@ -198,6 +203,9 @@ class Nexus:
             self._normalized_step(local_params, local_grads, scale)
         elif self.variant == "nexus_dot":
             torch._foreach_add_(local_params, local_grads, alpha=-self.inner_lr)
+        elif self.variant == "parallel":  # the parameters stay at the anchor
+            index = {id(p): i for i, p in enumerate(self.params)}
+            self._normalized_step([self._window.direction[index[id(p)]] for p in params], local_grads, -scale)
         else:  # random: the scaled gradients also advance the bookkeeping iterate
             torch._foreach_mul_(local_grads, scale)
             self._random_inner_step(params, local_grads)
@@ -221,9 +229,8 @@ class Nexus:
         if self._copy_stream is not None:
             self._start_async_snapshot()
         return {
-            "grad_norm": pseudo_norm,
-            "pseudo_grad_norm": pseudo_norm,
-            "inner_displacement": pseudo_norm,
+            "grad_norm": pseudo_norm,  # of the pseudo-gradient, the vector max_grad_norm clips
+            "clip_coef": clip_coefficient(pseudo_norm, self.max_grad_norm),
             "mean_inner_grad_norm": mean_norm,
         }
 
@@ -236,7 +243,7 @@ class Nexus:
     @torch.no_grad()
     def discard(self) -> None:
         """Put the parameters back at the anchor, drop gradients and the window (no outer step)."""
-        if self._window.micro_steps > 0 and self.variant != "nsgd":
+        if self._window.micro_steps > 0 and self._uses_anchor:
             for i, p in enumerate(self.params):
                 local = _local(p)
                 local.copy_(self._anchor_on(i, local.device) if self.offload_anchor else self._anchor[i])
@@ -260,7 +267,7 @@ class Nexus:
             state["window"] = {
                 "micro_steps": window.micro_steps,
                 "norm_sum": window.norm_sum,
-                "anchor": None if self.variant == "nsgd" else list(self._anchor),
+                "anchor": list(self._anchor) if self._uses_anchor else None,
                 "direction": window.direction,
             }
         return state
@@ -304,8 +311,17 @@ class Nexus:
                 torch.empty(local.shape, dtype=_wide_dtype(local.dtype), device=device, pin_memory=pin)
             )
 
+    def _start_window(self) -> None:
+        """At the first micro_step of a window: the anchor snapshot, and the zeroed direction buffer of the
+        variants that keep one (random, parallel)."""
+        if self._uses_anchor:
+            self._snapshot_anchor()
+        if self.variant in ("random", "parallel"):
+            self._window.direction = [torch.zeros(_local(p).shape, dtype=_wide_dtype(_local(p).dtype),
+                                                  device=_local(p).device) for p in self.params]
+
     def _snapshot_anchor(self) -> None:
-        """anchor = current parameters, at the first micro_step of a window."""
+        """anchor = current parameters."""
         self._ensure_anchor()
         locals_ = [_local(p) for p in self.params]
         if self._snapshot_done is not None:  # taken asynchronously after the last outer step
@@ -316,8 +332,6 @@ class Nexus:
                 a.copy_(p, non_blocking=True)
         else:
             torch._foreach_copy_(self._anchor, locals_)
-        if self.variant == "random":
-            self._window.direction = [torch.zeros_like(a, device=p.device) for a, p in zip(self._anchor, locals_)]
 
     def _start_async_snapshot(self) -> None:
         """Copy the parameters to the pinned anchor on the side stream, after the outer step's kernels.
@@ -357,10 +371,12 @@ class Nexus:
             torch._foreach_add_(locals_, noise)
 
     def _pseudo_gradient_and_restore(self) -> None:
-        """Set p.grad = anchor - theta_K (random: the bookkeeping displacement) and p = anchor."""
+        """Set p.grad = anchor - theta_K (random, parallel: the direction buffer) and p = anchor."""
         locals_ = [_local(p) for p in self.params]
         random = self.variant == "random"
-        if self.offload_anchor:
+        if not self._uses_anchor:  # parallel: the parameters never left the anchor
+            pseudo = self._window.direction
+        elif self.offload_anchor:
             pseudo = []
             for i, p in enumerate(locals_):
                 anchor = self._anchor_on(i, p.device)  # one host-to-device copy per parameter

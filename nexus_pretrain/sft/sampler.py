@@ -13,6 +13,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from nexus_pretrain.data.layout import BatchLayout
 from nexus_pretrain.data.sampler import MicroBatch
 
 IGNORE = -100
@@ -60,7 +61,7 @@ class SFTSampler:
     """Draws SFT rows epoch by epoch: global example g of the run (step x global batch + position in the
     step) is example ``permutation(seed, epoch)[g mod N]`` with epoch = g div N, so every example is seen
     once per epoch and a step's rows are a pure function of (seed, step): resume is exact, and the global
-    batch is the same for every world size dividing it (each rank takes its slice of each micro-batch)."""
+    batch is the same for every world size and micro-batch (data/layout.py)."""
 
     def __init__(self, examples: SFTExamples, seed: int):
         if len(examples) == 0:
@@ -83,9 +84,7 @@ class SFTSampler:
         n = len(self.examples)
         return np.array([self._permutation(int(g // n))[g % n] for g in positions], dtype=np.int64)
 
-    def micro_batch(self, step: int, micro: int, micro_batches: int, micro_batch_size: int,
-                    rank: int = 0, world_size: int = 1) -> MicroBatch:
-        """Rank ``rank``'s share of micro-batch ``micro`` of optimizer step ``step``."""
-        global_batch = micro_batches * micro_batch_size * world_size
-        first = step * global_batch + (micro * world_size + rank) * micro_batch_size
-        return self.examples.batch(self.example_indices(first, micro_batch_size))
+    def micro_batch(self, step: int, layout: BatchLayout, pass_index: int, rank: int = 0) -> MicroBatch:
+        """Rank ``rank``'s forward/backward pass ``pass_index`` of optimizer step ``step``."""
+        first, count = layout.rows(pass_index, rank)
+        return self.examples.batch(self.example_indices(step * layout.global_batch + first, count))

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from nexus_pretrain.config import TrainConfig, validate
 from nexus_pretrain.data.build import RunData, build_data
+from nexus_pretrain.data.layout import batch_layout
 from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
@@ -25,9 +26,14 @@ from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token,
 from nexus_pretrain.model.presets import resolve_model_args
 from nexus_pretrain.optim.schedule import lr_multiplier
 from nexus_pretrain.train import checkpoint as ckpt
+from nexus_pretrain.train import run_identity
 from nexus_pretrain.train.backends import build_backend
 from nexus_pretrain.train.init_weights import load_pretrained
 from nexus_pretrain.train.metrics import MetricsLogger, Throughput
+
+
+WINDOW_MEANS = ("loss", "inner_loss")
+"""Step metrics logged as their mean over the steps since the previous log line."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,7 +62,7 @@ class Trainer:
             load_pretrained(model, t.init_from)
         self.n_params = count_parameters(model)
         self.model, self.optimizer = self.backend.setup(model, cfg.optim, seed=t.seed)
-        self.accumulation = t.global_batch // (t.micro_batch * self.backend.world_size)
+        self.layout = batch_layout(t.global_batch, cfg.optim.inner_steps, self.backend.world_size, t.micro_batch)
         self.checkpointer = ckpt.Checkpointer(self.run_dir, self.backend, t.keep_last)
         self.step = 0
         self.skipped_steps = 0
@@ -67,12 +73,11 @@ class Trainer:
         # Tokens consumed per domain over the whole run (all ranks), and this rank's sequences not yet added.
         self._domain_tokens = torch.zeros(n_domains, dtype=torch.int64, device=self.backend.device)
         self._pending_rows = torch.zeros(n_domains, dtype=torch.int64, device=self.backend.device)
-        # Each step's micro-batch losses on this rank, kept until the next log line so that a NaN names
-        # its step, micro-batch and domains without a host sync per step.
+        # Each step's per-pass losses on this rank, kept until the next log line so that a NaN names
+        # its step, pass and domains without a host sync per step.
         self._window_losses: List[Tuple[int, torch.Tensor]] = []
-        self.loader = MicroBatchLoader(self.data.sampler, self.accumulation, t.micro_batch, self.backend.rank,
-                                       self.backend.world_size, t.max_steps, cfg.data.num_workers,
-                                       pin_memory=self.backend.device.type == "cuda")
+        self.loader = MicroBatchLoader(self.data.sampler, self.layout, self.backend.rank, t.max_steps,
+                                       cfg.data.num_workers, pin_memory=self.backend.device.type == "cuda")
         self.stop_signal: Optional[int] = None
 
     # ----------------------------------------------------------------------------------- state
@@ -94,47 +99,65 @@ class Trainer:
         self._pending_rows.zero_()
 
     def maybe_resume(self) -> bool:
-        """Apply trainer.resume (never, auto: the newest complete checkpoint, or a path); True if loaded."""
-        resume = self.cfg.trainer.resume
-        checkpoint = None if resume == "never" else self.checkpointer.latest() if resume == "auto" else Path(resume)
+        """Apply trainer.resume (never; auto: the newest intact checkpoint; or a path) once per trainer,
+        after run_identity's checks (same run, a directory of its own); True if a checkpoint was loaded.
+        A later fit() of this trainer continues from its state in memory."""
+        if getattr(self, "_started", False):
+            return False
+        checkpoint = run_identity.start_on_every_rank(self.cfg, self.backend)
+        self._started = True
         if checkpoint is None:
             return False
         self.resume_from(checkpoint)
         return True
 
     # ------------------------------------------------------------------------------------ step
-    def micro_batch(self, micro: int) -> MicroBatch:
-        """This rank's micro-batch ``micro`` of the current step, on the device."""
-        return self.loader.get(self.step, micro).to(self.backend.device)
+    def micro_batch(self, pass_index: int) -> MicroBatch:
+        """This rank's forward/backward pass ``pass_index`` of the current step, on the device."""
+        return self.loader.get(self.step, pass_index).to(self.backend.device)
 
     def train_step(self) -> Dict[str, torch.Tensor]:
-        """One optimizer step over the accumulation window; returns device-side metrics."""
+        """One optimizer step: K inner batches (data/layout.py), each followed by the optimizer's
+        micro_step; returns device-side metrics.
+
+        ``loss`` (and train/<domain>) is the mean loss of the step's first inner batch, the one every
+        optimizer evaluates at the weights it holds (Nexus evaluates later inner batches at inner weights);
+        ``inner_loss`` is the mean over all inner batches where the optimizer evaluated them.
+        """
         multiplier = lr_multiplier(self.cfg.schedule, self.step, self.cfg.trainer.max_steps)
         self.optimizer.set_lr_multiplier(multiplier)
-        micro_losses = []
+        layout, per_inner_batch = self.layout, self.optimizer.consumes_each_inner_batch
+        local = layout.local_micro_batches
+        # Gradient of the inner batch's mean loss (Nexus), or of the global batch's mean loss (accumulating).
+        weight = 1.0 / local if per_inner_batch else 1.0 / (local * layout.inner_steps)
+        pass_losses = []
         domain_loss, domain_rows = torch.zeros_like(self._domain_loss), torch.zeros_like(self._domain_rows)
-        last = self.accumulation - 1
-        for micro in range(self.accumulation):
-            batch = self.micro_batch(micro)
-            with self.backend.autocast():
-                row_losses = self.model(batch.inputs, batch.targets)
-            loss = row_losses.mean()
-            self.backend.backward(loss / self.accumulation, sync=self.optimizer.sync_every_micro_step or micro == last)
+        for inner in range(layout.inner_steps):
+            for micro in range(local):
+                batch = self.micro_batch(inner * local + micro)
+                with self.backend.autocast():
+                    row_losses = self.model(batch.inputs, batch.targets)
+                loss = row_losses.mean()
+                last_pass = micro == local - 1
+                self.backend.backward(loss * weight, sync=last_pass and (per_inner_batch or inner == layout.inner_steps - 1))
+                pass_losses.append(loss.detach())
+                if inner == 0:
+                    domain_loss.index_add_(0, batch.domain_ids, row_losses.detach())
+                    domain_rows.index_add_(0, batch.domain_ids, torch.ones_like(row_losses.detach()))
+                self._pending_rows.index_add_(0, batch.domain_ids, torch.ones_like(batch.domain_ids))
             self.optimizer.micro_step()
-            micro_losses.append(loss.detach())
-            domain_loss.index_add_(0, batch.domain_ids, row_losses.detach())
-            domain_rows.index_add_(0, batch.domain_ids, torch.ones_like(row_losses.detach()))
-            self._pending_rows.index_add_(0, batch.domain_ids, torch.ones_like(batch.domain_ids))
-        micro_losses = torch.stack(micro_losses)
-        self._window_losses.append((self.step, micro_losses))
-        mean_loss = self.backend.all_reduce_mean(micro_losses.mean())
-        if self.cfg.trainer.skip_nonfinite and not torch.isfinite(mean_loss):
-            self._skip_step(micro_losses)
+        pass_losses = torch.stack(pass_losses)
+        self._window_losses.append((self.step, pass_losses))
+        first_loss, inner_loss = self.backend.all_reduce_mean(
+            torch.stack([pass_losses[:local].mean(), pass_losses.mean()])).unbind()
+        if self.cfg.trainer.skip_nonfinite and not torch.isfinite(inner_loss):
+            self._skip_step(pass_losses)
             metrics = {}  # no loss: a skipped step does not enter the logged mean
         else:
             metrics = self.optimizer.step()
             self.optimizer.zero_grad()
-            metrics["loss"] = mean_loss
+            metrics["loss"] = first_loss
+            metrics["inner_loss"] = inner_loss
             self._domain_loss += domain_loss
             self._domain_rows += domain_rows
         self.step += 1
@@ -154,17 +177,17 @@ class Trainer:
             print(f"warning: skipped {self._describe_nonfinite(self.step, micro_losses)} "
                   f"({self.skipped_steps}/{self.cfg.trainer.skip_nonfinite})", file=sys.stderr)
 
-    def _describe_nonfinite(self, step: int, micro_losses: torch.Tensor) -> str:
-        """Where a non-finite loss came from: step, micro-batch and its domains on this rank."""
-        bad = [i for i, value in enumerate(micro_losses.tolist()) if not math.isfinite(value)]
+    def _describe_nonfinite(self, step: int, pass_losses: torch.Tensor) -> str:
+        """Where a non-finite loss came from: step, inner batch, pass and its domains on this rank."""
+        bad = [i for i, value in enumerate(pass_losses.tolist()) if not math.isfinite(value)]
         if not bad:
             return f"non-finite loss at step {step + 1} on another rank than rank {self.backend.rank}"
-        micro = bad[0]
-        batch = self.data.sampler.micro_batch(
-            step, micro, self.accumulation, self.cfg.trainer.micro_batch, self.backend.rank, self.backend.world_size)
+        pass_index = bad[0]
+        batch = self.data.sampler.micro_batch(step, self.layout, pass_index, self.backend.rank)
         domains = ", ".join(sorted(set(batch.domains)))
-        return (f"non-finite loss {micro_losses[micro].item()} at step {step + 1}, micro-batch {micro} of rank "
-                f"{self.backend.rank} (domains: {domains})")
+        inner, micro = self.layout.position(pass_index)
+        return (f"non-finite loss {pass_losses[pass_index].item()} at step {step + 1}, inner batch {inner}, "
+                f"micro-batch {micro} of rank {self.backend.rank} (domains: {domains})")
 
     def _raise_nonfinite(self) -> None:
         """Raise NonFiniteLossError naming the first step since the last log whose loss was not finite
@@ -240,7 +263,8 @@ class Trainer:
         speed = Throughput(flops_per_token(self.model_args, self.cfg.data.seq_len, self.n_params), self.backend.device,
                            self.backend.world_size)
         last: Dict[str, float] = {"resumed_from": float(self.step)} if resumed else {}
-        window_loss, window_steps = 0.0, 0
+        window_sums: Dict[str, torch.Tensor] = {}
+        window_steps = 0
         first_step = True
         try:
             with preemption_signals(self):
@@ -252,15 +276,16 @@ class Trainer:
                             release_garbage()
                     speed.add(tokens_per_step)
                     logger.advance()
-                    if "loss" in metrics:
-                        window_loss = metrics.pop("loss") + window_loss
+                    if "loss" in metrics:  # losses are averaged over the log window, other metrics are the step's
+                        for key in WINDOW_MEANS:
+                            window_sums[key] = metrics.pop(key) + window_sums.get(key, 0.0)
                         window_steps += 1
                     at_end = self.step == stop
                     if self.step % t.log_every == 0 or at_end:
                         record = {k: float(v) for k, v in metrics.items()}
                         if window_steps:
-                            record["loss"] = float(window_loss) / window_steps
-                            if not math.isfinite(record["loss"]):
+                            record.update({key: float(total) / window_steps for key, total in window_sums.items()})
+                            if not math.isfinite(record["inner_loss"]):
                                 self._raise_nonfinite()
                         self._window_losses.clear()
                         record.update(self.domain_training_losses())
@@ -271,7 +296,7 @@ class Trainer:
                             record["skipped_steps"] = float(self.skipped_steps)
                         logger.log(self.step, record)
                         last.update(record)
-                        window_loss, window_steps = 0.0, 0
+                        window_sums, window_steps = {}, 0
                         if self._signalled():
                             with speed.paused():
                                 self.save()

@@ -31,15 +31,20 @@ def test_shipped_configs_are_valid(overrides):
     (["optim.lr=-0.1"], "optim.lr=-0.1 must be > 0"),
     (["model.residual_dtype=float16"], "model.residual_dtype='float16' is not one of bfloat16"),
     (["optim.lr=fast"], "optim.lr=fast: could not be converted to Float"),
-    (["optim.variant=nesterov"], "optim.variant='nesterov' is not one of nexus, nexus_dot, nsgd, random"),
+    (["optim.variant=nesterov"], "optim.variant='nesterov' is not one of nexus, nexus_dot, nsgd, random, parallel"),
     (["optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5] must be two numbers in [0, 1)"),
-    (["trainer.global_batch=10"], "trainer.global_batch=10 is not divisible by trainer.micro_batch=4 x world size 1; "
-                                  "set trainer.global_batch to a multiple of 4"),
+    (["trainer.global_batch=10"], "trainer.global_batch=10 is not divisible by optim.inner_steps=4; "
+                                  "set optim.inner_steps to a divisor of 10"),
+    (["trainer.global_batch=24", "trainer.micro_batch=4"],
+     "trainer.micro_batch=4 does not divide a rank's 6 sequences per inner batch"),
+    (["optim.inner_steps=0"], "optim.inner_steps=0 must be > 0"),
+    (["data.microbatch_domains=per_domain"], "data.microbatch_domains=per_domain cycles the 3 domains over the "
+                                             "inner batches, but optim.inner_steps=4 is not a multiple of 3"),
     (["trainer.max_steps=50", "schedule.warmup_steps=20", "schedule.decay_steps=60"],
      "schedule.warmup_steps=20 (20 steps) + decay_steps=60 (60 steps) exceed trainer.max_steps=50"),
     (["data.domains.web=-1"], "data.domains.web=-1.0 must be >= 0"),
     (["data.domains.web=0", "data.domains.math=0", "data.domains.code=0"], "data.domains weights sum to 0"),
-    (["data.microbatch_domains=sometimes"], "data.microbatch_domains='sometimes' is not one of mixed, per_domain"),
+    (["data.microbatch_domains=sometimes"], "data.microbatch_domains='sometimes' is not one of mixed, per_domain, per_domain_weighted"),
     (["schedule=linear"], "schedule=linear: unknown option; choose one of cosine, wsd"),
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(overrides, message):

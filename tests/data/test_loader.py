@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nexus_pretrain.config import ConfigError, validate
+from nexus_pretrain.data.layout import batch_layout
 from nexus_pretrain.data.loader import MicroBatchDataset, MicroBatchLoader
 from nexus_pretrain.data.sampler import MixtureSampler
 from nexus_pretrain.demo import compose_config
@@ -26,10 +27,10 @@ def assert_same(x, y):
 
 def test_dataset_items_are_the_sampler_batches_in_step_micro_order():
     sampler = make_sampler()
-    dataset = MicroBatchDataset(sampler, start_step=5, stop_step=8, accumulation=2, micro_batch=3, rank=1,
-                                world_size=2)
+    layout = batch_layout(12, 2, 2, 3)
+    dataset = MicroBatchDataset(sampler, start_step=5, stop_step=8, layout=layout, rank=1)
     assert len(dataset) == 6 and dataset.position(3) == (6, 1)
-    assert_same(dataset[3], sampler.micro_batch(6, 1, 2, 3, 1, 2))
+    assert_same(dataset[3], sampler.micro_batch(6, layout, 1, 1))
     with pytest.raises(IndexError):
         dataset[6]
 
@@ -37,12 +38,12 @@ def test_dataset_items_are_the_sampler_batches_in_step_micro_order():
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_matches_sampler_from_any_start_and_after_jumps(workers):
     sampler = make_sampler()
-    loader = MicroBatchLoader(sampler, accumulation=2, micro_batch=4, rank=0, world_size=1, stop_step=20,
-                              num_workers=workers)
+    layout = batch_layout(8, 2, 1, 4)
+    loader = MicroBatchLoader(sampler, layout, rank=0, stop_step=20, num_workers=workers)
     try:
         # In order from step 3 (a resume), then a jump back to step 1, micro 1 (the loader restarts).
         for step, micro in [(3, 0), (3, 1), (4, 0), (4, 1), (5, 0), (1, 1), (2, 0)]:
-            assert_same(loader.get(step, micro), sampler.micro_batch(step, micro, 2, 4, 0, 1))
+            assert_same(loader.get(step, micro), sampler.micro_batch(step, layout, micro, 0))
         with pytest.raises(ValueError, match="outside"):
             loader.get(20, 0)
     finally:

@@ -139,7 +139,7 @@ def test_constant_gradients_reduce_to_adamw_on_normalized_gradient():
         lr_t = lr * mult
         expected = [e * (1 - lr_t * wd) - lr_t * P / (P.abs() + eps) for e, P in zip(expected, pseudo)]
         pseudo_norm = torch.sqrt(sum((P * P).sum() for P in pseudo))
-        torch.testing.assert_close(metrics["pseudo_grad_norm"], pseudo_norm, rtol=1e-12, atol=0)
+        torch.testing.assert_close(metrics["grad_norm"], pseudo_norm, rtol=1e-12, atol=0)
         torch.testing.assert_close(metrics["mean_inner_grad_norm"], sum(norms) / len(cs) / len(cs), rtol=1e-12, atol=0)
     torch.testing.assert_close(model.w.detach(), expected[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(model.b.detach(), expected[1], rtol=0, atol=1e-12)
@@ -187,7 +187,7 @@ def test_clipping_applies_to_pseudo_gradient():
     metrics = opt.step()
     moved = torch.sqrt(sum(((p - p0) ** 2).sum() for p, p0 in zip(model.parameters(), start)))
     torch.testing.assert_close(moved.detach(), torch.tensor(0.01, dtype=torch.float64), rtol=1e-4, atol=0)  # clip adds 1e-6 to the norm
-    assert metrics["pseudo_grad_norm"] > 0.05  # pre-clip norm is reported
+    assert metrics["grad_norm"] > 0.05  # pre-clip norm is reported
 
 
 def test_inner_lr_follows_schedule_only_when_asked():
@@ -200,7 +200,7 @@ def test_inner_lr_follows_schedule_only_when_asked():
         for c in cs[:1]:
             model(c).backward()
             opt.micro_step()
-        torch.testing.assert_close(opt.step()["pseudo_grad_norm"], torch.tensor(expected, dtype=torch.float64))
+        torch.testing.assert_close(opt.step()["grad_norm"], torch.tensor(expected, dtype=torch.float64))
 
 
 def test_bad_arguments_and_call_order():

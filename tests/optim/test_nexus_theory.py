@@ -280,3 +280,17 @@ def test_eq9_and_same_source_terms_are_not_small_in_a_network():
           f" vs ||sum_(i!=j) J_i u_j|| = {float(eq9.norm()):.2f}")
     assert rel > 0.05  # 0.10-0.55 over torch seeds 0-9 (docs/theory.md)
     assert float(same.norm()) > 0.1 * float(eq9.norm())
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_e_parallel_control_is_nexus_without_the_cross_term(scheme):
+    """variant=parallel takes every gradient at the anchor: the pseudo-gradient is exactly gamma * sum_m u_{s_m}
+    for every sequence, so Nexus's exact expansion fits it with slope ~2 (its gamma^2 term is absent), where
+    it fits Nexus with slope ~3 (test b)."""
+    p = problem()
+    for gamma in GAMMAS[[0, -1]]:
+        for seq in _sequences(scheme):
+            torch.testing.assert_close(p.pseudo_gradient(seq, gamma, "parallel"), gamma * sum(p.u[s] for s in seq),
+                                       rtol=1e-13, atol=1e-17)
+    res = residuals(scheme, "parallel", sum(p.u), p.cross_term(scheme))
+    assert 1.9 <= report(f"(e) parallel against Nexus's exact expansion, {scheme}", res) <= 2.1

@@ -4,6 +4,7 @@ import pytest
 
 from nexus_pretrain.config import ConfigError, validate
 from nexus_pretrain.data.build import build_data
+from nexus_pretrain.data.layout import batch_layout
 from nexus_pretrain.sft.sampler import IGNORE
 
 from .conftest import small_config, write_jsonl
@@ -30,7 +31,7 @@ def test_prompt_response_jsonl_holds_out_a_fixed_split(tmp_path, prompt_response
     assert data.sampler.domains == ["sft"] and data.sampler.weights == {"sft": 1.0} and data.ood_streams == {}
     again = build_data(_data_cfg(tmp_path, f"data.sft.dataset={prompt_response_file}", "data.val_fraction=0.25"), seed=5)
     assert again.sampler.examples.ids.tolist() == train.ids.tolist()  # the split does not depend on the seed
-    batch = data.sampler.micro_batch(0, 0, 1, 4)
+    batch = data.sampler.micro_batch(0, batch_layout(4, 1, 1, 4), 0)
     text = data.tokenizer.decode([t for t in batch.targets[0].tolist() if t != IGNORE])
     assert text.startswith(" ") and "The answer is" in text and text.endswith("<|endoftext|>") and "User" not in text
 
@@ -38,7 +39,7 @@ def test_prompt_response_jsonl_holds_out_a_fixed_split(tmp_path, prompt_response
 def test_messages_parquet_like_no_robots_and_overlong_handling(tmp_path, messages_file):
     cfg = _data_cfg(tmp_path, f"data.sft.dataset={messages_file}", "data.sft.system_prompt=Ignored.")
     data = build_data(cfg, seed=0)
-    batch = data.sampler.micro_batch(0, 0, 1, 1)
+    batch = data.sampler.micro_batch(0, batch_layout(1, 1, 1, 1), 0)
     trained = data.tokenizer.decode([t for t in batch.targets[0].tolist() if t != IGNORE])
     assert trained.startswith(" Number") and " Still" in trained and "Again" not in trained
     assert "Ignored" not in data.tokenizer.decode(batch.inputs[0].tolist())  # the row has its own system message

@@ -35,7 +35,7 @@ WORKER = textwrap.dedent(
     # valid single-device fp32 runs (full micro-batch vs. its two halves backward'ed separately) differ by
     # ~1e-5 (relative L2 per tensor; ~1e-4 elementwise) after 3 steps, 50x more than AdamW runs do. So
     # each case also measures that floor, and eps=1e-6 (not the paper's 1e-10) keeps it small.
-    NEXUS = dict(name="nexus", lr=1e-2, weight_decay=0.1, inner_lr=0.05, eps=1e-6)
+    NEXUS = dict(name="nexus", lr=1e-2, weight_decay=0.1, inner_lr=0.05, eps=1e-6, inner_steps=K)
     OPTIMS = {
         "adamw": dict(name="adamw", lr=1e-2, weight_decay=0.1, max_grad_norm=0.5),
         "nexus": dict(NEXUS, max_grad_norm=0.06),
@@ -53,10 +53,13 @@ WORKER = textwrap.dedent(
         for step in steps:
             opt.set_lr_multiplier(MULTIPLIERS[step])
             for micro in range(K):
-                for tokens in DATA[step, micro].chunk(world)[rank].chunk(halves):
+                per_inner = opt.consumes_each_inner_batch  # the trainer's weighting and sync (train/trainer.py)
+                pieces = DATA[step, micro].chunk(world)[rank].chunk(halves)
+                for half, tokens in enumerate(pieces):
                     with backend.autocast():
                         loss = lm_loss(module(tokens[:, :-1]), tokens[:, 1:])
-                    backend.backward(loss / K / halves, sync=opt.sync_every_micro_step or micro == K - 1)
+                    backend.backward(loss / halves / (1 if per_inner else K),
+                                     sync=half == halves - 1 and (per_inner or micro == K - 1))
                 opt.micro_step()
             metrics.append({k: float(v) for k, v in opt.step().items()})
             opt.zero_grad()

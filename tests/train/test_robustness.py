@@ -112,7 +112,7 @@ def test_nonfinite_loss_names_step_microbatch_and_domains(tmp_path):
     trainer = Trainer(compose_config([*SMALL, f"trainer.run_dir={tmp_path}", "trainer.max_steps=6",
                                       "trainer.log_every=3", "trainer.checkpoint_every=0"]))
     trainer.model = _PoisonAt(trainer.model, trainer, step=1)
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at step 2, micro-batch 0 of rank 0 \(domains: "):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss nan at step 2, inner batch 0, micro-batch 0 of rank 0 \(domains: "):
         trainer.fit()
 
 

@@ -1,12 +1,14 @@
 """How the trainer places a model, reduces gradients and checkpoints, behind one small interface.
 
-The trainer's step loop is the same on every backend::
+The trainer's step loop is the same on every backend (data/layout.py: K inner batches of L passes)::
 
     model, optimizer = backend.setup(model, cfg.optim, seed)
-    for micro in range(accumulation):
-        with backend.autocast():
-            loss = loss_fn(model(batch.inputs), batch.targets)
-        backend.backward(loss / accumulation, sync=optimizer.sync_every_micro_step or micro == last)
+    for inner in range(K):
+        for micro in range(L):
+            with backend.autocast():
+                loss = loss_fn(model(batch.inputs), batch.targets)
+            backend.backward(loss * weight, sync=micro == L - 1 and
+                             (optimizer.consumes_each_inner_batch or inner == K - 1))
         optimizer.micro_step()
     optimizer.step(); optimizer.zero_grad()
 
@@ -43,8 +45,8 @@ class Backend(Protocol):
         """Mixed-precision context for forward passes."""
 
     def backward(self, loss: torch.Tensor, sync: bool) -> None:
-        """Backward of an already-scaled loss; sync=False lets gradients accumulate locally without a
-        cross-rank reduction (the last micro-batch of a window, or every one for Nexus, syncs)."""
+        """Backward of an already-weighted loss; sync=False lets gradients accumulate locally without a
+        cross-rank reduction (the last pass of the step, or of every inner batch for Nexus, syncs)."""
 
     def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
         """Mean of a tensor over ranks (identity on one rank); returns a new tensor."""

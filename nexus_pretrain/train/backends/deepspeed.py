@@ -7,19 +7,20 @@ optimizer that ZeRO steps) and ``gradient_accumulation_steps=1``: accumulation w
 
 How the trainer's step loop maps onto the engine
 -------------------------------------------------
-The optimizer returned by ``setup`` reports ``sync_every_micro_step=False``, so the trainer passes
-``sync=True`` exactly on the last micro-batch of a window (base.py's loop); ``backward`` uses that flag.
+``backward`` sets the engine's accumulation boundary to the trainer's ``sync`` flag
+(``engine.set_gradient_accumulation_boundary``) and calls ``engine.backward(loss, scale_wrt_gas=False)``
+(the trainer already weighted the loss). The trainer passes ``sync=True`` on the last pass of every inner
+batch when the optimizer consumes each inner batch (Nexus), else on the step's last pass only.
 
-* AdamW (``optim.name=adamw``) and Nexus ``variant=nsgd`` accumulate: ``backward`` sets the engine's
-  accumulation boundary to ``sync`` (``engine.set_gradient_accumulation_boundary``) and calls
-  ``engine.backward(loss, scale_wrt_gas=False)`` (the trainer already divided by K); ``step`` calls
-  ``engine.step()`` once per window. AdamW is a plain ``torch.optim.AdamW`` client optimizer with
+* AdamW (``optim.name=adamw``) and Nexus ``variant=nsgd`` accumulate over the whole step; ``step`` calls
+  ``engine.step()`` once per step. AdamW is a plain ``torch.optim.AdamW`` client optimizer with
   build.py's weight-decay groups; clipping is DeepSpeed's ``gradient_clipping`` (the same rule as
   ``clip_grad_norm_``: ``coef = max / (norm + 1e-6)`` capped at 1, global norm over ranks) and
   ``grad_norm`` is ``engine.get_global_grad_norm()``.
-* Nexus (variants nexus, nexus_dot, random) needs every micro-batch gradient reduced and an inner step
-  on the fp32 master weights before the next forward. So every backward is an accumulation boundary
-  (gradients are reduce-scattered and averaged over ranks) and ``micro_step`` calls ``engine.step()``.
+* Nexus (variants nexus, nexus_dot, random, parallel) needs every inner batch's gradient reduced and an
+  inner step on the fp32 master weights before the next inner batch. So the last pass of every inner
+  batch is an accumulation boundary (gradients are reduce-scattered and averaged over ranks) and
+  ``micro_step`` calls ``engine.step()``; the K-th (``optim.inner_steps``) closes the window.
   The client optimizer handed to ZeRO is ``NexusClient`` (zero_nexus.py): ZeRO swaps its param groups' tensors for
   its flat fp32 partitions and calls its ``step()``; the client runs our ``Nexus`` class (optim/nexus.py)
   on those partitions: ``Nexus.micro_step`` (inner normalized step, the global gradient norm taken by
@@ -66,7 +67,7 @@ import torch
 import torch.distributed as dist
 
 from nexus_pretrain.config import BackendConfig
-from nexus_pretrain.optim.base import record_peak_learning_rates, scale_learning_rates
+from nexus_pretrain.optim.base import clip_coefficient, record_peak_learning_rates, scale_learning_rates
 from nexus_pretrain.optim.build import weight_decay_groups
 from nexus_pretrain.optim.nexus import Nexus
 from nexus_pretrain.train.backends.zero_nexus import NexusClient, dp_norm, fp32_partitions, republish_partition
@@ -164,14 +165,13 @@ def ds_config(cfg: BackendConfig, optim_cfg: "OptimConfig", micro_batch: int = 1
 class DeepSpeedStep:
     """The trainer's StepOptimizer over a DeepSpeed engine (see the module docstring)."""
 
-    sync_every_micro_step = False
-    """False so that the trainer's ``sync`` marks the window's last micro-batch; DeepSpeed still reduces
-    every micro-batch gradient for Nexus (each backward is an accumulation boundary)."""
-
     def __init__(self, engine: Any, optim_cfg: "OptimConfig", client: torch.optim.Optimizer,
                  nexus_client: Optional[NexusClient]):
         self.engine = engine
         self.accumulate = accumulates(optim_cfg)
+        self.consumes_each_inner_batch = not self.accumulate
+        self.inner_steps = optim_cfg.inner_steps
+        self.max_grad_norm = optim_cfg.max_grad_norm
         self.client = nexus_client
         self.nexus = nexus_client.nexus if nexus_client is not None else None
         self.outer = self.nexus.outer if self.nexus is not None else client
@@ -187,18 +187,20 @@ class DeepSpeedStep:
             scale_learning_rates(self.outer, multiplier)
 
     def micro_step(self) -> None:
-        """Nexus: one engine step (inner step; on the window's last micro-batch also the outer step)."""
+        """Nexus: one engine step (inner step; on the step's last inner batch also the outer step)."""
         self.micro_steps += 1
         if self.accumulate:
             return
-        self.client.close_window = self.window_end
+        if not self.window_end:
+            raise RuntimeError("backend.backward(loss, sync=True) must mark the last pass of every inner batch")
+        self.client.close_window = self.micro_steps == self.inner_steps
         self.engine.step()
 
     def step(self) -> Dict[str, torch.Tensor]:
         """AdamW/nsgd: the engine step on the accumulated gradient; Nexus: the window closed in micro_step."""
         if self.micro_steps == 0:
             raise RuntimeError("step() called before any micro_step(); call micro_step() after each backward")
-        self.micro_steps = 0
+        micro_steps, self.micro_steps = self.micro_steps, 0
         if self.accumulate:
             if not self.window_end:
                 raise RuntimeError("backend.backward(loss, sync=True) must mark the window's last micro-batch")
@@ -208,10 +210,11 @@ class DeepSpeedStep:
             if self.client is not None:
                 return self.client.metrics
             norm = self.engine.get_global_grad_norm()
-            return {"grad_norm": torch.as_tensor(norm if norm is not None else float("nan"), dtype=torch.float32)}
+            norm = torch.as_tensor(norm if norm is not None else float("nan"), dtype=torch.float32)
+            return {"grad_norm": norm, "clip_coef": clip_coefficient(norm, self.max_grad_norm)}
         if not self.client.close_window:
-            raise RuntimeError("the window was not closed: backend.backward(loss, sync=True) must mark the "
-                               "last micro-batch of every window with backend.name=deepspeed")
+            raise RuntimeError(f"the window was not closed: step() after {micro_steps} micro_step() calls, "
+                               f"not optim.inner_steps={self.inner_steps}")
         self.client.close_window = False
         return self.client.metrics
 
@@ -322,10 +325,8 @@ class DeepSpeedBackend:
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor, sync: bool) -> None:
-        opt = self.step_optimizer
-        opt.window_end = sync
-        # AdamW/nsgd: reduce only at the window's end; Nexus: reduce every micro-batch.
-        self.engine.set_gradient_accumulation_boundary(sync if opt.accumulate else True)
+        self.step_optimizer.window_end = sync
+        self.engine.set_gradient_accumulation_boundary(sync)
         self.engine.backward(loss, scale_wrt_gas=False)
 
     def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
