@@ -3,24 +3,20 @@ compares runs)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict
 
 import yaml
 
+from nexus_pretrain.train.metrics_file import METRICS_FILE, read_metrics
 from nexus_pretrain.train.run_name import optimizer_label as label_of
 
 
 def final_metrics(run_dir: Path) -> Dict[str, float]:
     """The last value of every metric a run logged."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; is {run_dir} a nexus-train run directory?")
     merged: Dict[str, float] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            merged.update(json.loads(line))
+    for record in read_metrics(Path(run_dir) / METRICS_FILE):
+        merged.update(record)
     return merged
 
 

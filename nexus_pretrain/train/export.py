@@ -21,12 +21,13 @@ def checkpoint_config(checkpoint: str | Path) -> TrainConfig:
 
 def load_checkpoint_weights(checkpoint: str | Path) -> Tuple[ModelArgs, Dict[str, torch.Tensor], TrainConfig]:
     """Model arguments, full fp32 weights (our parameter names, on CPU) and config of a checkpoint, in one
-    process whatever the world size that wrote it."""
+    process whatever the world size that wrote it; CheckpointError naming the checkpoint when it does not
+    match its manifest."""
     from nexus_pretrain.data.build import load_tokenizer_for
     from nexus_pretrain.model.llama import Llama
     from nexus_pretrain.model.presets import resolve_model_args
 
-    checkpoint = Path(checkpoint)
+    checkpoint = ckpt.verify_checkpoint(Path(checkpoint))
     cfg = checkpoint_config(checkpoint)
     args = resolve_model_args(cfg.model, len(load_tokenizer_for(cfg.data)), cfg.data.seq_len)
     backend = ckpt.read_meta(checkpoint)["backend"]

@@ -11,20 +11,21 @@ from nexus_pretrain.model.llama import Llama
 
 
 def pretrained_state(path: str | Path) -> Dict[str, torch.Tensor]:
-    """Full fp32 weights (our parameter names) of a checkpoint directory, a run directory (its hf/ export,
-    else its newest checkpoint) or a Hugging Face Llama directory."""
+    """Full fp32 weights (our parameter names) of a checkpoint directory (verified: CheckpointError naming it
+    when damaged), a run directory (its hf/ export, else its newest intact checkpoint) or a Hugging Face
+    Llama directory."""
     from nexus_pretrain.train import checkpoint as ckpt
 
     path = Path(path)
     if (path / "config.yaml").is_file() and not (path / ckpt.META_FILE).is_file():  # a run directory
-        latest = ckpt.latest_checkpoint(path)
         if (path / "hf" / "config.json").is_file():
             path = path / "hf"
-        elif latest is not None:
-            path = latest
         else:
-            raise ValueError(f"trainer.init_from={str(path)!r}: run directory without hf/ or a complete checkpoint")
-    if (path / ckpt.META_FILE).is_file():
+            latest = ckpt.latest_valid_checkpoint(path)  # damaged newer ones are skipped with a warning
+            if latest is None:
+                raise ValueError(f"trainer.init_from={str(path)!r}: run directory without hf/ or a complete checkpoint")
+            path = latest
+    if (path / ckpt.META_FILE).is_file() or ckpt.is_sealed(path):
         from nexus_pretrain.train.export import load_checkpoint_weights
 
         return load_checkpoint_weights(path)[1]

@@ -1,4 +1,5 @@
-"""Throughput accounting and metric sinks (JSONL, terminal progress bar, W&B, TensorBoard)."""
+"""Throughput accounting and metric sinks (JSONL, terminal progress bar, W&B, TensorBoard); metrics_file.py
+reads and truncates the JSONL file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+
+from nexus_pretrain.train.errors import write_failed
+from nexus_pretrain.train.metrics_file import METRICS_FILE
 
 # Dense bf16 peak FLOP/s that MFU is quoted against (H100/H200 SXM datasheet: 989 TFLOP/s).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -83,7 +87,9 @@ class MetricsLogger:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.jsonl:
-            self._jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
+            # Unbuffered: each record is one write, and closing never flushes a half-written one.
+            self._jsonl_path = run_dir / METRICS_FILE
+            self._jsonl = open(self._jsonl_path, "ab", buffering=0)
         if cfg.progress_bar:
             from tqdm.auto import tqdm
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
@@ -100,7 +106,7 @@ class MetricsLogger:
             return
         record = {"step": step, **metrics}
         if self._jsonl:
-            self._jsonl.write(json.dumps(record) + "\n")
+            self._write_jsonl((json.dumps(record) + "\n").encode())
         if self._wandb:
             self._wandb.log(metrics, step=step)
         if self._tb:
@@ -108,6 +114,14 @@ class MetricsLogger:
                 self._tb.add_scalar(key, value, step)
         if self._bar is not None and "loss" in metrics:
             self._bar.set_postfix({k: f"{metrics[k]:.4g}" for k in ("loss", "lr", "tokens_per_s") if k in metrics})
+
+    def _write_jsonl(self, data: bytes) -> None:
+        try:
+            while data:
+                data = data[self._jsonl.write(data):]
+        except OSError as error:
+            raise write_failed("metrics to", self._jsonl_path, error, "free space (or fix the directory) and "
+                               "continue from the last checkpoint with trainer.resume=auto") from error
 
     def advance(self, steps: int = 1) -> None:
         """Move the progress bar."""
@@ -123,3 +137,4 @@ class MetricsLogger:
             self._jsonl.close()
         if self._wandb:
             self._wandb.finish()
+

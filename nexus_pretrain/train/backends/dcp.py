@@ -6,6 +6,7 @@ loads on M ranks (and by the single-device backend, which sees plain tensors as 
 
 from __future__ import annotations
 
+import io
 import warnings
 from concurrent.futures import Future
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Dict, Optional
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
 from nexus_pretrain.optim.base import StepOptimizer
 
@@ -22,6 +24,16 @@ def _quiet(fn, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to")
         return fn(*args, **kwargs)
+
+
+class WeightsOnlyLoadPlanner(DefaultLoadPlanner):
+    """DCP's default load planner, except that the non-tensor entries (optimizer step counts, parameter
+    groups) must unpickle with ``weights_only=True``: plain data and tensors, no code."""
+
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:
+        torch.load(value, weights_only=True)  # raises on anything beyond plain data
+        value.seek(0)
+        super().load_bytes(read_item, value)
 
 
 def app_state(model: torch.nn.Module, optimizer: StepOptimizer) -> Dict[str, Any]:
@@ -67,7 +79,7 @@ def load(directory: Path, model: torch.nn.Module, optimizer: StepOptimizer) -> N
     """Restore what save wrote, resharding to this run's layout (collective)."""
     materialize_optimizer_state(optimizer)
     state = app_state(model, optimizer)
-    _quiet(dcp.load, state, checkpoint_id=str(directory))
+    _quiet(dcp.load, state, checkpoint_id=str(directory), planner=WeightsOnlyLoadPlanner())
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
 
@@ -75,5 +87,5 @@ def load(directory: Path, model: torch.nn.Module, optimizer: StepOptimizer) -> N
 def load_model_only(directory: Path, model: torch.nn.Module) -> None:
     """Load just the model weights of a checkpoint (for export and evaluation), in one process."""
     state = {"model": model.state_dict()}
-    _quiet(dcp.load, state, checkpoint_id=str(directory))
+    _quiet(dcp.load, state, checkpoint_id=str(directory), planner=WeightsOnlyLoadPlanner())
     model.load_state_dict(state["model"])
