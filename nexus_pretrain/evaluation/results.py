@@ -54,13 +54,12 @@ def run_metadata(run_dir: Optional[Path], step: Optional[int] = None) -> Dict[st
 
 
 def _step_and_tokens(metrics_path: Path, step: Optional[int]) -> tuple:
+    from nexus_pretrain.train.metrics_file import read_metrics
+
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{metrics_path} not found; the run logged no metrics")
     last_step, tokens = None, None
-    for line in metrics_path.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for row in read_metrics(metrics_path):
         if step is not None and row.get("step", 0) > step:
             break
         last_step = row.get("step", last_step)

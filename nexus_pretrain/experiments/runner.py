@@ -59,8 +59,8 @@ class PlannedRun:
                "logging.progress_bar=false"]
         if self.base is not None:
             cmd.append(f"trainer.init_from={self.init_from()}")
-        if (self.run_dir / "checkpoints").is_dir():
-            cmd.append("trainer.resume=auto")
+        if (self.run_dir / "checkpoints").is_dir() or (self.run_dir / "metrics.jsonl").is_file():
+            cmd.append("trainer.resume=auto")  # an earlier attempt: continue it (or restart it, if it saved nothing)
         return cmd
 
     @property
