@@ -5,6 +5,7 @@ by side. ``python -m nexus_pretrain.demo [overrides]``."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,8 @@ def main(argv: List[str] | None = None) -> Dict[str, Dict[str, float]]:
     print(prepared, flush=True)
     for name, overrides in RUNS.items():
         run_dir = root / name
+        if run_dir.exists():  # the demo's own run of an earlier invocation: replaced, as the demo always starts over
+            shutil.rmtree(run_dir)
         cfg = compose_config([*overrides, "data=shards", f"data.path={data_dir}", f"trainer.run_dir={run_dir}",
                               "logging.progress_bar=false", "trainer.checkpoint_every=0", *extra])
         print(f"== {name}: {cfg.trainer.max_steps} steps of {cfg.trainer.global_batch}x{cfg.data.seq_len} tokens "

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
 from nexus_pretrain.extras import require
 from nexus_pretrain.report.sweep import run_labels
+from nexus_pretrain.train.metrics_file import METRICS_FILE, read_metrics
 
 
 def _pyplot():
@@ -29,16 +29,11 @@ def _save(fig, out_dir: Path, name: str) -> List[Path]:
 
 def series(run_dir: Path, key: str) -> tuple:
     """(steps, values) of one metric over a run's metrics.jsonl."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; is {run_dir} a nexus-train run directory?")
     steps, values = [], []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if key in row and "step" in row:
-                steps.append(row["step"])
-                values.append(row[key])
+    for row in read_metrics(Path(run_dir) / METRICS_FILE):
+        if key in row:
+            steps.append(row["step"])
+            values.append(row[key])
     return steps, values
 
 
@@ -69,12 +64,11 @@ def domain_losses(run_dirs: Sequence[Path], out_dir: Path) -> List[Path]:
     plt = _pyplot()
     keys: List[str] = []
     for run_dir in run_dirs:
-        for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-            if line.strip():
-                for k in json.loads(line):
-                    if (k.startswith("val/") or k.startswith("ood/")) and k not in ("val/pretrain", "ood/mean") \
-                            and k not in keys:
-                        keys.append(k)
+        for row in read_metrics(Path(run_dir) / METRICS_FILE):
+            for k in row:
+                if (k.startswith("val/") or k.startswith("ood/")) and k not in ("val/pretrain", "ood/mean") \
+                        and k not in keys:
+                    keys.append(k)
     if not keys:
         raise ValueError(f"no val/<domain> or ood/<domain> metrics in {', '.join(str(r) for r in run_dirs)}")
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
