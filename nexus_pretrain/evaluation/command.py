@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-harness", action="store_true", help="skip lm-eval accuracies")
     parser.add_argument("--no-downstream-loss", action="store_true", help="skip gold-answer losses")
     parser.add_argument("--no-heldout", action="store_true", help="skip pretrain/OOD held-out losses")
+    parser.add_argument("--allow-unisolated-code", action="store_true",
+                        help="run HumanEval/MBPP's generated code even where the sandbox cannot isolate it (no user "
+                             "namespaces); refused otherwise. Recorded in the results JSON "
+                             "(sandbox.unisolated_allowed)")
     parser.add_argument("--seq-len", type=int, default=128, help="held-out window length (bare model directory only)")
     parser.add_argument("--sequences", type=int, default=32,
                         help="held-out windows per domain (bare model directory only)")
@@ -76,6 +80,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         args = parser.parse_args(translate_overrides(list(sys.argv[1:] if argv is None else argv)))
     except ValueError as e:
         parser.error(str(e))
+    from nexus_pretrain.evaluation.sandbox import SandboxUnavailable
     from nexus_pretrain.evaluation.stage import EvalSettings, evaluate_checkpoint, resolve_dirs
 
     try:
@@ -94,11 +99,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         limit=args.limit, batch_size=args.batch_size, device=args.device, max_gen_toks=args.max_gen_toks,
         harness=not args.no_harness, downstream_loss=not args.no_downstream_loss, heldout=not args.no_heldout)
     try:
+        _check_sandbox(settings, args.allow_unisolated_code)
         if args.checkpoint is not None:
             results = _evaluate_training_checkpoint(args, settings)
         else:
             results = evaluate_checkpoint(args.path, settings, step=args.step, model_dir=args.model_dir, tag=args.tag)
-    except (FileNotFoundError, ValueError, ConnectionError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError, SandboxUnavailable) as e:
         sys.exit(f"nexus-eval: {e}")
     from nexus_pretrain.evaluation.results import write_results
 
@@ -109,6 +115,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(json.dumps({"pretrain": m["pretrain"], "ood": m["ood"], "accuracy": m["accuracy"], "loss": m["loss"]},
                      indent=1))
     print(f"wrote {out}")
+
+
+def _check_sandbox(settings, allow_unisolated: bool) -> None:
+    """Before anything is loaded: refuse (SandboxUnavailable) to score generated code without isolation unless
+    allowed, and say so on stderr when it is allowed and needed."""
+    from nexus_pretrain.evaluation.benchmarks import select
+    from nexus_pretrain.evaluation.sandbox import CODE_BENCHMARKS, isolation, permit_unisolated, require_isolation
+
+    if not settings.harness or not CODE_BENCHMARKS & {b.name for b in select(settings.tasks)}:
+        return
+    permit_unisolated(allow_unisolated)
+    require_isolation()
+    info = isolation()
+    if not info["isolated"]:
+        print(f"nexus-eval: WARNING: generated code runs WITHOUT isolation ({'; '.join(info['missing'])}), as "
+              "--allow-unisolated-code asked; the results JSON records it", file=sys.stderr)
 
 
 def _evaluate_training_checkpoint(args: argparse.Namespace, settings) -> dict:

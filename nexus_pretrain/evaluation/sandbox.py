@@ -1,38 +1,44 @@
-"""Run untrusted generated Python (HumanEval/MBPP completions plus their tests) in a locked-down child.
+"""Run untrusted generated Python (HumanEval/MBPP completions) and score it against its tests.
 
-What is enforced for every program, never in the evaluating process:
+The verdict never comes from the program under test. ``run_task`` starts two sandboxed processes: the
+*program* runs the generated code and then only answers requests; the *judge* runs the benchmark's
+trusted setup and tests, in which the program's functions are proxies. Arguments and results cross as
+plain data rebuilt on arrival (sandbox_child.py), so the program cannot return an object that compares
+equal to anything, cannot read the tests or their expected answers, cannot patch the checker, and
+exiting early (``os._exit(0)``, ``sys.exit``) only makes its calls fail. The judge writes the verdict to a
+pipe that only the evaluating process holds.
 
-- a child process in its own session, killed with its whole process group at ``timeout`` seconds
-  (wall clock) and by RLIMIT_CPU;
-- RLIMIT_AS (``memory_mb``), RLIMIT_FSIZE (64 MiB), RLIMIT_CORE 0, RLIMIT_NPROC (``max_procs`` more
-  processes than the sandbox user already runs);
-- when the evaluator runs as root, the child drops to the ``nobody`` user (with the first Python
-  that user can execute), so RLIMIT_NPROC applies (root ignores it) and file permissions keep it out
-  of everything but its own temp dir; if no interpreter is usable as ``nobody`` it stays root and
-  only the audit hook limits processes (``isolation()`` reports which);
-- a fresh temp dir as cwd, HOME and TMPDIR, deleted afterwards; an environment with only PATH, HOME,
-  TMPDIR, LANG; Python in isolated mode (``-I``: no PYTHON* variables, no user site); stdout and
-  stderr go to files, so RLIMIT_FSIZE also bounds an output flood;
-- no network: a new empty network namespace (``unshare --net --map-root-user``) when the kernel
-  allows it, and always a Python audit hook that refuses sockets; with it a PID namespace
-  (``--pid --fork``) whose teardown kills and reaps whatever the program left running;
-- the same audit hook refuses process creation (fork, exec, spawn, subprocess, os.system, kill) and
-  file writes, deletes, renames and directory changes outside the temp dir;
-- a program passes only if it exits 0 after its last line (a random marker printed there must show
-  up), so ``sys.exit(0)`` or ``os._exit(0)`` before the tests fails.
+Isolation, enforced by the kernel for every process (program and judge alike):
 
-The audit hook is defence in depth, not a security boundary: code using ctypes could get around it.
-The namespace, the user switch and the resource limits are what the kernel enforces.
+- fresh user, PID, mount, network, IPC and UTS namespaces (``unshare``): the process is PID 1 of its own
+  ``/proc`` and sees no host process; the filesystem is read-only except private tmpfs on /tmp, /var/tmp
+  and /dev/shm; every capability is dropped; no network. Concurrent programs share nothing writable and
+  cannot see each other;
+- when the evaluator runs as root, each process gets a fresh unprivileged uid, so nothing it can reach is
+  its own and RLIMIT_NPROC counts it alone;
+- resource limits: wall-clock ``timeout`` (the whole process group is killed), RLIMIT_CPU, RLIMIT_AS
+  (``memory_mb``), RLIMIT_FSIZE 64 MiB, RLIMIT_CORE 0, RLIMIT_NPROC; an environment with only PATH, HOME,
+  TMPDIR and LANG; Python in isolated mode; output to unlinked files bounded by RLIMIT_FSIZE;
+- an audit hook refusing process creation, sockets and writes outside the private directory (defence in
+  depth: code using ctypes can get around it, the kernel's limits above it cannot).
+
+Where the namespaces are unavailable (or root has no interpreter an unprivileged uid can run), nothing runs
+unless ``permit_unisolated()`` was called (nexus-eval's ``--allow-unisolated-code``); ``isolation()`` says
+which case holds, and the results JSON records it.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import pwd
+import random
 import resource
+import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -40,50 +46,24 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-# Runs inside the child before the program; ``sys.addaudithook`` hooks cannot be removed afterwards.
-_GUARD = r'''
-import os, sys
-_root = os.path.realpath(os.getcwd())
-def _inside(path):
-    try:
-        p = os.path.realpath(os.fsdecode(path) if not isinstance(path, int) else _root)
-    except Exception:
-        return False
-    return p == _root or p.startswith(_root + os.sep)
-_NO = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen",
-       "os.kill", "os.killpg", "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
-       "pty.spawn"}
-_PATH_EVENTS = {"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.link",
-                "os.symlink", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile", "os.chdir"}
-def _hook(event, args):
-    if event in _NO:
-        raise PermissionError(f"sandbox: {event} is not allowed")
-    if event == "open":
-        path, mode, flags = args
-        writing = ((mode is not None and any(c in str(mode) for c in "wax+"))
-                   or (flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)))
-        if writing and path is not None and not _inside(path):
-            raise PermissionError(f"sandbox: writing {path} is not allowed")
-    elif event in _PATH_EVENTS:
-        if args and not _inside(args[0]):
-            raise PermissionError(f"sandbox: {event} outside the sandbox is not allowed")
-    elif event == "os.rename":
-        if not (_inside(args[0]) and _inside(args[1])):
-            raise PermissionError("sandbox: os.rename outside the sandbox is not allowed")
-sys.addaudithook(_hook)
-del _hook
-__name__ = "__main__"
-with open("program.py") as _f:
-    _code = compile(_f.read(), "program.py", "exec")
-exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
-'''
+CHILD_SOURCE = Path(__file__).with_name("sandbox_child.py").read_text(encoding="utf-8")
+UNSHARE_FLAGS = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net",
+                 "--ipc", "--uts")
+FRESH_UIDS = (1 << 30, 1 << 31)
+"""Uids handed to sandboxed processes when the evaluator is root (no passwd entry needed, none in use)."""
+TMPFS_MB = 64
+ALLOW_FLAG = "--allow-unisolated-code"
+CODE_BENCHMARKS = frozenset({"humaneval", "mbpp"})
+"""Benchmarks whose scoring runs generated code here."""
+
+_unisolated_allowed = False
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one program ended: passed only if it ran to its end and exited 0 within the time limit."""
+    """How one program or task ended: passed only if it ran to its end (program) or its tests passed (task)."""
 
     passed: bool
     status: str  # "passed", "failed", "timeout"
@@ -91,67 +71,153 @@ class Outcome:
     stderr: str
 
 
-def _runs_as(user: Optional[pwd.struct_passwd], python: str) -> bool:
+@dataclass(frozen=True)
+class Task:
+    """Generated code and the trusted code that judges it.
+
+    ``program`` runs in the program process; ``setup`` then ``tests`` run in the judge, where a name they do
+    not define is looked up in the program (functions become proxies, standard modules are imported by the
+    judge itself, data is copied); ``entry`` names are always taken from the program, even where ``setup``
+    defines them (HumanEval's prompt holds a stub of the function under test)."""
+
+    program: str
+    setup: str
+    tests: str
+    entry: Tuple[str, ...] = ()
+
+
+class SandboxUnavailable(RuntimeError):
+    """Generated code would run without isolation and that was not explicitly allowed."""
+
+
+def permit_unisolated(allowed: bool = True) -> None:
+    """Allow (or forbid again) running generated code where isolation is unavailable."""
+    global _unisolated_allowed
+    _unisolated_allowed = allowed
+
+
+# -------------------------------------------------------------------------------------------- identity
+def _limits(memory_mb: int, cpu_s: int, nproc: int, uid: Optional[int]):
+    def apply() -> None:  # runs in the child between fork and exec
+        memory = memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 2**20, 64 * 2**20))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+    return apply
+
+
+def _fresh_uid() -> Optional[int]:
+    """A fresh unprivileged uid for the next process when we are root, else None (processes keep our uid)."""
+    return random.SystemRandom().randrange(*FRESH_UIDS) if os.geteuid() == 0 else None
+
+
+def _runs_as(uid: Optional[int], python: str) -> bool:
     try:
         return subprocess.run([python, "-I", "-c", "pass"], capture_output=True, timeout=30, cwd="/",
-                              preexec_fn=_limits(1024, 30, 1 << 16, user)).returncode == 0
+                              preexec_fn=_limits(1024, 30, 1 << 16, uid)).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
 
 @functools.lru_cache(maxsize=None)
-def _sandbox_identity() -> Tuple[Optional[pwd.struct_passwd], str]:
-    """(user to switch to or None, Python interpreter) for the child.
-
-    As root, programs run as ``nobody`` with the first interpreter that user can execute (ours may
-    live under /root); programs only need the standard library. Failing that they stay root, and
-    only the audit hook stops process creation (RLIMIT_NPROC does not bind root).
-    """
+def _interpreter() -> Optional[str]:
+    """A Python the sandboxed processes can execute (only the standard library is needed): ours, unless we are
+    root and it lives where an unprivileged uid cannot read it (e.g. under /root); None if there is none."""
     if os.geteuid() != 0:
-        return None, sys.executable
-    nobody = pwd.getpwnam("nobody")
+        return sys.executable
     for python in (sys.executable, shutil.which("python3") or "", "/usr/bin/python3"):
-        if python and _runs_as(nobody, python):
-            return nobody, python
-    return None, sys.executable
+        if python and _runs_as(FRESH_UIDS[0], python):
+            return python
+    return None
 
 
-def _sandbox_user() -> Optional[pwd.struct_passwd]:
-    return _sandbox_identity()[0]
-
-
-def isolation() -> Dict[str, str]:
-    """What this machine enforces: network, process limit, user and interpreter (for results JSONs)."""
-    user, python = _sandbox_identity()
-    return {"network": network_isolation(),
-            "processes": "RLIMIT_NPROC + audit hook" if (user or os.geteuid() != 0) else "audit hook only (root)",
-            "user": user.pw_name if user else pwd.getpwuid(os.geteuid()).pw_name, "python": python}
-
-
+# ------------------------------------------------------------------------------------------- isolation
 @functools.lru_cache(maxsize=None)
-def _net_prefix() -> tuple:
-    """``unshare`` arguments giving the child empty network and PID namespaces, or () where the kernel refuses.
-
-    Probed as the sandbox user, since the user switch happens before ``unshare`` runs.
-    """
-    exe = shutil.which("unshare")
+def _namespaces() -> Tuple[bool, str]:
+    """(whether a probe process got every namespace, the read-only filesystem and no capabilities, why not)."""
+    exe, python = shutil.which("unshare"), _interpreter()
     if exe is None:
-        return ()
-    # --pid --fork: the program is PID 1 of its own namespace; when it dies the kernel kills and reaps
-    # everything it left behind (no zombies pile up under a container's non-reaping init).
-    prefix = (exe, "--net", "--pid", "--fork", "--kill-child", "--map-root-user")
-    user = _sandbox_user()
+        return False, "no unshare command (util-linux)"
+    if python is None:
+        return False, "no Python interpreter an unprivileged user can execute"
     try:
-        ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, cwd="/",
-                            preexec_fn=_limits(1024, 10, 1 << 16, user)).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    return prefix if ok else ()
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write(b"{}")
+            stdin.seek(0)
+            done = subprocess.run([exe, *UNSHARE_FLAGS, python, "-I", "-B", "-c", CHILD_SOURCE, "probe", "ns"],
+                                  stdin=stdin, capture_output=True, timeout=30, cwd="/",
+                                  preexec_fn=_limits(1024, 30, 1 << 16, _fresh_uid()))
+    except (OSError, subprocess.SubprocessError) as error:
+        return False, f"unshare could not start ({error})"
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        return False, f"unshare {' '.join(UNSHARE_FLAGS)} failed ({lines[-1] if lines else done.returncode})"
+    facts = json.loads(done.stdout)
+    problems = []
+    if facts["pid"] != 1 or facts["proc"] != [1]:
+        problems.append(f"other processes visible in /proc ({len(facts['proc'])})")
+    if facts["tmp"]:
+        problems.append("/tmp not private")
+    if facts["writable_mounts"]:
+        problems.append(f"writable mounts {', '.join(facts['writable_mounts'][:3])}")
+    if any(int(value, 16) for value in facts["caps"]):
+        problems.append("capabilities left")
+    return (False, "; ".join(problems)) if problems else (True, "")
+
+
+def isolation() -> Dict[str, Any]:
+    """What this machine enforces on generated code (recorded in results JSONs): ``isolated`` and, if not,
+    ``missing``; the namespaces, users, network, interpreter; whether unisolated execution was allowed."""
+    works, why = _namespaces()
+    python = _interpreter()
+    if os.geteuid() == 0:
+        users = ("a fresh unprivileged uid per process" if python
+                 else "root (no interpreter an unprivileged uid can run)")
+    else:
+        users = f"the evaluator's uid ({pwd.getpwuid(os.geteuid()).pw_name})"
+    return {
+        "isolated": works,
+        "missing": [] if works else [f"namespaces: {why}"],
+        "verdict": "tests run in a separate judge process; the program only answers calls with plain data",
+        "namespaces": "user, pid with its own /proc, mount (read-only, private /tmp), network, ipc, uts"
+                      if works else "none",
+        "users": users,
+        "network": "namespace" if works else "audit-hook",
+        "python": python or sys.executable,
+        "unisolated_allowed": _unisolated_allowed,
+    }
 
 
 def network_isolation() -> str:
-    """'namespace' when programs get empty network and PID namespaces, else 'audit-hook'."""
-    return "namespace" if _net_prefix() else "audit-hook"
+    """'namespace' when programs get an empty network namespace, else 'audit-hook' (refused sockets only)."""
+    return "namespace" if _namespaces()[0] else "audit-hook"
+
+
+def require_isolation() -> None:
+    """SandboxUnavailable, one line naming what is missing and the way out, unless generated code would run
+    isolated or ``permit_unisolated()`` allowed it."""
+    works, why = _namespaces()
+    if not works and not _unisolated_allowed:
+        raise SandboxUnavailable(f"refusing to run generated code without isolation ({why}); run where unprivileged "
+                                 "user namespaces are allowed (unshare --user --map-root-user --pid --mount-proc true "
+                                 f"must work), or pass {ALLOW_FLAG} to run it anyway")
+
+
+# ---------------------------------------------------------------------------------------------- launch
+@dataclass
+class _Child:
+    proc: Optional[subprocess.Popen]
+    out: Any
+    err: Any
+    workdir: Optional[Path]
+    namespaced: bool
+    error: str = ""
 
 
 def _user_process_count(uid: int) -> int:
@@ -166,64 +232,73 @@ def _user_process_count(uid: int) -> int:
     return count
 
 
-def _limits(memory_mb: int, cpu_s: int, nproc: int, drop_to: Optional[pwd.struct_passwd]):
-    def apply() -> None:  # runs in the child between fork and exec
-        memory = memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 2**20, 64 * 2**20))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        if drop_to is not None:
-            os.setgroups([])
-            os.setgid(drop_to.pw_gid)
-            os.setuid(drop_to.pw_uid)
-    return apply
+def _launch(role: str, payload: Dict[str, Any], pass_fds: Sequence[int], timeout: float, memory_mb: int,
+            max_procs: int) -> _Child:
+    """Start one sandboxed process running sandbox_child.py in ``role`` with ``payload`` on stdin."""
+    namespaced = _namespaces()[0]
+    python = _interpreter()
+    uid = _fresh_uid() if python is not None else None  # root without a usable interpreter stays root
+    python = python or sys.executable
+    workdir = None
+    if namespaced:
+        command, cwd = [shutil.which("unshare"), *UNSHARE_FLAGS], "/"
+    else:
+        command, workdir = [], Path(tempfile.mkdtemp(prefix="nexus_sandbox_"))
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+        cwd = str(workdir)
+    command += [python, "-I", "-B", "-c", CHILD_SOURCE, role, "ns" if namespaced else "none", *map(str, pass_fds)]
+    # unshare and its forked child count against RLIMIT_NPROC too; a fresh uid runs nothing else.
+    nproc = (0 if uid is not None else _user_process_count(os.geteuid())) + max_procs + 2
+    env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "LANG": "C.UTF-8"}
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(json.dumps({**payload, "tmpfs_mb": TMPFS_MB}).encode())
+        stdin.seek(0)
+        try:
+            proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=stdin, stdout=out, stderr=err,
+                                    pass_fds=tuple(pass_fds), start_new_session=True,
+                                    preexec_fn=_limits(memory_mb, int(timeout) + 1, nproc, uid))
+        except OSError as error:
+            return _Child(None, out, err, workdir, namespaced, f"sandbox: could not start: {error}")
+    return _Child(proc, out, err, workdir, namespaced)
 
 
-def run_program(code: str, timeout: float = 10.0, memory_mb: int = 1024, max_procs: int = 8) -> Outcome:
-    """Run ``code`` as a Python program in the sandbox described in this module's docstring.
-
-    It passes only if it exits with status 0 after reaching its last line (a random marker printed
-    there must appear in its output), so an early ``os._exit(0)`` or ``sys.exit(0)`` fails.
-    """
-    drop_to = _sandbox_user()
-    uid = drop_to.pw_uid if drop_to else os.geteuid()
-    workdir = Path(tempfile.mkdtemp(prefix="nexus_sandbox_"))
-    marker = uuid.uuid4().hex
+def _exited(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the process to exit; whether it did. A pidfd wakes us at its exit
+    (Popen.wait with a timeout polls, adding up to 50 ms per process)."""
     try:
-        (workdir / "program.py").write_text(f"{code}\n\nprint({marker!r}, flush=True)\n")
-        if drop_to is not None:
-            os.chown(workdir, drop_to.pw_uid, drop_to.pw_gid)
-            os.chmod(workdir, 0o700)
-            os.chown(workdir / "program.py", drop_to.pw_uid, drop_to.pw_gid)
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
-        command = [*_net_prefix(), _sandbox_identity()[1], "-I", "-B", "-c", _GUARD]
-        nproc = _user_process_count(uid) + max_procs
-        # Output goes to unlinked temp files (not pipes), so RLIMIT_FSIZE bounds what a chatty program can write.
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            try:
-                proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        start_new_session=True,
-                                        preexec_fn=_limits(memory_mb, int(timeout) + 1, nproc, drop_to))
-            except OSError as e:
-                return Outcome(False, "failed", None, f"sandbox: could not start: {e}")
-            try:
-                proc.wait(timeout=timeout)
-                status = None
-            except subprocess.TimeoutExpired:
-                status = "timeout"
-            finally:
-                _kill_tree(proc, namespaced=bool(_net_prefix()))
-            stdout, stderr = _tail(out), _tail(err)
-        if status == "timeout":
-            return Outcome(False, "timeout", None, f"sandbox: timed out after {timeout:g}s\n{stderr}")
-        passed = proc.returncode == 0 and marker in stdout
-        if proc.returncode == 0 and not passed:
-            stderr += "\nsandbox: exited before the end of the program"
-        return Outcome(passed, "passed" if passed else "failed", proc.returncode, stderr)
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is None:
+        try:
+            proc.wait(timeout=max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        select.select([pidfd], [], [], max(timeout, 0.0))
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        os.close(pidfd)
+    return proc.poll() is not None
+
+
+def _wait(child: _Child, timeout: float) -> Optional[str]:
+    """None once the process exited, "timeout" if it outlived ``timeout`` seconds."""
+    return None if _exited(child.proc, timeout) else "timeout"
+
+
+def _finish(child: _Child) -> Tuple[str, str]:
+    """Kill what is left of a sandboxed process, delete its directory; its stdout and stderr tails."""
+    if child.proc is not None:
+        _kill_tree(child.proc, child.namespaced)
+    stdout, stderr = _tail(child.out), child.error or _tail(child.err)
+    child.out.close()
+    child.err.close()
+    if child.workdir is not None:
+        shutil.rmtree(child.workdir, ignore_errors=True)
+    return stdout, stderr
 
 
 def _tail(f, n: int = 4000) -> str:
@@ -233,20 +308,17 @@ def _tail(f, n: int = 4000) -> str:
 
 
 def _kill_tree(proc: subprocess.Popen, namespaced: bool) -> None:
-    """Kill everything the program started and reap the child.
+    """Kill everything the process started and reap it.
 
-    Under ``unshare --pid --fork`` the program is PID 1 of its namespace and the ``unshare`` leader
+    Under ``unshare --pid --fork`` the code runs as PID 1 of its namespace and the ``unshare`` leader
     waits for it: killing the members other than the leader first lets the kernel kill and reap the
-    whole namespace and ``unshare`` reap the program; killing all at once would orphan its zombie.
+    whole namespace and ``unshare`` reap its child; killing all at once would orphan a zombie.
     """
     members = [pid for pid in _process_group(proc.pid) if pid != proc.pid] if namespaced else []
     for pid in members:
         _kill(pid)
     if members:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        _exited(proc, 5)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -275,20 +347,99 @@ def _kill(pid: int) -> None:
         pass
 
 
+# ------------------------------------------------------------------------------------------------- run
+def run_program(code: str, timeout: float = 10.0, memory_mb: int = 1024, max_procs: int = 8) -> Outcome:
+    """Run ``code`` as a Python program in one sandboxed process; passed if it exits 0 after its last line.
+
+    That verdict is the program's own word (it could fake it): score benchmarks with ``run_task``.
+    """
+    require_isolation()
+    marker = uuid.uuid4().hex
+    child = _launch("plain", {"code": code, "marker": marker}, (), timeout, memory_mb, max_procs)
+    status = _wait(child, timeout) if child.proc is not None else None
+    stdout, stderr = _finish(child)
+    if child.proc is None:
+        return Outcome(False, "failed", None, stderr)
+    if status == "timeout":
+        return Outcome(False, "timeout", None, f"sandbox: timed out after {timeout:g}s\n{stderr}")
+    returncode = child.proc.returncode
+    passed = returncode == 0 and marker in stdout
+    if returncode == 0 and not passed:
+        stderr += "\nsandbox: exited before the end of the program"
+    return Outcome(passed, "passed" if passed else "failed", returncode, stderr)
+
+
+def run_task(task: Task, timeout: float = 10.0, memory_mb: int = 1024, max_procs: int = 8) -> Outcome:
+    """Score generated code against its tests (module docstring): passed only if the judge ran every test."""
+    require_isolation()
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    verdict_r, verdict_w = os.pipe()
+    program = judge = None
+    try:
+        program = _launch("program", {"code": task.program}, (requests_r, replies_w), timeout, memory_mb, max_procs)
+        judge = _launch("judge", {"setup": task.setup, "tests": task.tests, "entry": list(task.entry)},
+                        (requests_w, replies_r, verdict_w), timeout, memory_mb, max_procs)
+    finally:
+        for fd in (requests_r, replies_w, requests_w, replies_r, verdict_w):
+            os.close(fd)  # the parent keeps only the verdict's read end, so EOF means a side is gone
+    try:
+        status = _wait(judge, timeout) if judge.proc is not None and program.proc is not None else "failed"
+        verdict = _read_verdict(verdict_r) if status is None else None
+    finally:
+        os.close(verdict_r)
+        _, program_err = _finish(program)
+        _, judge_err = _finish(judge)
+    stderr = "\n".join(s for s in (judge_err.strip(), program_err.strip()) if s)
+    if status == "timeout":
+        return Outcome(False, "timeout", None, f"sandbox: timed out after {timeout:g}s\n{stderr}")
+    returncode = judge.proc.returncode if judge.proc is not None else None
+    if verdict is None:
+        return Outcome(False, "failed", returncode, f"sandbox: the judge gave no verdict\n{stderr}")
+    passed = returncode == 0 and verdict.get("passed") is True
+    error = "" if passed else str(verdict.get("error", ""))
+    return Outcome(passed, "passed" if passed else "failed", returncode, "\n".join(s for s in (error, stderr) if s))
+
+
+def _read_verdict(fd: int) -> Optional[Dict[str, Any]]:
+    """The judge's length-prefixed JSON verdict (the judge has exited, so the pipe holds all of it)."""
+    data = b""
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    if len(data) < 4 or struct.unpack(">I", data[:4])[0] != len(data) - 4:
+        return None
+    try:
+        verdict = json.loads(data[4:])
+    except ValueError:
+        return None
+    return verdict if isinstance(verdict, dict) else None
+
+
 def run_programs(codes: Sequence[str], workers: int = 1, **limits) -> List[Outcome]:
-    """run_program over many programs, ``workers`` at a time (each still in its own sandbox)."""
-    if workers <= 1:
-        return [run_program(c, **limits) for c in codes]
-    with ThreadPoolExecutor(workers) as pool:
+    """run_program over many programs, ``workers`` at a time (each in its own sandbox)."""
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
         return list(pool.map(lambda c: run_program(c, **limits), codes))
 
 
-def humaneval_program(problem: dict, completion: str) -> str:
-    """The program HumanEval's harness runs: prompt + completion + test + check(entry_point)."""
-    return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+def run_tasks(tasks: Sequence[Task], workers: int = 1, **limits) -> List[Outcome]:
+    """run_task over many tasks, ``workers`` at a time (each in its own sandboxes)."""
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
+        return list(pool.map(lambda t: run_task(t, **limits), tasks))
 
 
-def mbpp_program(doc: dict, code: str) -> str:
-    """The program MBPP's harness runs: setup code, the candidate code, then every assert of the task."""
-    tests = "\n".join(doc["test_list"])
-    return f"{doc.get('test_setup_code') or ''}\n{code}\n\n{tests}\n"
+def humaneval_task(problem: dict, completion: str) -> Task:
+    """HumanEval's check: prompt + completion run as the program; the judge runs the prompt (its helpers are
+    the trusted ones), the test and ``check(entry_point)`` with the program's entry point."""
+    entry = problem["entry_point"]
+    return Task(program=f"{problem['prompt']}{completion}\n", setup=problem["prompt"],
+                tests=f"{problem['test']}\n\ncheck({entry})\n", entry=(entry,))
+
+
+def mbpp_task(doc: dict, code: str) -> Task:
+    """MBPP's check: setup code + candidate code run as the program; the judge runs the setup code and every
+    assert of the task, calling the program's functions."""
+    setup = doc.get("test_setup_code") or ""
+    return Task(program=f"{setup}\n{code}\n", setup=setup, tests="\n".join(doc["test_list"]) + "\n")

