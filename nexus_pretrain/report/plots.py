@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
 from nexus_pretrain.extras import require
+from nexus_pretrain.report.runs import final_metrics
 from nexus_pretrain.report.sweep import run_labels
 from nexus_pretrain.train.metrics_file import METRICS_FILE, read_metrics
 
@@ -81,6 +82,34 @@ def domain_losses(run_dirs: Sequence[Path], out_dir: Path) -> List[Path]:
         ax.set_ylabel("loss")
     axes[0][0].legend(fontsize=8)
     return _save(fig, Path(out_dir), "domain_losses")
+
+
+def overview(run_dirs: Sequence[Path], out_dir: Path, name: str = "loss_curves") -> List[Path]:
+    """One figure comparing runs: training loss, then the validation loss of the mixture, of each domain and
+    of the OOD domains (mean), one line per run."""
+    plt = _pyplot()
+    keys = ["loss", "val/pretrain"]
+    for run_dir in run_dirs:
+        for key in final_metrics(run_dir):
+            if key.startswith("val/") and key not in keys:
+                keys.append(key)
+    keys += ["ood/mean"] if any("ood/mean" in final_metrics(d) for d in run_dirs) else []
+    titles = {"loss": "training loss", "val/pretrain": "validation: mixture", "ood/mean": "OOD (never trained on)"}
+    columns = min(3, len(keys))
+    rows = -(-len(keys) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    names = _labels(run_dirs)
+    for ax, key in zip(axes.flat, keys):
+        for run_dir, label in zip(run_dirs, names):
+            ax.plot(*series(run_dir, key), marker=None if key == "loss" else "o", markersize=3, label=label)
+        ax.set_title(titles.get(key, f"validation: {key[4:]}"), fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats/token)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(out_dir), name)
 
 
 def downstream_vs_pretrain(results: Sequence[Mapping[str, Any]], out_dir: Path) -> List[Path]:
