@@ -250,24 +250,25 @@ class Checkpointer:
             (tmp / "rng").mkdir(exist_ok=True)
             torch.save(rng_state(), tmp / "rng" / f"rank_{self.backend.rank}.pt")
         except BaseException as error:  # DCP reports a rank's OSError as a CheckpointException (a BaseException)
-            raise self._write_failed(tmp, error) from error
+            self._raise_write_failed(tmp, error)
         meta = {**meta, "step": step, "world_size": self.backend.world_size, "backend": self.backend.name}
         self._pending = _Pending(step, tmp, meta, future)
         if future is None:
             self.wait()
         return self.root / f"step_{step:08d}"
 
-    def _write_failed(self, tmp: Path, error: BaseException) -> BaseException:
-        """``error`` itself, or for an operating-system error a one-line RunError (the half-written folder removed)."""
+    def _raise_write_failed(self, tmp: Path, error: BaseException) -> None:
+        """Re-raise a failed save: an operating-system error (full disk, quota, permissions) as a one-line
+        RunError, the half-written folder removed; anything else as it is."""
         cause = os_error_cause(error)
         if cause is None:
-            return error
+            raise error
         if self.backend.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         previous = latest_checkpoint(self.root.parent)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-        return write_failed("checkpoint", tmp.parent / tmp.name[len(".tmp_"):], cause,
-                            f"{kept}; free space (or fix the directory) and continue with trainer.resume=auto")
+        raise write_failed("checkpoint", tmp.parent / tmp.name[len(".tmp_"):], cause,
+                           f"{kept}; free space (or fix the directory) and continue with trainer.resume=auto") from error
 
     def wait(self) -> None:
         """Complete a pending save: wait for its writes, seal it with its manifest, rename it into place and rotate."""
@@ -287,7 +288,7 @@ class Checkpointer:
                 os.replace(pending.tmp, final)
                 manifest.fsync_dir(self.root)
         except BaseException as error:
-            raise self._write_failed(pending.tmp, error) from error
+            self._raise_write_failed(pending.tmp, error)
         if self.backend.is_main:
             for old in list_checkpoints(self.root.parent)[:-self.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from nexus_pretrain.train.errors import write_failed
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -85,9 +87,14 @@ def truncate_metrics(path: str | Path, step: int) -> Tuple[int, List[int]]:
     if len(kept) == len(rows) and not bad and (not data or data.endswith(b"\n")):
         return 0, []
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.writelines(line + "\n" for line in kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.writelines(line + "\n" for line in kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise write_failed("metrics to", path, error, "it is unchanged; free space (or fix the directory) and "
+                           "resume again") from error
     return len(rows) - len(kept), [number for number, _ in bad]

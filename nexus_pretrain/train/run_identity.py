@@ -152,13 +152,14 @@ def check_resume(checkpoint: Path, meta: Dict[str, Any], cfg: TrainConfig,
     if unknown:
         raise RunError(f"{OVERRIDE_KEY}: {unknown[0]} is no config key; list dotted keys such as optim.lr or "
                        "data.seq_len (`nexus-train --cfg job` shows them)")
-    identity, operational = config_changes(meta.get("config") or {}, new, int(meta["step"]))
+    old = meta.get("config") or {}
+    identity, operational = config_changes(old, new, int(meta["step"]))
     if meta.get("world_size") not in (None, world_size):
         operational.append(("world size", meta["world_size"], world_size))
     refused = [c for c in identity if not _allowed(c[0], allow)]
     if refused:
         keys_list = ",".join(key for key, _, _ in refused)
-        schedule = " (it changes the learning rate of steps already taken)" if any(
+        schedule = f" ({_schedule_change(config_leaves(old), keys, int(meta['step']))})" if any(
             key == "trainer.max_steps" for key, _, _ in refused) else ""
         raise RunError(f"checkpoint {checkpoint} belongs to a run with another config: {describe(refused)}{schedule}; "
                        f"resume with the original values, start a new trainer.run_dir, or accept the change "

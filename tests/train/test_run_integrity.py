@@ -104,8 +104,8 @@ def test_a_longer_run_that_rewrites_the_schedule_already_taken_is_refused(tmp_pa
     write_checkpoints(run, config(run, "trainer.max_steps=10", "schedule.warmup_steps=0.4", "schedule.decay_steps=0.2"))
     longer = config(run, "trainer.max_steps=20", "schedule.warmup_steps=0.4", "schedule.decay_steps=0.2",
                     "trainer.resume=auto")
-    with pytest.raises(RunError, match=r"trainer.max_steps: 10 -> 20 \(it changes the learning rate of steps "
-                                       r"already taken\).*allow_config_change=\[trainer.max_steps\]"):
+    with pytest.raises(RunError, match=r"trainer.max_steps: 10 -> 20 \(the learning rate of step 1, already taken, "
+                                       r"would be x0.125 instead of x0.25\).*allow_config_change=\[trainer.max_steps\]"):
         run_identity.prepare_start(longer, world_size=1)
 
 
