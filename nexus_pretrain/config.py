@@ -288,8 +288,9 @@ class TrainerConfig:
     keep_last: int = 2
     """Checkpoints kept on disk."""
     resume: str = "never"
-    """never; auto (continue from the newest complete checkpoint in run_dir, if any); or the path of a
-    checkpoint directory (run_dir/checkpoints/step_XXXXXXXX) to continue from."""
+    """never; auto (continue from the newest intact checkpoint in run_dir, if any); or the path of a
+    checkpoint directory (run_dir/checkpoints/step_XXXXXXXX) to continue from. The checkpoint's run config
+    must describe the same run (see allow_config_change), and a fresh start needs a run_dir without another run."""
     skip_nonfinite: int = 0
     """Steps whose loss is NaN/inf that may be skipped (parameters restored, the batch dropped) before
     the run stops; 0 stops at the first one. Skipping checks every step (one host sync per step)."""
