@@ -20,7 +20,7 @@ from nexus_pretrain.demo import compose_config
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.report.runs import final_metrics
 from nexus_pretrain.train import checkpoint as ckpt
-from nexus_pretrain.train import run_identity
+from nexus_pretrain.train import manifest, run_identity
 from nexus_pretrain.train.backends import dcp
 from nexus_pretrain.train.backends.single import SingleDevice
 from nexus_pretrain.train.errors import RunError
@@ -221,6 +221,21 @@ def test_resume_auto_falls_back_to_the_newest_intact_checkpoint_naming_the_damag
     assert [p.name for p in ckpt.step_dirs(run)] == ["step_00000002", "step_00000004"]
     assert (ckpt.checkpoint_root(run) / "superseded" / "step_00000006").is_dir()  # set aside, not deleted
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4]
+
+
+def test_the_manifest_names_the_damaged_block_of_a_large_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(manifest, "BLOCK", 1024)  # blocks hash in parallel; a small block stands for 32 MiB
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "shard").write_bytes(bytes(range(256)) * 20)  # 5120 bytes: 5 blocks
+    (tmp_path / "meta.json").write_text("{}")
+    manifest.write_manifest(tmp_path)
+    monkeypatch.setattr(manifest, "BLOCK", 4096)  # the manifest's own block size is the one checked
+    assert manifest.manifest_problem(tmp_path) is None
+    data = bytearray((tmp_path / "sub" / "shard").read_bytes())
+    data[3000] ^= 1
+    (tmp_path / "sub" / "shard").write_bytes(bytes(data))
+    assert manifest.manifest_problem(tmp_path) == "sub/shard does not match its checksum in manifest.json (bytes " \
+                                                  "2048-3072 differ)"
 
 
 def test_an_explicit_damaged_checkpoint_is_a_one_line_error_with_its_path(tmp_path):
