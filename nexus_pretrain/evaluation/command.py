@@ -123,9 +123,9 @@ def _check_sandbox(settings, allow_unisolated: bool) -> None:
     from nexus_pretrain.evaluation.benchmarks import select
     from nexus_pretrain.evaluation.sandbox import CODE_BENCHMARKS, isolation, permit_unisolated, require_isolation
 
+    permit_unisolated(allow_unisolated)
     if not settings.harness or not CODE_BENCHMARKS & {b.name for b in select(settings.tasks)}:
         return
-    permit_unisolated(allow_unisolated)
     require_isolation()
     info = isolation()
     if not info["isolated"]:

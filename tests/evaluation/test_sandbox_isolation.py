@@ -215,6 +215,9 @@ def test_root_without_an_unprivileged_interpreter_or_unshare_is_not_isolated(mon
 
 def test_nexus_eval_refuses_generated_code_without_isolation(monkeypatch, tiny_hf_dir, benchmark_dir, tmp_path,
                                                              capsys):
+    from nexus_pretrain.evaluation.command import _check_sandbox
+    from nexus_pretrain.evaluation.stage import EvalSettings
+
     monkeypatch.setattr(sandbox, "_namespaces", lambda: (False, "unshare refused"))
     monkeypatch.setattr(sandbox, "_unisolated_allowed", False)
     out = tmp_path / "results.json"
@@ -225,8 +228,13 @@ def test_nexus_eval_refuses_generated_code_without_isolation(monkeypatch, tiny_h
                                          r"refused\); .*--allow-unisolated-code"):
         cli.evaluate(args)
     assert time.perf_counter() - start < 5 and not out.exists()  # before any model is loaded
-    cli.evaluate([*args, "--no-harness"])  # generated code is only run to score accuracies: nothing to refuse
-    cli.evaluate([*args, "--allow-unisolated-code"])
-    assert "WARNING: generated code runs WITHOUT isolation (namespaces: unshare refused)" in capsys.readouterr().err
+    cli.evaluate([*args, "--no-harness"])  # generated code runs only to score accuracies: nothing to refuse
+    assert json.loads(out.read_text())["sandbox"]["unisolated_allowed"] is False
+    cli.evaluate([*args, "--no-harness", "--allow-unisolated-code"])
     recorded = json.loads(out.read_text())["sandbox"]
-    assert (recorded["isolated"], recorded["unisolated_allowed"]) == (False, True)
+    assert (recorded["isolated"], recorded["missing"], recorded["unisolated_allowed"]) == (
+        False, ["namespaces: unshare refused"], True)
+    capsys.readouterr()
+    _check_sandbox(EvalSettings(tasks=["humaneval"]), allow_unisolated=True)  # what a run with accuracies prints
+    assert capsys.readouterr().err == ("nexus-eval: WARNING: generated code runs WITHOUT isolation (namespaces: unshare "
+                                       "refused), as --allow-unisolated-code asked; the results JSON records it\n")
