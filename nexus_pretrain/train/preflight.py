@@ -134,6 +134,6 @@ def check_token_ids(data_cfg: Any, data: RunData, vocab: int) -> None:
             continue
         if int(stream.max()) >= vocab:
             offset = int(np.argmax(stream >= vocab))
-            raise ValueError(f"data.source={data_cfg.source}: the {kind} {name!r} has token id {int(stream[offset])} at "
-                             f"offset {offset}, outside the tokenizer's {vocab} ids; the cached tokens are corrupt or "
-                             f"from another tokenizer: delete {default_cache_dir()} and start again")
+            raise ValueError(f"data.source={data_cfg.source}: the {kind} {name!r} has token id "
+                             f"{int(stream[offset])} at offset {offset}, outside the tokenizer's {vocab} ids; the cached "
+                             f"tokens are corrupt or from another tokenizer: delete {default_cache_dir()} and start again")
