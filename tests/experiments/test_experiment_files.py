@@ -107,6 +107,19 @@ def test_known_budgets():
     assert main_1b.max_steps(main_1b.helper_tokens()) == 78_661    # the helper's 41,240,678,400 tokens
 
 
+def test_every_file_sets_k_as_a_stated_choice(composed):
+    """K (optim.inner_steps) is set in every file, with a comment saying it is ours; at paper scale it is
+    32 inner batches of 8 sequences, at tiny scale 2 of 2."""
+    for scale in SCALES:
+        for name in experiment_names(scale):
+            text = experiment_path(name, scale).read_text()
+            assert re.search(r"^  inner_steps: \d+ +# ours: K", text, re.M), (scale, name)
+    for (scale, name, point), cfg in composed.items():
+        k, inner_batch = {"paper": (8, 32) if name == "minirepro" else (32, 8), "tiny": (2, 2)}[scale]
+        assert cfg.optim.inner_steps == k, (scale, name, point)
+        assert cfg.trainer.global_batch // cfg.optim.inner_steps == inner_batch, (scale, name, point)
+
+
 def test_sft_branches_where_the_cosine_runs_reach_the_sft_lr(composed):
     """App. 14.6: the SFT LR (2e-5, Tab. 11) is the pretraining LR at the branch checkpoint, so SFT continues
     the decay. Our cosine base runs reach it at SFT_BRANCH_STEP, a step they checkpoint."""

@@ -72,6 +72,6 @@ def test_a_failed_in_process_run_is_reported_like_a_failed_subprocess(tmp_path):
     overrides = ["trainer.global_batch=10", "trainer.micro_batch=4"]
     run = PlannedRun(TABLES["table1"].rows[0], overrides, 0, tmp_path / "run")
     with pytest.raises(RuntimeError, match=r"(?s)training failed \(exit 1\): trainer.global_batch=10 .*"
-                                           r"global_batch=10 is not divisible by trainer.micro_batch=4"):
+                                           r"global_batch=10 is not divisible by optim.inner_steps"):
         train(run, IN_PROCESS)
     assert "Traceback" in (tmp_path / "run" / "reproduce_train.log").read_text()
