@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # FP8 training (model.float8) measured on one GPU, in two calls of under ten minutes each:
-#   main:  nexus-bench --float8 at 1B and 520M (global batch 256 x 2048, AdamW and Nexus), then where FP8
-#          pays per layer (bench_float8_layers.py: every distinct linear layer of 1B, 3B, 520M and 130M at
-#          its micro-batch, bf16 against tensorwise and rowwise FP8; as far as the call's time allows);
-#   3b_loss: nexus-bench --float8 at 3B, then the same-loss check: nexus-train 520M for 500 steps of 32 x 512
-#          tokens on the mini reproduction's corpus (data/minirepro/shards: build_corpus.py and nexus-data
-#          prepare, see docs/performance-fp8.md), AdamW, the same seed and batches, bf16 and FP8 (every
-#          block linear converted: model.float8_min_dim=0), both at once on the GPU; then, if the call's
-#          time allows, 1B with the rowwise recipe.
+#   main:  nexus-bench --float8 at 1B (global batch 256 x 2048, AdamW and Nexus); the same-loss check:
+#          nexus-train 520M for 500 steps of 32 x 512 tokens on the mini reproduction's corpus
+#          (data/minirepro/shards: build_corpus.py and nexus-data prepare, see docs/performance-fp8.md),
+#          AdamW, the same seed and batches, bf16 and FP8 (every block linear converted:
+#          model.float8_min_dim=0), both at once on the GPU; then where FP8 pays per layer
+#          (bench_float8_layers.py: every distinct linear layer of 1B, 3B, 520M and 130M at its micro-batch,
+#          bf16 against tensorwise and rowwise FP8), as far as the call's time allows;
+#   sizes: nexus-bench --float8 at 3B and 520M, then 1B with the rowwise recipe if the time allows.
 # Each call prints the GPU's clocks and its measured matmul and copy ceilings first, and the torch and
 # torchao versions. Results (JSON, logs, metrics) go to $OUT/gpu_float8.tgz, refreshed after each run. On
 # machines without a package index, hydra/omegaconf/torchao travel as wheels in .whl.
@@ -47,22 +47,22 @@ paper="--global-batch 256 --float8 --optimizers adamw,nexus"
 left() { echo $(( ${LIMIT:-570} - SECONDS )); }  # seconds left of the call; later parts run only if they fit
 case "${1:-main}" in
   main)
-    bench 1b 280 --preset llama_1b --micro-batch 16 $paper --steps 1 --warmup 1
-    bench 520m 200 --preset llama_520m --micro-batch 16 $paper --steps 1 --warmup 1
-    [ "$(left)" -gt 60 ] && timeout "$(left)" python3 scripts/bench_float8_layers.py \
-      --presets llama_1b:16,llama_3b:4,llama_520m:16,llama_130m:64 --head --json-out "$RES/layers.json" 2>&1 \
-      | grep -v "Failed to load\|register_constant\|Warning" | tee "$OUT/layers.log"
-    clocks; pack
-    ;;
-  3b_loss)
-    bench 3b 300 --preset llama_3b --micro-batch 4 $paper --steps 1 --warmup 1
+    bench 1b 270 --preset llama_1b --micro-batch 16 $paper --steps 1 --warmup 1
     loss_run loss_bf16 230 &
     loss_run loss_fp8 230 model.float8=true model.float8_min_dim=0 &
     wait
     tail -n 2 "$RES"/loss_*.log; pack
+    [ "$(left)" -gt 40 ] && timeout "$(left)" python3 scripts/bench_float8_layers.py \
+      --presets llama_1b:16,llama_3b:4,llama_520m:16,llama_130m:64 --head --json-out "$RES/layers.json" 2>&1 \
+      | grep -v "Failed to load\|register_constant\|Warning" | tee "$OUT/layers.log"
+    clocks; pack
+    ;;
+  sizes)
+    bench 3b 300 --preset llama_3b --micro-batch 4 $paper --steps 1 --warmup 1
+    bench 520m 200 --preset llama_520m --micro-batch 16 $paper --steps 1 --warmup 1
     [ "$(left)" -gt 70 ] && bench 1b_rowwise "$(left)" --preset llama_1b --micro-batch 16 --global-batch 256 \
       --float8 rowwise --models ours_fp8 --optimizers adamw --steps 1 --warmup 1
     clocks; pack
     ;;
-  *) echo "usage: $0 main|3b_loss"; exit 2 ;;
+  *) echo "usage: $0 main|sizes"; exit 2 ;;
 esac
