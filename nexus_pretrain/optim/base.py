@@ -12,7 +12,7 @@ The loop is the same for every optimizer (data/layout.py: K inner batches of L l
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Protocol, runtime_checkable
+from typing import Any, Dict, Iterable, Protocol, Tuple, runtime_checkable
 
 import torch
 
@@ -37,9 +37,11 @@ class StepOptimizer(Protocol):
     def micro_step(self) -> None:
         """Called once per inner batch, after its last backward."""
 
-    def step(self) -> Dict[str, torch.Tensor]:
+    def step(self, skip_nonfinite: bool = False) -> Dict[str, torch.Tensor]:
         """Called after the step's last inner batch; returns scalar metrics (0-d tensors, no host sync),
-        at least grad_norm (the norm of the vector max_grad_norm clips) and clip_coef."""
+        at least grad_norm (the norm of the vector max_grad_norm clips) and clip_coef. With
+        ``skip_nonfinite`` (one host sync) a non-finite grad_norm leaves the parameters where the step
+        started, drops the gradients and returns {"grad_norm": ..., "skipped": ...} instead."""
 
     def zero_grad(self) -> None:
         """Drop gradients before the next step."""
@@ -80,15 +82,24 @@ def clip_coefficient(norm: torch.Tensor, max_norm: float) -> torch.Tensor:
     return (max_norm / (norm.float() + 1e-6)).clamp(max=1.0)
 
 
-def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Clip gradients to a global L2 norm (no-op when max_norm <= 0) and return the pre-clip norm
-    (a plain 0-d tensor; DTensor gradients are reduced across ranks)."""
+def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float,
+                   skip_nonfinite: bool = False) -> Tuple[torch.Tensor, bool]:
+    """Clip gradients to a global L2 norm (no-op when max_norm <= 0); return the pre-clip norm (a plain
+    0-d tensor; DTensor gradients are reduced across ranks) and whether the gradients are usable: with
+    ``skip_nonfinite`` a non-finite norm (one host sync) leaves them unclipped and returns False."""
     params = [p for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)  # clip_grad_norm_'s two halves
+    full = full_tensor(norm)
+    if skip_nonfinite and not bool(torch.isfinite(full)):
+        return full, False
     if max_norm > 0:
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-    else:
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
-    return full_tensor(norm)
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+    return full, True
+
+
+def skipped(norm: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The metrics of a step refused for its non-finite (pseudo-)gradient norm."""
+    return {"grad_norm": norm, "skipped": torch.ones((), device=norm.device)}
 
 
 class Accumulate:
@@ -110,9 +121,12 @@ class Accumulate:
     def micro_step(self) -> None:
         """Gradients keep accumulating in .grad."""
 
-    def step(self) -> Dict[str, torch.Tensor]:
-        """Clip the accumulated gradient and take the outer step."""
-        grad_norm = clip_gradients(self._params, self.max_grad_norm)
+    def step(self, skip_nonfinite: bool = False) -> Dict[str, torch.Tensor]:
+        """Clip the accumulated gradient and take the outer step (see StepOptimizer.step)."""
+        grad_norm, usable = clip_gradients(self._params, self.max_grad_norm, skip_nonfinite)
+        if not usable:
+            self.zero_grad()
+            return skipped(grad_norm)
         self.outer.step()
         return {"grad_norm": grad_norm, "clip_coef": clip_coefficient(grad_norm, self.max_grad_norm)}
 

@@ -6,12 +6,12 @@ See docs/theory.md for what the pseudo-gradient equals to second order in the in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from nexus_pretrain.optim.base import (clip_coefficient, clip_gradients, record_peak_learning_rates,
-                                       scale_learning_rates)
+                                       scale_learning_rates, skipped)
 from nexus_pretrain.optim.dtensor import full_tensor as _full
 from nexus_pretrain.optim.dtensor import is_dtensor as _is_dtensor
 from nexus_pretrain.optim.dtensor import like_param as _like_param
@@ -213,8 +213,9 @@ class Nexus:
             p.grad = None
 
     @torch.no_grad()
-    def step(self) -> Dict[str, torch.Tensor]:
-        """Pseudo-gradient into .grad, parameters back to the anchor, clip, outer step; metrics."""
+    def step(self, skip_nonfinite: bool = False) -> Dict[str, torch.Tensor]:
+        """Pseudo-gradient into .grad, parameters back to the anchor, clip, outer step; metrics (see
+        StepOptimizer.step for ``skip_nonfinite``)."""
         window = self._window
         if window.micro_steps == 0:
             raise RuntimeError("step() called before any micro_step(); call micro_step() after each backward")
@@ -223,7 +224,10 @@ class Nexus:
         else:
             self._pseudo_gradient_and_restore()
             mean_norm = window.norm_sum / window.micro_steps
-        pseudo_norm = self._clip_pseudo_gradient()
+        pseudo_norm, usable = self._clip_pseudo_gradient(skip_nonfinite)
+        if not usable:  # the parameters are back at the anchor already
+            self.discard()
+            return skipped(pseudo_norm)
         self.outer.step()
         self._window = _Window()
         if self._copy_stream is not None:
@@ -388,15 +392,18 @@ class Nexus:
         for p, local, g in zip(self.params, locals_, pseudo):
             p.grad = _like_param(p, g if g.dtype == local.dtype else g.to(local.dtype))
 
-    def _clip_pseudo_gradient(self) -> torch.Tensor:
-        """Clip the pseudo-gradient to max_grad_norm (0: no clipping); return its pre-clip global norm."""
+    def _clip_pseudo_gradient(self, skip_nonfinite: bool) -> Tuple[torch.Tensor, bool]:
+        """Clip the pseudo-gradient to max_grad_norm (0: no clipping); its pre-clip global norm and
+        whether it is usable (see clip_gradients)."""
         if self._norm is global_norm:
-            return clip_gradients(self.params, self.max_grad_norm)
+            return clip_gradients(self.params, self.max_grad_norm, skip_nonfinite)
         params = [p for p in self.params if p.grad is not None]
         norm = self._norm([p.grad for p in params])
+        if skip_nonfinite and not bool(torch.isfinite(norm)):
+            return norm, False
         if self.max_grad_norm > 0:
             torch.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, norm, foreach=True)
-        return norm
+        return norm, True
 
     def _nsgd_pseudo_gradient(self) -> torch.Tensor:
         """Replace the accumulated gradient g by gamma * g / ||g||; return ||g||."""

@@ -29,6 +29,7 @@ from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train import run_identity
 from nexus_pretrain.train.backends import build_backend
 from nexus_pretrain.train.init_weights import load_pretrained
+from nexus_pretrain.train.preflight import preflight
 from nexus_pretrain.train.metrics import MetricsLogger, Throughput
 
 
@@ -64,6 +65,7 @@ class Trainer:
         self.model, self.optimizer = self.backend.setup(model, cfg.optim, seed=t.seed)
         self.layout = batch_layout(t.global_batch, cfg.optim.inner_steps, self.backend.world_size, t.micro_batch)
         self.checkpointer = ckpt.Checkpointer(self.run_dir, self.backend, t.keep_last)
+        self.shard_check = preflight(cfg, self.data, self.run_dir, self.n_params, is_main=self.backend.is_main)
         self.step = 0
         self.skipped_steps = 0
         n_domains = len(self.data.sampler.domains)
@@ -73,16 +75,20 @@ class Trainer:
         # Tokens consumed per domain over the whole run (all ranks), and this rank's sequences not yet added.
         self._domain_tokens = torch.zeros(n_domains, dtype=torch.int64, device=self.backend.device)
         self._pending_rows = torch.zeros(n_domains, dtype=torch.int64, device=self.backend.device)
-        # Each step's per-pass losses on this rank, kept until the next log line so that a NaN names
-        # its step, pass and domains without a host sync per step.
-        self._window_losses: List[Tuple[int, torch.Tensor]] = []
+        # Each step's per-pass losses on this rank and its (pseudo-)gradient norm, kept until the next log line
+        # so that a NaN names its step, pass and domains without a host sync per step; and a device-side flag
+        # raised by any non-finite loss or gradient norm, checked before logging, evaluating and saving.
+        self._window_losses: List[Tuple[int, torch.Tensor, torch.Tensor]] = []
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.backend.device)
         self.loader = MicroBatchLoader(self.data.sampler, self.layout, self.backend.rank, t.max_steps,
                                        cfg.data.num_workers, pin_memory=self.backend.device.type == "cuda")
         self.stop_signal: Optional[int] = None
 
     # ----------------------------------------------------------------------------------- state
     def save(self) -> Path:
-        """Checkpoint the current step: model, optimizer, RNG, step and per-domain tokens (collective)."""
+        """Checkpoint the current step: model, optimizer, RNG, step and per-domain tokens (collective);
+        refused (NonFiniteLossError) when a step since the last check was not finite."""
+        self.check_finite()
         meta = {"domain_tokens": self.domain_tokens(), "skipped_steps": self.skipped_steps,
                 "config": OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True)}
         return self.checkpointer.save(self.step, self.model, self.optimizer, meta)
@@ -147,14 +153,16 @@ class Trainer:
                 self._pending_rows.index_add_(0, batch.domain_ids, torch.ones_like(batch.domain_ids))
             self.optimizer.micro_step()
         pass_losses = torch.stack(pass_losses)
-        self._window_losses.append((self.step, pass_losses))
         first_loss, inner_loss = self.backend.all_reduce_mean(
             torch.stack([pass_losses[:local].mean(), pass_losses.mean()])).unbind()
-        if self.cfg.trainer.skip_nonfinite and not torch.isfinite(inner_loss):
-            self._skip_step(pass_losses)
+        skip = bool(self.cfg.trainer.skip_nonfinite)
+        metrics = {} if skip and not torch.isfinite(inner_loss) else self.optimizer.step(skip_nonfinite=skip)
+        if skip and ("skipped" in metrics or not metrics):
+            self._skip_step(pass_losses, metrics.get("grad_norm"))
             metrics = {}  # no loss: a skipped step does not enter the logged mean
         else:
-            metrics = self.optimizer.step()
+            self._window_losses.append((self.step, pass_losses, metrics["grad_norm"]))
+            self._nonfinite |= ~(torch.isfinite(inner_loss) & torch.isfinite(metrics["grad_norm"]))
             self.optimizer.zero_grad()
             metrics["loss"] = first_loss
             metrics["inner_loss"] = inner_loss
@@ -164,23 +172,25 @@ class Trainer:
         metrics["lr"] = torch.tensor(self.cfg.optim.lr * multiplier)
         return metrics
 
-    def _skip_step(self, micro_losses: torch.Tensor) -> None:
-        """Drop a step whose loss is not finite (parameters back to the window start), or stop the run
-        when trainer.skip_nonfinite steps were already dropped."""
+    def _skip_step(self, pass_losses: torch.Tensor, grad_norm: Optional[torch.Tensor]) -> None:
+        """Drop a step whose loss or (pseudo-)gradient norm is not finite (parameters back to the step's
+        start), or stop the run when trainer.skip_nonfinite steps were already dropped."""
         self.optimizer.discard()
+        what = self._describe_nonfinite(self.step, pass_losses, grad_norm)
         if self.skipped_steps >= self.cfg.trainer.skip_nonfinite:
-            raise NonFiniteLossError(self._describe_nonfinite(self.step, micro_losses) +
-                                     f"; {self.skipped_steps} step(s) already skipped (trainer.skip_nonfinite)")
+            raise NonFiniteLossError(f"{what}; {self.skipped_steps} step(s) already skipped (trainer.skip_nonfinite)")
         self.skipped_steps += 1
-        self._window_losses.pop()
         if self.backend.is_main:
-            print(f"warning: skipped {self._describe_nonfinite(self.step, micro_losses)} "
-                  f"({self.skipped_steps}/{self.cfg.trainer.skip_nonfinite})", file=sys.stderr)
+            print(f"warning: skipped {what} ({self.skipped_steps}/{self.cfg.trainer.skip_nonfinite})", file=sys.stderr)
 
-    def _describe_nonfinite(self, step: int, pass_losses: torch.Tensor) -> str:
-        """Where a non-finite loss came from: step, inner batch, pass and its domains on this rank."""
+    def _describe_nonfinite(self, step: int, pass_losses: torch.Tensor, grad_norm: Optional[torch.Tensor]) -> str:
+        """Where a non-finite value came from: step, inner batch, pass and its domains on this rank, or the
+        step's (pseudo-)gradient norm when every loss was finite."""
         bad = [i for i, value in enumerate(pass_losses.tolist()) if not math.isfinite(value)]
         if not bad:
+            if grad_norm is not None and not math.isfinite(float(grad_norm)):
+                return (f"non-finite gradient norm {float(grad_norm)} at step {step + 1} with finite losses "
+                        f"(optim.max_grad_norm clips that norm; look for an overflow in the backward pass)")
             return f"non-finite loss at step {step + 1} on another rank than rank {self.backend.rank}"
         pass_index = bad[0]
         batch = self.data.sampler.micro_batch(step, self.layout, pass_index, self.backend.rank)
@@ -189,14 +199,16 @@ class Trainer:
         return (f"non-finite loss {pass_losses[pass_index].item()} at step {step + 1}, inner batch {inner}, "
                 f"micro-batch {micro} of rank {self.backend.rank} (domains: {domains})")
 
-    def _raise_nonfinite(self) -> None:
-        """Raise NonFiniteLossError naming the first step since the last log whose loss was not finite
-        on this rank (or saying another rank had it)."""
+    def check_finite(self) -> None:
+        """Raise NonFiniteLossError if any step since the previous check had a non-finite loss or
+        (pseudo-)gradient norm (one host sync; every rank sees the same flag, since losses are averaged
+        over ranks and norms are global). Called before logging, evaluating, saving and exporting."""
+        if not bool(self._nonfinite):
+            return
         window, self._window_losses = self._window_losses, []
-        finite = torch.isfinite(torch.stack([losses for _, losses in window])).all(dim=1).tolist() if window else []
-        for (step, losses), ok in zip(window, finite):
-            if not ok:
-                raise NonFiniteLossError(self._describe_nonfinite(step, losses))
+        for step, losses, grad_norm in window:
+            if not (torch.isfinite(losses).all() and torch.isfinite(grad_norm)):
+                raise NonFiniteLossError(self._describe_nonfinite(step, losses, grad_norm))
         raise NonFiniteLossError(f"non-finite loss before step {self.step} on a rank other than {self.backend.rank}")
 
     def domain_training_losses(self) -> Dict[str, float]:
@@ -282,12 +294,11 @@ class Trainer:
                         window_steps += 1
                     at_end = self.step == stop
                     if self.step % t.log_every == 0 or at_end:
+                        self.check_finite()
+                        self._window_losses.clear()
                         record = {k: float(v) for k, v in metrics.items()}
                         if window_steps:
                             record.update({key: float(total) / window_steps for key, total in window_sums.items()})
-                            if not math.isfinite(record["inner_loss"]):
-                                self._raise_nonfinite()
-                        self._window_losses.clear()
                         record.update(self.domain_training_losses())
                         record.update(speed.rates())
                         record["tokens"] = float(self.step * tokens_per_step)
@@ -325,6 +336,7 @@ class Trainer:
         checkpoint = every(t.checkpoint_every) or at_end
         if not (measure_cosine or evaluate or checkpoint):
             return
+        self.check_finite()
         with speed.paused():
             for due, measure in ((measure_cosine, self.domain_cosine), (evaluate, self.evaluate)):
                 if due:
@@ -349,6 +361,7 @@ class Trainer:
         main rank writes, and gets the path)."""
         from nexus_pretrain.model.hf import export_hf_state
 
+        self.check_finite()
         state = self.backend.full_state_dict(self.model)
         if not self.backend.is_main:
             return None

@@ -134,3 +134,37 @@ def test_nonfinite_step_is_skipped_with_parameters_restored(tmp_path):
     with pytest.raises(NonFiniteLossError, match="1 step\\(s\\) already skipped"):
         trainer.fit()
     assert all(torch.isfinite(v).all() for v in inner.state_dict().values())
+
+
+def poison_gradient_at(trainer, step):
+    """From now on, the first weight's gradient is NaN during ``step`` (the loss stays finite)."""
+    weight = next(trainer.model.parameters())
+    weight.register_hook(lambda grad: grad * float("nan") if trainer.step == step else grad)
+
+
+@pytest.mark.parametrize("optim", ["adamw", "nexus"])
+def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped_with_parameters_restored(tmp_path, optim):
+    trainer = Trainer(compose_config([*SMALL, f"trainer.run_dir={tmp_path}", f"optim={optim}", "trainer.max_steps=6",
+                                      "trainer.checkpoint_every=0", "trainer.skip_nonfinite=1"]))
+    trainer.fit(until_step=2)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    poison_gradient_at(trainer, step=2)
+    trainer.fit(until_step=3)
+    assert trainer.skipped_steps == 1
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("optim", ["adamw", "nexus"])
+def test_no_checkpoint_holds_the_weights_of_a_nonfinite_step(tmp_path, optim):
+    """Logged every 10 steps, checkpointed every 2: a NaN gradient at step 3 stops the run at the step-4
+    checkpoint, which is never written; the step-2 checkpoint stays the newest. (Nexus's NaN inner step
+    makes the next inner batch's loss NaN, which is what the error then names.)"""
+    trainer = Trainer(compose_config([*SMALL, f"trainer.run_dir={tmp_path}", f"optim={optim}", "trainer.max_steps=8",
+                                      "trainer.log_every=10", "trainer.checkpoint_every=2", "trainer.eval_every=0"]))
+    poison_gradient_at(trainer, step=2)
+    first = {"adamw": "gradient norm nan at step 3 with finite losses", "nexus": "loss nan at step 3, inner batch 1"}
+    with pytest.raises(NonFiniteLossError, match=f"non-finite {first[optim]}"):
+        trainer.fit()
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert saved == ["step_00000002"], saved

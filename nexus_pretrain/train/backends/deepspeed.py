@@ -196,8 +196,10 @@ class DeepSpeedStep:
         self.client.close_window = self.micro_steps == self.inner_steps
         self.engine.step()
 
-    def step(self) -> Dict[str, torch.Tensor]:
+    def step(self, skip_nonfinite: bool = False) -> Dict[str, torch.Tensor]:
         """AdamW/nsgd: the engine step on the accumulated gradient; Nexus: the window closed in micro_step."""
+        if skip_nonfinite:
+            raise NotImplementedError("trainer.skip_nonfinite is not supported with backend.name=deepspeed")
         if self.micro_steps == 0:
             raise RuntimeError("step() called before any micro_step(); call micro_step() after each backward")
         micro_steps, self.micro_steps = self.micro_steps, 0
