@@ -1,11 +1,14 @@
-"""nexus-analyze: the paper's Sec. 5.1 analyses over run checkpoints.
+"""nexus-analyze: the paper's Sec. 5.1 analyses over run checkpoints, and metrics at matched pretraining loss.
 
     nexus-analyze cosine RUN_DIR|CHECKPOINT... --tasks gsm8k,math500 --data-dir DIR --out DIR
     nexus-analyze closeness RUN_DIR|CHECKPOINT --tasks gsm8k --data-dir DIR [--domains web,legal] --steps 100 --out DIR
     nexus-analyze landscape RUN_DIR|CHECKPOINT --tasks gsm8k --data-dir DIR --grid 11 --out DIR
     nexus-analyze fig7a RUN_DIR|CHECKPOINT... --tasks gsm8k --data-dir DIR --out DIR
+    nexus-analyze isoloss RUN... --baseline RUN... --metric ood/mean --out DIR
 
-A run directory stands for all its checkpoints (cosine, fig7a) or its newest one (closeness, landscape).
+A run directory stands for all its checkpoints (cosine, fig7a) or its newest one (closeness, landscape);
+for isoloss, a run stands for its fully decayed endpoints (its own and its cooldown branches') and a
+directory of runs (a sweep's) for its runs.
 Each writes a JSON (and figures) under --out and prints a short summary.
 """
 
@@ -55,7 +58,8 @@ def _descent(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Gradient similarity, parameter closeness and loss "
-                                                            "landscapes of run checkpoints (paper Sec. 5.1, Fig. 7).")
+                                                            "landscapes of run checkpoints (paper Sec. 5.1, Fig. 7); "
+                                                            "metrics of runs at matched pretraining loss.")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("cosine", help="gradient cosine: training mixture vs each task, and between training "
                                       "domains, averaged over checkpoints")
@@ -89,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=int, default=8)
     f.add_argument("--device", default="cpu")
     f.add_argument("--out", type=Path, default=Path("analysis"))
+    i = sub.add_parser("isoloss", help="a metric at matched pretraining loss: the candidate's, interpolated over "
+                                       "its fully decayed endpoints (run + cooldown branches), against the "
+                                       "baseline's, paired by seed")
+    i.add_argument("paths", nargs="+", type=Path, metavar="RUN",
+                   help="candidate runs and/or directories of runs (a sweep's)")
+    i.add_argument("--baseline", nargs="+", type=Path, required=True, metavar="RUN",
+                   help="baseline runs and/or directories of runs")
+    i.add_argument("--metric", default="ood/mean", help="ood/mean (default), ood/<domain>, val/<domain> or "
+                                                        "downstream/<task>")
+    i.add_argument("--interpolation", choices=("pchip", "linear"), default="pchip",
+                   help="in pretraining loss: monotone piecewise cubic (default; needs scipy) or piecewise linear")
+    i.add_argument("--out", type=Path, default=Path("analysis"), help="output directory (default: analysis)")
     return parser
 
 
@@ -267,7 +283,26 @@ def run_fig7a(args: argparse.Namespace) -> Dict[str, Any]:
     return summary
 
 
-COMMANDS = {"cosine": run_cosine, "closeness": run_closeness, "landscape": run_landscape, "fig7a": run_fig7a}
+def run_isoloss(args: argparse.Namespace) -> Dict[str, Any]:
+    """analysis.isoloss.compare, its table, JSON and figure (OUT/isoloss_<metric>.json, .png, .pdf)."""
+    from nexus_pretrain.analysis import isoloss
+    from nexus_pretrain.extras import MissingExtra
+
+    result = isoloss.compare(args.paths, args.baseline, args.metric, args.interpolation)
+    print(isoloss.summary_text(result))
+    stem = isoloss.file_stem(args.metric)
+    try:
+        result["figures"] = [str(p) for p in isoloss.plot(result, args.out, stem)]
+        figures = f" and {result['figures'][0]}"
+    except MissingExtra as error:
+        figures = f"; no figure: {error}"
+    path = _write_json(args.out / f"{stem}.json", result)
+    print(f"wrote {path}{figures}")
+    return result
+
+
+COMMANDS = {"cosine": run_cosine, "closeness": run_closeness, "landscape": run_landscape, "fig7a": run_fig7a,
+            "isoloss": run_isoloss}
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -1,0 +1,339 @@
+"""Iso-loss comparison: a candidate's metric at the baseline's pretraining loss, paired by seed.
+
+The paper's claim is conditional: at the *same* pretraining loss, Nexus has lower downstream and OOD loss.
+Comparing runs at equal steps mixes that with training speed. Here each run contributes its fully decayed
+endpoints (its final evaluation, and that of each of its cooldown branches, ``RUN/cooldown/step_XXXXXXXX``):
+points of (pretraining loss ``val/pretrain``, metric). For each seed, the candidate's metric is interpolated
+(monotone in pretraining loss: PCHIP, or piecewise linear) at the pretraining loss of the baseline's main
+run, never extrapolated; the per-seed differences (candidate - baseline, negative: the candidate is lower)
+get a paired t interval and the reports' significance rule (report.stats).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import yaml
+
+from nexus_pretrain.report.stats import (LOSS_THRESHOLD, Difference, paired_difference, significant_gain,
+                                        summarize)
+from nexus_pretrain.train.metrics_file import read_metrics
+from nexus_pretrain.train.run_name import optimizer_label
+
+PRETRAIN = "val/pretrain"
+METRIC_PREFIXES = ("ood/", "val/", "downstream/")
+BRANCHES_DIR = "cooldown"
+BRANCH_FILE = "branch.json"
+CONFIG_FILE = "config.yaml"
+INTERPOLATIONS = ("pchip", "linear")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A fully decayed evaluation: the final record of a main run (from_step None) or of a cooldown branch."""
+
+    run_dir: Path
+    from_step: Optional[int]
+    step: int
+    pretrain: float
+    metric: float
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"run": str(self.run_dir), "from_step": self.from_step, "step": self.step,
+                "pretrain": self.pretrain, "metric": self.metric}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run's seed, optimizer label and endpoints (its own first, then its branches by step)."""
+
+    path: Path
+    seed: int
+    label: str
+    endpoints: Tuple[Endpoint, ...]
+
+    @property
+    def main(self) -> Endpoint:
+        return self.endpoints[0]
+
+    @property
+    def loss_range(self) -> Tuple[float, float]:
+        losses = [e.pretrain for e in self.endpoints]
+        return min(losses), max(losses)
+
+
+def check_metric(metric: str) -> None:
+    """ValueError unless ``metric`` names a loss compared at matched pretraining loss."""
+    if metric == PRETRAIN or not metric.startswith(METRIC_PREFIXES) or metric.endswith("/"):
+        raise ValueError(f"--metric {metric!r}: choose ood/mean, ood/<domain>, val/<domain> or downstream/<task> "
+                         f"(a loss the runs log at their final evaluation; {PRETRAIN} is what is matched)")
+
+
+def check_interpolation(method: str) -> None:
+    """ValueError for an unknown method, or for PCHIP without scipy."""
+    if method not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {method!r}: choose {' or '.join(INTERPOLATIONS)}")
+    if method == "pchip":
+        try:
+            import scipy.interpolate  # noqa: F401
+        except ImportError:
+            raise ValueError("PCHIP interpolation needs scipy: pip install scipy (or use --interpolation "
+                             "linear)") from None
+
+
+def _job_order(path: Path) -> Tuple[int, Any]:
+    return (0, int(path.name)) if path.name.isdigit() else (1, path.name)
+
+
+def _config(run_dir: Path) -> Dict[str, Any]:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; is {run_dir} a nexus-train run directory?")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    trainer = cfg.get("trainer") or {}
+    for key in ("seed", "max_steps"):
+        if not isinstance(trainer.get(key), int):
+            raise ValueError(f"{path}: no integer trainer.{key}")
+    return cfg
+
+
+def run_dirs(paths: Sequence[Path]) -> List[Path]:
+    """The run directories named on a command line: a run (it holds config.yaml) stands for itself, any other
+    directory (a sweep's) for its children that hold one, in job order."""
+    found: List[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} not found" if not path.exists() else f"{path} is not a directory")
+        if (path / CONFIG_FILE).is_file():
+            if (path / BRANCH_FILE).is_file():
+                raise ValueError(f"{path} is a cooldown branch; give its parent run, which stands for all its "
+                                 "branches")
+            found.append(path)
+            continue
+        children = sorted((c for c in path.iterdir() if (c / CONFIG_FILE).is_file()), key=_job_order)
+        if not children:
+            raise FileNotFoundError(f"{path}: neither a run directory ({CONFIG_FILE}) nor a directory of runs")
+        found += children
+    unique = list({p.resolve(): p for p in found}.values())
+    return unique
+
+
+def _final_endpoint(run_dir: Path, metric: str, from_step: Optional[int]) -> Endpoint:
+    """The record(s) at the run's trainer.max_steps, with its pretraining loss and ``metric``."""
+    max_steps = _config(run_dir)["trainer"]["max_steps"]
+    records = read_metrics(run_dir)
+    final: Dict[str, Any] = {}
+    for record in records:
+        if record["step"] == max_steps:
+            final.update(record)
+    if PRETRAIN not in final:
+        last = records[-1]["step"] if records else None
+        raise ValueError(f"{run_dir}: no evaluation ({PRETRAIN}) at its final step {max_steps} (last step "
+                         f"logged: {last}); let it finish (a run that stopped early resumes with "
+                         "trainer.resume=auto)")
+    if metric not in final:
+        logged = sorted(k for k in final if k.startswith(METRIC_PREFIXES) and k != PRETRAIN)
+        raise ValueError(f"{run_dir}: no {metric} at its final step {max_steps}; it logged "
+                         f"{', '.join(logged) or 'no other loss'}")
+    values = {k: float(final[k]) for k in (PRETRAIN, metric)}
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{run_dir}: {bad[0]} at step {max_steps} is {values[bad[0]]}")
+    return Endpoint(run_dir, from_step, max_steps, values[PRETRAIN], values[metric])
+
+
+def branch_dirs(run_dir: Path) -> List[Tuple[int, Path]]:
+    """(branch step, directory) of a run's cooldown branches, by step."""
+    root = Path(run_dir) / BRANCHES_DIR
+    if not root.is_dir():
+        return []
+    out = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        info_file = path / BRANCH_FILE
+        if not info_file.is_file():
+            raise FileNotFoundError(f"{info_file} not found; is {path} a cooldown branch?")
+        out.append((int(json.loads(info_file.read_text())["from_step"]), path))
+    return sorted(out, key=lambda b: b[0])
+
+
+def load_run(run_dir: Path, metric: str) -> Run:
+    """A run with its fully decayed endpoints: its own final evaluation and each cooldown branch's."""
+    run_dir = Path(run_dir)
+    cfg = _config(run_dir)
+    endpoints = [_final_endpoint(run_dir, metric, None)]
+    endpoints += [_final_endpoint(path, metric, step) for step, path in branch_dirs(run_dir)]
+    label = optimizer_label(cfg["optim"]) if isinstance(cfg.get("optim"), dict) else "?"
+    return Run(run_dir, cfg["trainer"]["seed"], label, tuple(endpoints))
+
+
+def _points(endpoints: Sequence[Endpoint]) -> Tuple[np.ndarray, np.ndarray]:
+    """Pretraining losses (sorted, distinct) and metrics; endpoints with equal loss are averaged."""
+    by_loss: Dict[float, List[float]] = {}
+    for e in endpoints:
+        by_loss.setdefault(e.pretrain, []).append(e.metric)
+    xs = sorted(by_loss)
+    return np.array(xs), np.array([sum(by_loss[x]) / len(by_loss[x]) for x in xs])
+
+
+def interpolant(endpoints: Sequence[Endpoint], method: str) -> Callable[[Any], np.ndarray]:
+    """The metric as a function of pretraining loss through the endpoints (PCHIP or piecewise linear),
+    defined on their loss range only."""
+    check_interpolation(method)
+    xs, ys = _points(endpoints)
+    if len(xs) == 1:
+        return lambda x: np.where(np.asarray(x, dtype=float) == xs[0], ys[0], np.nan)
+    if method == "linear":
+        return lambda x: np.interp(x, xs, ys, left=np.nan, right=np.nan)
+    from scipy.interpolate import PchipInterpolator
+
+    return PchipInterpolator(xs, ys, extrapolate=False)
+
+
+def match(candidate: Run, baseline: Run, method: str) -> Dict[str, Any]:
+    """One seed: the candidate's metric interpolated at the baseline main run's pretraining loss; ValueError
+    (naming the run and its range) where that loss lies outside the candidate's endpoints."""
+    target = baseline.main.pretrain
+    low, high = candidate.loss_range
+    if not low <= target <= high:
+        fix = ("train it longer" if target < low else "branch it earlier (trainer.cooldown_from)")
+        raise ValueError(f"seed {candidate.seed}: the baseline's pretraining loss {target:.5f} ({baseline.path}) "
+                         f"lies outside {candidate.path}'s fully decayed range [{low:.5f}, {high:.5f}] "
+                         f"({len(candidate.endpoints)} endpoint(s)); no extrapolation: {fix}")
+    value = float(interpolant(candidate.endpoints, method)(target))
+    return {"seed": candidate.seed, "candidate_run": str(candidate.path), "baseline_run": str(baseline.path),
+            "pretrain": target, "baseline_metric": baseline.main.metric, "candidate_metric": value,
+            "difference": value - baseline.main.metric, "candidate_range": [low, high],
+            "candidate_endpoints": [e.as_dict() for e in candidate.endpoints],
+            "baseline_endpoints": [e.as_dict() for e in baseline.endpoints]}
+
+
+def pair_by_seed(candidates: Sequence[Run], baselines: Sequence[Run]) -> List[Tuple[Run, Run]]:
+    """(candidate, baseline) runs with the same trainer.seed, by seed; ValueError for a seed that two runs of
+    one arm share or that only one arm has."""
+    arms = {}
+    for name, runs in (("candidate", candidates), ("baseline", baselines)):
+        by_seed: Dict[int, Run] = {}
+        for run in runs:
+            if run.seed in by_seed:
+                raise ValueError(f"two {name} runs have seed {run.seed}: {by_seed[run.seed].path} and {run.path}")
+            by_seed[run.seed] = run
+        arms[name] = by_seed
+    only_c = sorted(set(arms["candidate"]) - set(arms["baseline"]))
+    only_b = sorted(set(arms["baseline"]) - set(arms["candidate"]))
+    if only_c or only_b:
+        sides = [f"candidate seed(s) {only_c} have no baseline run"] if only_c else []
+        sides += [f"baseline seed(s) {only_b} have no candidate run"] if only_b else []
+        raise ValueError(f"unpaired seeds: {'; '.join(sides)}; give both arms the same trainer.seed values")
+    return [(arms["candidate"][s], arms["baseline"][s]) for s in sorted(arms["candidate"])]
+
+
+def _arm_label(runs: Sequence[Run], default: str) -> str:
+    labels = {r.label for r in runs}
+    return labels.pop() if len(labels) == 1 else default
+
+
+def _negated(diff: Difference) -> Difference:
+    return Difference(-diff.mean, None if diff.ci is None else (-diff.ci[1], -diff.ci[0]), diff.n, diff.paired)
+
+
+def significance(differences: Sequence[float]) -> str:
+    """The reports' rule (report.stats.significant_gain) applied to per-seed candidate - baseline losses."""
+    diff = paired_difference(differences)
+    if diff is None:
+        return "no differences"
+    if significant_gain(_negated(diff), LOSS_THRESHOLD):
+        return f"candidate lower: by more than {LOSS_THRESHOLD}, 95% CI excludes 0"
+    if significant_gain(diff, LOSS_THRESHOLD):
+        return f"baseline lower: by more than {LOSS_THRESHOLD}, 95% CI excludes 0"
+    if diff.ci is None:
+        return "not significant: one seed, no interval"
+    return f"not significant: not both beyond {LOSS_THRESHOLD} and a 95% CI excluding 0"
+
+
+def compare(candidate_paths: Sequence[Path], baseline_paths: Sequence[Path], metric: str,
+            method: str = "pchip") -> Dict[str, Any]:
+    """The iso-loss comparison of two arms of runs (each a run or a directory of runs) on one metric: per seed,
+    the baseline's metric, the candidate's at the same pretraining loss and their difference; the mean,
+    std and paired t 95% interval of the differences and their significance. ValueError (one line) for
+    unpaired seeds, extrapolation, missing or unfinished evaluations."""
+    check_metric(metric)
+    check_interpolation(method)
+    candidates = [load_run(p, metric) for p in run_dirs(candidate_paths)]
+    baselines = [load_run(p, metric) for p in run_dirs(baseline_paths)]
+    overlap = {r.path.resolve() for r in candidates} & {r.path.resolve() for r in baselines}
+    if overlap:
+        raise ValueError(f"{sorted(map(str, overlap))[0]} is in both arms")
+    seeds = [match(c, b, method) for c, b in pair_by_seed(candidates, baselines)]
+    diffs = [s["difference"] for s in seeds]
+    diff, spread = paired_difference(diffs), summarize(diffs)
+    return {"metric": metric, "matched_on": PRETRAIN, "interpolation": method,
+            "candidate": _arm_label(candidates, "candidate"), "baseline": _arm_label(baselines, "baseline"),
+            "difference": f"candidate - baseline {metric} at the baseline's final {PRETRAIN}",
+            "seeds": seeds,
+            "summary": {"mean": diff.mean, "std": spread.std, "n": diff.n,
+                        "ci95": None if diff.ci is None else list(diff.ci), "method": diff.method},
+            "significance": significance(diffs)}
+
+
+def file_stem(metric: str) -> str:
+    """isoloss_<metric> with / as _: the name of the JSON and figure files."""
+    return "isoloss_" + metric.replace("/", "_")
+
+
+def summary_text(result: Dict[str, Any]) -> str:
+    """The per-seed table and the summary line."""
+    m = result["metric"]
+    lines = [f"{m} at matched {result['matched_on']} ({result['interpolation']} interpolation): "
+             f"{result['candidate']} (candidate) - {result['baseline']} (baseline)",
+             f"{'seed':>6} {'pretrain':>10} {'baseline':>10} {'candidate':>10} {'diff':>10}"]
+    for s in result["seeds"]:
+        lines.append(f"{s['seed']:>6} {s['pretrain']:>10.4f} {s['baseline_metric']:>10.4f} "
+                     f"{s['candidate_metric']:>10.4f} {s['difference']:>+10.4f}")
+    sm = result["summary"]
+    ci = "no interval" if sm["ci95"] is None else f"95% CI [{sm['ci95'][0]:+.4f}, {sm['ci95'][1]:+.4f}]"
+    lines.append(f"mean {sm['mean']:+.4f}, std {sm['std']:.4f}, {ci} ({sm['method']}); {result['significance']}")
+    return "\n".join(lines)
+
+
+def plot(result: Dict[str, Any], out_dir: Path, name: str) -> List[Path]:
+    """Metric against pretraining loss: every run's endpoints and interpolant (one colour per arm), the
+    baseline's matched endpoint (square) and the candidate's value at its loss (star), per seed."""
+    from nexus_pretrain.report.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    arms = (("baseline", "C0"), ("candidate", "C1"))
+    for arm, colour in arms:
+        for i, s in enumerate(result["seeds"]):
+            endpoints = [Endpoint(Path(e["run"]), e["from_step"], e["step"], e["pretrain"], e["metric"])
+                         for e in s[f"{arm}_endpoints"]]
+            xs, ys = _points(endpoints)
+            if len(xs) > 1:
+                grid = np.linspace(xs[0], xs[-1], 100)
+                ax.plot(grid, interpolant(endpoints, result["interpolation"])(grid), color=colour, alpha=0.5,
+                        lw=1)
+            ax.scatter(xs, ys, color=colour, s=14, label=f"{arm}: {result[arm]}" if i == 0 else None)
+    for i, s in enumerate(result["seeds"]):
+        x = s["pretrain"]
+        ax.plot([x, x], [s["baseline_metric"], s["candidate_metric"]], color="0.3", lw=0.8, ls=":")
+        ax.scatter([x], [s["baseline_metric"]], marker="s", s=40, facecolors="none", edgecolors="C0",
+                   label="baseline, final" if i == 0 else None)
+        ax.scatter([x], [s["candidate_metric"]], marker="*", s=80, color="C1", edgecolors="k", linewidths=0.5,
+                   label="candidate at matched loss" if i == 0 else None)
+        ax.annotate(f"s{s['seed']}", (x, s["candidate_metric"]), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7)
+    sm = result["summary"]
+    ci = "" if sm["ci95"] is None else f", 95% CI [{sm['ci95'][0]:+.4f}, {sm['ci95'][1]:+.4f}]"
+    ax.set_title(f"{result['metric']} at matched pretraining loss\n{result['candidate']} - {result['baseline']} = "
+                 f"{sm['mean']:+.4f}{ci}",
+                 fontsize=10)
+    ax.set_xlabel(f"pretraining loss ({result['matched_on']}), fully decayed")
+    ax.set_ylabel(result["metric"])
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, Path(out_dir), name)
