@@ -61,6 +61,7 @@ def check_overrides(overrides: List[str]) -> None:
 def _train_app(cfg) -> None:
     from omegaconf import OmegaConf
 
+    from nexus_pretrain.train.cooldown import run_branches
     from nexus_pretrain.train.errors import RunError
     from nexus_pretrain.train.trainer import Trainer
 
@@ -82,14 +83,18 @@ def _train_app(cfg) -> None:
     except (ValueError, RunError) as error:  # bad data or init_from weights found at start-up: one line
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    is_main, branches = trainer.is_main, []
     try:
-        final = trainer.fit()
+        try:
+            final = trainer.fit()
+        finally:
+            trainer.close()
+        if not final.get("preempted") and trainer.step == run_config.trainer.max_steps:
+            branches = run_branches(run_config, Trainer, is_main)  # trainer.cooldown_from, if any
     except RunError as error:  # a refused resume or fresh start, a damaged checkpoint, a full disk: one line
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    finally:
-        trainer.close()
-    if not trainer.is_main:
+    if not is_main:
         return
     if final.get("preempted"):
         print(f"stopped by a signal at step {trainer.step}; checkpoint saved in {trainer.run_dir}/checkpoints; "
@@ -97,6 +102,8 @@ def _train_app(cfg) -> None:
         return
     summary = ", ".join(f"{k}={v:.4f}" for k, v in final.items() if k.startswith(("val/pretrain", "ood/mean", "loss")))
     print(f"finished step {trainer.step} in {trainer.run_dir}: {summary}")
+    for branch in branches:
+        print(f"cooldown branch: {branch}")
 
 
 def default_cuda_allocator() -> None:

@@ -314,6 +314,18 @@ class TrainerConfig:
     """Keys (e.g. [optim.lr,data.seq_len]) or sections (optim) that a resume may change although they
     change what the run is; without them such a resume is refused (train/run_identity.py lists what may
     always change). Each such resume is recorded in run_dir/config_changes.jsonl."""
+    cooldown_from: List[float] = field(default_factory=list)
+    """WSD cooldown branches (train/cooldown.py): steps, or fractions < 1 of max_steps, in the stable phase.
+    The checkpoint at each is kept, and after the run a branch from each decays to the end in
+    run_dir/cooldown/step_XXXXXXXX, giving fully decayed endpoints along the run (nexus-analyze isoloss)."""
+    eval_tasks: List[str] = field(default_factory=list)
+    """Benchmarks whose gold-answer loss (nexus-eval's downstream loss, the same code) is computed at every
+    evaluation and logged as downstream/<task>, e.g. [gsm8k,math500]; needs the eval extra and
+    trainer.eval_data_dir. Its time is excluded from tokens/s."""
+    eval_data_dir: Optional[str] = None
+    """Folder of the local benchmark files that nexus-eval reads (its --data-dir), for trainer.eval_tasks."""
+    eval_task_limit: Optional[int] = 100
+    """Examples per benchmark scored by trainer.eval_tasks (None: all)."""
 
 
 @dataclass
@@ -503,6 +515,22 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     for key in ("eval_every", "checkpoint_every"):
         _positive(f"trainer.{key}", getattr(t, key), allow_zero=True)
     _positive("trainer.keep_last", t.keep_last)
+    if t.cooldown_from:
+        _require(s.name == "wsd", f"trainer.cooldown_from needs schedule=wsd (a stable phase to branch from), "
+                                  f"not schedule.name={s.name}; use schedule=wsd or drop trainer.cooldown_from")
+        warmup, decay = phase_steps(s, t.max_steps)
+        for value in t.cooldown_from:
+            try:
+                step = resolve_steps(value, t.max_steps, "trainer.cooldown_from")
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+            _require(warmup <= step <= t.max_steps - decay and step > 0,
+                     f"trainer.cooldown_from={value} is step {step}, outside the stable phase (steps {max(warmup, 1)}.."
+                     f"{t.max_steps - decay}); branch from a step between the warmup and the decay")
+    if t.eval_task_limit is not None:
+        _positive("trainer.eval_task_limit", t.eval_task_limit)
+    _require(not t.eval_tasks or bool(t.eval_data_dir),
+             "trainer.eval_tasks needs trainer.eval_data_dir: the folder of local benchmark files (nexus-eval --data-dir)")
     _positive("trainer.activation_checkpointing_every", t.activation_checkpointing_every)
     _positive("trainer.skip_nonfinite", t.skip_nonfinite, allow_zero=True)
     _require(not (b.name == "deepspeed" and t.skip_nonfinite > 0),

@@ -29,7 +29,7 @@ import sys
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -233,6 +233,8 @@ class Checkpointer:
         self.root = checkpoint_root(run_dir)
         self.backend = backend
         self.keep_last = keep_last
+        self.keep_steps: Set[int] = set()
+        """Steps whose checkpoints rotation never removes (cooldown branch points); not counted in keep_last."""
         self._pending: Optional[_Pending] = None
 
     def save(self, step: int, model: torch.nn.Module, optimizer: "StepOptimizer", meta: Dict[str, Any]) -> Path:
@@ -290,7 +292,8 @@ class Checkpointer:
         except BaseException as error:
             self._raise_write_failed(pending.tmp, error)
         if self.backend.is_main:
-            for old in list_checkpoints(self.root.parent)[:-self.keep_last]:
+            rotating = [c for c in list_checkpoints(self.root.parent) if checkpoint_step(c) not in self.keep_steps]
+            for old in rotating[:-self.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
         self.backend.barrier()
 

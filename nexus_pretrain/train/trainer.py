@@ -4,12 +4,12 @@ train/backends/base.py); logging, evaluation and checkpoints happen between step
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -22,19 +22,18 @@ from nexus_pretrain.data.layout import batch_layout
 from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
+from nexus_pretrain.evaluation.inloop import DownstreamProbe
 from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss
 from nexus_pretrain.model.presets import resolve_model_args
 from nexus_pretrain.optim.schedule import lr_multiplier
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train import run_identity
 from nexus_pretrain.train.backends import build_backend
+from nexus_pretrain.train.callbacks import Callback, LoopState, default_callbacks, release_garbage, run_callbacks
+from nexus_pretrain.train.cooldown import cooldown_steps
 from nexus_pretrain.train.init_weights import load_pretrained
 from nexus_pretrain.train.preflight import preflight
 from nexus_pretrain.train.metrics import MetricsLogger, Throughput
-
-
-WINDOW_MEANS = ("loss", "inner_loss")
-"""Step metrics logged as their mean over the steps since the previous log line."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -83,6 +82,15 @@ class Trainer:
         self.loader = MicroBatchLoader(self.data.sampler, self.layout, self.backend.rank, t.max_steps,
                                        cfg.data.num_workers, pin_memory=self.backend.device.type == "cuda")
         self.stop_signal: Optional[int] = None
+        self.kept_steps = set(cooldown_steps(cfg))
+        """Steps whose checkpoints are written and never rotated away: the cooldown branch points."""
+        self.checkpointer.keep_steps = self.kept_steps
+        self.downstream: Optional[DownstreamProbe] = None
+        if t.eval_tasks:
+            self.downstream = DownstreamProbe.build(t.eval_tasks, t.eval_data_dir, self.data.tokenizer,
+                                                    self.model_args.max_seq_len, t.eval_task_limit)
+        self.callbacks: List[Callback] = default_callbacks()
+        """Run after every step, in order (train/callbacks.py); append one to add a measurement."""
 
     # ----------------------------------------------------------------------------------- state
     def save(self) -> Path:
@@ -230,11 +238,18 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ eval
     def evaluate(self) -> Dict[str, float]:
-        """Per-domain validation loss, the mixture-weighted pretrain loss and the OOD loss."""
+        """Per-domain validation loss, the mixture-weighted pretrain loss and the OOD loss; with
+        trainer.eval_tasks also downstream/<task> and the seconds it took (time/downstream_s)."""
         d = self.cfg.data
-        return heldout_metrics(self.model, self.data.val_streams, self.data.ood_streams, self.data.sampler.weights,
-                               d.seq_len, d.eval_sequences, self.cfg.trainer.micro_batch, self.backend.device,
-                               self.backend.autocast)
+        values = heldout_metrics(self.model, self.data.val_streams, self.data.ood_streams, self.data.sampler.weights,
+                                 d.seq_len, d.eval_sequences, self.cfg.trainer.micro_batch, self.backend.device,
+                                 self.backend.autocast)
+        if self.downstream is not None:
+            start = time.perf_counter()
+            values.update(self.downstream.losses(self.model, self.backend.device, self.backend.autocast,
+                                                 self.cfg.trainer.micro_batch))
+            values["time/downstream_s"] = time.perf_counter() - start
+        return values
 
     def domain_cosine(self) -> Dict[str, float]:
         """Mean pairwise cosine of per-domain gradients at the current parameters (paper Sec. 5.1).
@@ -258,94 +273,47 @@ class Trainer:
     def fit(self, until_step: Optional[int] = None) -> Dict[str, float]:
         """Train to trainer.max_steps (or stop early after ``until_step``, as a preemption would).
 
-        SIGTERM or SIGUSR1 (Slurm preemption) stops the run at the next log step with a checkpoint.
-        Returns the last logged metrics merged with the final evaluation ("preempted": 1 when a signal
-        stopped the run).
+        After every step the callbacks (train/callbacks.py) log, evaluate, checkpoint and handle SIGTERM or
+        SIGUSR1 (Slurm preemption: a checkpoint at the next log step, then stop). Returns the last logged
+        metrics merged with the final evaluation ("preempted": 1 when a signal stopped the run).
         """
-        t, log_cfg = self.cfg.trainer, self.cfg.logging
+        t = self.cfg.trainer
         resumed = self.maybe_resume()
-        stop = min(t.max_steps, until_step) if until_step is not None else t.max_steps
         run_config = OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True)
         if self.backend.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(OmegaConf.create(run_config), self.run_dir / "config.yaml")
-        logger = MetricsLogger(log_cfg, self.run_dir, t.max_steps, enabled=self.backend.is_main,
-                               run_config=run_config, start_step=self.step)
-        tokens_per_step = t.global_batch * self.cfg.data.seq_len
-        speed = Throughput(flops_per_token(self.model_args, self.cfg.data.seq_len, self.n_params), self.backend.device,
-                           self.backend.world_size)
-        last: Dict[str, float] = {"resumed_from": float(self.step)} if resumed else {}
-        window_sums: Dict[str, torch.Tensor] = {}
-        window_steps = 0
-        first_step = True
+        loop = LoopState(
+            logger=MetricsLogger(self.cfg.logging, self.run_dir, t.max_steps, enabled=self.backend.is_main,
+                                 run_config=run_config, start_step=self.step),
+            speed=Throughput(flops_per_token(self.model_args, self.cfg.data.seq_len, self.n_params),
+                             self.backend.device, self.backend.world_size),
+            stop=min(t.max_steps, until_step) if until_step is not None else t.max_steps,
+            last={"resumed_from": float(self.step)} if resumed else {})
+        tokens_per_step, first_step = t.global_batch * self.cfg.data.seq_len, True
         try:
             with preemption_signals(self):
-                while self.step < stop:
+                while self.step < loop.stop and not loop.stop_requested:
                     metrics = self.train_step()
-                    if first_step:
+                    if first_step:  # the first (compiling) step's reference cycles
                         first_step = False
-                        with speed.paused():
+                        with loop.speed.paused():
                             release_garbage()
-                    speed.add(tokens_per_step)
-                    logger.advance()
-                    if "loss" in metrics:  # losses are averaged over the log window, other metrics are the step's
-                        for key in WINDOW_MEANS:
-                            window_sums[key] = metrics.pop(key) + window_sums.get(key, 0.0)
-                        window_steps += 1
-                    at_end = self.step == stop
-                    if self.step % t.log_every == 0 or at_end:
-                        self.check_finite()
-                        self._window_losses.clear()
-                        record = {k: float(v) for k, v in metrics.items()}
-                        if window_steps:
-                            record.update({key: float(total) / window_steps for key, total in window_sums.items()})
-                        record.update(self.domain_training_losses())
-                        record.update(speed.rates())
-                        record["tokens"] = float(self.step * tokens_per_step)
-                        record.update({f"tokens/{d}": float(n) for d, n in self.domain_tokens().items()})
-                        if self.skipped_steps:
-                            record["skipped_steps"] = float(self.skipped_steps)
-                        logger.log(self.step, record)
-                        last.update(record)
-                        window_sums, window_steps = {}, 0
-                        if self._signalled():
-                            with speed.paused():
-                                self.save()
-                            last["preempted"] = 1.0
-                            break
-                    self._between_steps(logger, speed, last, at_end)
+                    loop.speed.add(tokens_per_step)
+                    loop.logger.advance()
+                    run_callbacks(self.callbacks, self, loop, metrics)
             self.checkpointer.wait()
         finally:
             self.loader.close()
-            logger.close()
+            loop.logger.close()
         if self.step == t.max_steps and t.export_hf:
             self.export(self.run_dir / "hf")
-        return last
+        return loop.last
 
-    def _signalled(self) -> bool:
+    def signalled(self) -> bool:
         """Whether any rank received a preemption signal (all ranks agree; collective)."""
         flag = torch.tensor(1.0 if self.stop_signal is not None else 0.0, device=self.backend.device)
         return bool(self.backend.all_reduce_mean(flag) > 0)
-
-    def _between_steps(self, logger: MetricsLogger, speed: Throughput, last: Dict[str, float], at_end: bool) -> None:
-        """Gradient-cosine measurement, evaluation and checkpoint when due (their time is not
-        counted in tokens/s)."""
-        t, every = self.cfg.trainer, lambda n: bool(n) and self.step % n == 0
-        measure_cosine = every(self.cfg.logging.cosine_every)
-        evaluate = every(t.eval_every) or self.step == t.max_steps
-        checkpoint = every(t.checkpoint_every) or at_end
-        if not (measure_cosine or evaluate or checkpoint):
-            return
-        self.check_finite()
-        with speed.paused():
-            for due, measure in ((measure_cosine, self.domain_cosine), (evaluate, self.evaluate)):
-                if due:
-                    values = measure()
-                    logger.log(self.step, values)
-                    last.update(values)
-            if checkpoint:
-                self.save()
-            release_garbage()
 
     @property
     def is_main(self) -> bool:
@@ -366,15 +334,6 @@ class Trainer:
         if not self.backend.is_main:
             return None
         return export_hf_state(self.model_args, state, out_dir, tokenizer=self.data.tokenizer)
-
-
-def release_garbage() -> None:
-    """Collect Python's reference cycles now. The first (compiling) step leaves cycles that hold GPU
-    tensors; under Nexus, which frees the gradients after every micro-batch, they pinned a gradient-sized
-    block (4.5 GiB at 1B on an H100) until the cyclic collector happened to run. Called after the first
-    step and after evaluations and checkpoints, not every step: a full collection walks every Python
-    object, compiled code's included."""
-    gc.collect()
 
 
 @contextlib.contextmanager
