@@ -64,8 +64,8 @@ class ModelConfig:
     float8_recipe: str = "tensorwise"
     """tensorwise (one scale per tensor, fastest) or rowwise (one scale per row)."""
     float8_min_dim: Optional[int] = None
-    """A linear layer converts when 2KN/(K+N) of its input and output sizes reaches this (a square layer:
-    its width); null: the recipe's measured default. The output head always stays bf16."""
+    """A linear layer converts when its input and output sizes are both at least this; null: 2048, where
+    FP8 was measured to pay (model/float8.py DEFAULT_MIN_DIM). The output head always stays bf16."""
 
 
 @dataclass

@@ -2,8 +2,10 @@
 preset (fused q/k/v, attention output, fused gate/up, down projection; the output head with --head) at
 the model's micro-batch, compiled, as the trainer runs it (fp32 weight, bf16 autocast, the weight
 gradient accumulated), in bf16 and in FP8 (torchao, each recipe). Prints each layer's time and FP8/bf16
-speed-up against 2KN/(K+N) of its sizes, and per recipe the smallest such size from which every
-measured layer gains: model.float8_min_dim's default (nexus_pretrain/model/float8.py DEFAULT_MIN_DIM).
+speed-up against the smaller of its two sizes, and per recipe the smallest such size from which every
+measured layer gains: what model.float8_min_dim's default (nexus_pretrain/model/float8.py
+DEFAULT_MIN_DIM) stands for. Each layer is compiled afresh (torch._dynamo.reset between layers: all
+layers share the linear's forward, whose recompilations Dynamo caps at 8 and then runs eagerly).
 
     python scripts/bench_float8_layers.py [--presets llama_520m:16,llama_1b:16,llama_3b:4] [--head]
         [--recipes tensorwise,rowwise] [--json-out layers.json]
@@ -48,6 +50,7 @@ def time_layer(k: int, n: int, tokens: int, recipe: Optional[str], device: torch
                compile: bool = True) -> float:
     """Median milliseconds of one (compiled) forward + backward of a (k -> n) linear layer over ``tokens``
     rows; recipe None: bf16 (autocast), else FP8 with that recipe."""
+    torch._dynamo.reset()
     holder = nn.Sequential(nn.Linear(k, n, bias=False)).to(device)
     if recipe is not None:
         float8.convert(holder, recipe, min_dim=0, emulate=device.type != "cuda")
@@ -79,14 +82,14 @@ def time_layer(k: int, n: int, tokens: int, recipe: Optional[str], device: torch
 
 
 def threshold(rows: List[dict], recipe: str) -> Optional[float]:
-    """The smallest harmonic_dim from which every measured layer (the head aside) is faster in FP8;
-    None when the largest one is not."""
-    rows = sorted((r for r in rows if r["layer"] != "output"), key=lambda r: r["harmonic_dim"])
+    """The smallest min_dim (smaller size of a layer) from which every measured layer (the head aside)
+    is faster in FP8; None when the largest one is not."""
+    rows = sorted((r for r in rows if r["layer"] != "output"), key=lambda r: r["min_dim"])
     best = None
     for i in range(len(rows) - 1, -1, -1):
         if rows[i][f"speedup_{recipe}"] <= 1.0:
             break
-        best = rows[i]["harmonic_dim"]
+        best = rows[i]["min_dim"]
     return best
 
 
@@ -112,18 +115,18 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         tokens = int(micro) * args.seq_len if device.type == "cuda" else 64
         for name, (k, n) in layer_shapes(preset, args.vocab, args.seq_len, args.head and i == 0).items():
             row = {"preset": preset, "layer": name, "in": k, "out": n, "tokens": tokens,
-                   "harmonic_dim": round(float8.harmonic_dim(k, n)), "bf16_ms": time_layer(k, n, tokens, None, device, args.iters,
+                   "min_dim": min(k, n), "bf16_ms": time_layer(k, n, tokens, None, device, args.iters,
                                                                                       not args.eager)}
             for recipe in recipes:
                 row[f"{recipe}_ms"] = time_layer(k, n, tokens, recipe, device, args.iters, not args.eager)
                 row[f"speedup_{recipe}"] = row["bf16_ms"] / row[f"{recipe}_ms"]
             rows.append(row)
-            print(f"{preset:<11} {name:<17} {k:>5} -> {n:<6} 2KN/(K+N) {row['harmonic_dim']:>5}  tokens {tokens:>6}  "
+            print(f"{preset:<11} {name:<17} {k:>5} -> {n:<6} min {row['min_dim']:>5}  tokens {tokens:>6}  "
                   f"bf16 {row['bf16_ms']:7.3f} ms  " +
                   "  ".join(f"{r} {row[f'{r}_ms']:7.3f} ms x{row[f'speedup_{r}']:.3f}" for r in recipes), flush=True)
     found = {recipe: threshold(rows, recipe) for recipe in recipes}
-    print("FP8 gains from 2KN/(K+N) >= " + ", ".join(f"{r}: {v}" for r, v in found.items()) +
-          f" (defaults in model/float8.py: {float8.DEFAULT_MIN_DIM})")
+    print("FP8 gains from min(in, out) >= " + ", ".join(f"{r}: {v}" for r, v in found.items()) +
+          f" (model/float8.py DEFAULT_MIN_DIM: {float8.DEFAULT_MIN_DIM})")
     if args.json_out:
         args.json_out.write_text(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda"
                                              else "cpu", "torch": torch.__version__, "rows": rows,

@@ -27,8 +27,6 @@ def summary(records: List[dict], window: int) -> Dict[str, float]:
     if evals:
         out["final_val_pretrain"] = evals[-1]["val/pretrain"]
         out["val_step"] = evals[-1]["step"]
-    if "tokens_per_s" in train[-1]:
-        out["tokens_per_s_last"] = train[-1]["tokens_per_s"]
     return out
 
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# FP8 training (model.float8) measured on one GPU, in two calls of under ten minutes each:
+# FP8 training (model.float8) measured on one GPU, in two invocations of under ten minutes each (LIMIT:
+# the seconds one may take, 570 unless set):
 #   main:  nexus-bench --float8 at 1B (global batch 256 x 2048, AdamW and Nexus); the same-loss check:
 #          nexus-train 520M for 500 steps of 32 x 512 tokens on the mini reproduction's corpus
 #          (data/minirepro/shards: build_corpus.py and nexus-data prepare, see docs/performance-fp8.md),
 #          AdamW, the same seed and batches, bf16 and FP8 (every block linear converted:
 #          model.float8_min_dim=0), both at once on the GPU; then where FP8 pays per layer
 #          (bench_float8_layers.py: every distinct linear layer of 1B, 3B, 520M and 130M at its micro-batch,
-#          bf16 against tensorwise and rowwise FP8), as far as the call's time allows;
+#          bf16 against tensorwise and rowwise FP8), as far as the time allows;
 #   sizes: nexus-bench --float8 at 3B and 520M, then 1B with the rowwise recipe if the time allows.
-# Each call prints the GPU's clocks and its measured matmul and copy ceilings first, and the torch and
+# Each invocation prints the GPU's clocks and its measured matmul and copy ceilings first, and the torch and
 # torchao versions. Results (JSON, logs, metrics) go to $OUT/gpu_float8.tgz, refreshed after each run. On
 # machines without a package index, hydra/omegaconf/torchao travel as wheels in .whl.
 set -uo pipefail
@@ -44,7 +45,7 @@ loss_run() {  # NAME SECONDS OVERRIDES...: nexus-train 520M for 500 steps of 32 
   echo "$name exit $? after ${SECONDS}s"; cp /tmp/$name/metrics.jsonl "$RES/${name}_metrics.jsonl"
 }
 paper="--global-batch 256 --float8 --optimizers adamw,nexus"
-left() { echo $(( ${LIMIT:-570} - SECONDS )); }  # seconds left of the call; later parts run only if they fit
+left() { echo $(( ${LIMIT:-570} - SECONDS )); }  # seconds left of LIMIT; later parts run only if they fit
 case "${1:-main}" in
   main)
     bench 1b 270 --preset llama_1b --micro-batch 16 $paper --steps 1 --warmup 1

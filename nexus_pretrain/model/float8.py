@@ -22,9 +22,10 @@ FLOAT8_MODES = ("false", "true", "auto")
 FLOAT8_RECIPES = ("tensorwise", "rowwise")
 """torchao's scaling recipes: one scale per tensor (fastest), or one per row (finer, slower)."""
 
-DEFAULT_MIN_DIM = {"tensorwise": 1536, "rowwise": 1536}
-"""The smallest harmonic mean of a layer's input and output sizes that converts, per recipe
-(model.float8_min_dim=null); measured per layer shape by scripts/bench_float8_layers.py."""
+DEFAULT_MIN_DIM = 2048
+"""model.float8_min_dim=null: a linear layer converts when its input and output sizes are both at least
+this. On an H100 (docs/performance-fp8.md) each 1B layer (smallest size 2048) gained alone and 1B and 3B
+gained as wholes, while 520M with its layers of smallest size 1280 converted ran 4% slower."""
 
 HEAD = "output"
 """The output head's name: it stays in bf16 (see docs/performance-fp8.md)."""
@@ -76,21 +77,15 @@ def wants_float8(mode: str, device: torch.device) -> bool:
     return True
 
 
-def harmonic_dim(in_features: int, out_features: int) -> float:
-    """2 K N / (K + N): the width of a square layer with the same ratio of matmul work to casting
-    traffic (each FP8 cast reads and writes M x K or M x N values, the matmul does M x K x N)."""
-    return 2 * in_features * out_features / (in_features + out_features)
-
-
 def converts(module: nn.Module, fqn: str, min_dim: float) -> bool:
     """Whether a module of the model becomes an FP8 linear: a linear layer other than the output head,
-    both sizes multiples of 16 (FP8 matmuls need it), harmonic_dim at least ``min_dim``."""
+    both sizes multiples of 16 (FP8 matmuls need it) and at least ``min_dim``."""
     from torch import nn  # noqa: PLC0415
 
     if not isinstance(module, nn.Linear) or fqn.split(".")[-1] == HEAD:
         return False
     k, n = module.in_features, module.out_features
-    return k % 16 == 0 and n % 16 == 0 and harmonic_dim(k, n) >= min_dim
+    return k % 16 == 0 and n % 16 == 0 and min(k, n) >= min_dim
 
 
 def float8_config(recipe: str, fsdp_all_gather: bool = False, emulate: bool = False):
@@ -138,13 +133,13 @@ _QKV_CLASS = None
 def convert(model: nn.Module, recipe: str = "tensorwise", min_dim: Optional[float] = None,
             fsdp_all_gather: bool = False, emulate: bool = False) -> List[str]:
     """Swap the model's qualifying linear layers (see converts) for torchao's FP8 training linears, in
-    place; ``min_dim`` None takes the recipe's DEFAULT_MIN_DIM; for fsdp_all_gather and emulate see
+    place; ``min_dim`` None takes DEFAULT_MIN_DIM; for fsdp_all_gather and emulate see
     float8_config. Returns the converted modules' names."""
     from torchao.float8 import convert_to_float8_training  # noqa: PLC0415
 
     from nexus_pretrain.model.llama import QKVProjection  # noqa: PLC0415
 
-    min_dim = DEFAULT_MIN_DIM[recipe] if min_dim is None else min_dim
+    min_dim = DEFAULT_MIN_DIM if min_dim is None else min_dim
     config = float8_config(recipe, fsdp_all_gather, emulate)
     chosen = [name for name, module in model.named_modules() if converts(module, name, min_dim)]
     qkv = [name for name in chosen if isinstance(model.get_submodule(name), QKVProjection)]

@@ -50,7 +50,7 @@ class ModelArgs:
     FP8 training linears before compiling (model/float8.py)."""
     float8_recipe: str = "tensorwise"
     float8_min_dim: int | None = None
-    """Smallest 2KN/(K+N) of a linear layer that converts; None: the recipe's measured default."""
+    """Smallest input and output size of a linear layer that converts; None: the measured default."""
 
     @property
     def head_dim(self) -> int:

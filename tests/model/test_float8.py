@@ -62,25 +62,22 @@ def test_auto_with_deepspeed_is_accepted_and_leaves_cpu_runs_untouched():
 
 
 # ---------------------------------------------------------------------------------- layer selection
-def test_harmonic_dim_of_square_and_wide_layers():
-    assert float8.harmonic_dim(2048, 2048) == 2048
-    assert float8.harmonic_dim(2048, 6144) == 3072
-
-
 def test_large_presets_convert_every_block_linear_and_never_the_head():
     for preset, n_layers in (("llama_1b", 24), ("llama_3b", 34)):
         model = meta_model(preset)
-        chosen = [name for name, m in model.named_modules() if float8.converts(m, name, float8.DEFAULT_MIN_DIM["tensorwise"])]
+        chosen = [name for name, m in model.named_modules() if float8.converts(m, name, float8.DEFAULT_MIN_DIM)]
         assert chosen == block_names(n_layers)
         assert float8.converts(model.output, "output", 0) is False
 
 
 def test_small_layers_stay_bf16():
-    model = meta_model("llama_130m")  # dim 768, ffn 2048: every 2KN/(K+N) is below 1,300
-    assert not [name for name, m in model.named_modules() if float8.converts(m, name, float8.DEFAULT_MIN_DIM["tensorwise"])]
-    # 520M at the default: q/k/v, gate/up and down convert; the square 1280 x 1280 attention output does not.
-    chosen = [name for name, m in meta_model("llama_520m").named_modules() if float8.converts(m, name, 1536)]
-    assert chosen == block_names(26, ("attention.wqkv", "feed_forward.w13", "feed_forward.w2"))
+    for preset in ("llama_130m", "llama_520m"):  # every layer has a side of 768 or 1280: below the default
+        model = meta_model(preset)
+        assert not [name for name, m in model.named_modules() if float8.converts(m, name, float8.DEFAULT_MIN_DIM)]
+    # Both sides count: 520M's 1280 -> 3840 q/k/v and 1280 -> 6912 gate/up convert from 1280, not from 1281.
+    chosen = [name for name, m in meta_model("llama_520m").named_modules() if float8.converts(m, name, 1280)]
+    assert chosen == block_names(26)
+    assert not [name for name, m in meta_model("llama_520m").named_modules() if float8.converts(m, name, 1281)]
     assert not float8.converts(nn.Linear(4096, 1000), "x", 0)  # 1000 is not a multiple of 16
 
 
