@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -95,13 +95,13 @@ def build_optimizer(cfg: "OptimConfig", model: torch.nn.Module, seed: int = 0, c
         raise ValueError(f"optim.name={cfg.name!r} is not one of adamw, muon, nexus")
     if cfg.outer not in ("adamw", "muon"):
         raise ValueError(f"optim.outer={cfg.outer!r} is not one of adamw, muon")
-    return Nexus(
-        build_outer(cfg, model, cfg.outer),
-        inner_lr=cfg.inner_lr,
-        variant=cfg.variant,
-        offload_anchor=cfg.offload_anchor,
-        max_grad_norm=cfg.max_grad_norm,
-        inner_lr_follows_schedule=cfg.inner_lr_follows_schedule,
-        seed=seed,
-        compile_inner_step=compile,
-    )
+    return build_nexus(cfg, build_outer(cfg, model, cfg.outer), seed=seed, compile=compile)
+
+
+def build_nexus(cfg: "OptimConfig", outer: torch.optim.Optimizer, seed: int = 0, compile: bool = False,
+                norm_fn: Optional[Callable[[List[torch.Tensor]], torch.Tensor]] = None) -> Nexus:
+    """Nexus with cfg's settings around ``outer`` (the one place a Nexus is made from a config; the
+    DeepSpeed backend passes its partitions' outer optimizer and a cross-rank ``norm_fn``)."""
+    return Nexus(outer, inner_lr=cfg.inner_lr, variant=cfg.variant, offload_anchor=cfg.offload_anchor,
+                 max_grad_norm=cfg.max_grad_norm, inner_lr_follows_schedule=cfg.inner_lr_follows_schedule,
+                 seed=seed, norm_fn=norm_fn, compile_inner_step=compile)

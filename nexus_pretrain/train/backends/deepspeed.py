@@ -68,8 +68,7 @@ import torch.distributed as dist
 
 from nexus_pretrain.config import BackendConfig
 from nexus_pretrain.optim.base import clip_coefficient, record_peak_learning_rates, scale_learning_rates
-from nexus_pretrain.optim.build import weight_decay_groups
-from nexus_pretrain.optim.nexus import Nexus
+from nexus_pretrain.optim.build import build_nexus, weight_decay_groups
 from nexus_pretrain.train.backends.zero_nexus import NexusClient, dp_norm, fp32_partitions, republish_partition
 from nexus_pretrain.train.backends.launch_env import export_launcher_env, mean_over_ranks, process_group_backend
 from nexus_pretrain.model.llama import compile_regions
@@ -308,10 +307,8 @@ class DeepSpeedBackend:
             parts = fp32_partitions(zero_opt, stage, len(groups))
             outer = torch.optim.AdamW([{"params": [p], "weight_decay": g["weight_decay"]} for p, g in zip(parts, groups)],
                                       fused=fused and parts[0].is_cuda, **hyper)
-            nexus = Nexus(outer, inner_lr=optim_cfg.inner_lr, variant=optim_cfg.variant,
-                          offload_anchor=optim_cfg.offload_anchor, max_grad_norm=optim_cfg.max_grad_norm,
-                          inner_lr_follows_schedule=optim_cfg.inner_lr_follows_schedule, seed=seed,
-                          norm_fn=partial(dp_norm, group=zero_opt.dp_process_group, device=self.device))
+            nexus = build_nexus(optim_cfg, outer, seed=seed,
+                                norm_fn=partial(dp_norm, group=zero_opt.dp_process_group, device=self.device))
 
             def republish(indices: List[int]) -> None:
                 for i in indices:
