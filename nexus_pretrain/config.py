@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 
 from nexus_pretrain.data.layout import MIXTURE_MODES, batch_layout
 from nexus_pretrain.data.mixture import apply_fixed_shares
+from nexus_pretrain.optim.traits import optimizer_traits
 
 
 class ConfigError(ValueError):
@@ -499,8 +500,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _require(not (b.name == "deepspeed" and m.float8 == "true"),
              "model.float8=true with backend.name=deepspeed is not supported (ZeRO's flattened bf16 parameters "
              "bypass torchao's FP8 linears); use backend.name=fsdp2 or single, or model.float8=false")
-    _require(not (b.name == "deepspeed" and o.outer == "muon" and o.name == "nexus") and
-             not (b.name == "deepspeed" and o.name == "muon"),
+    _require(not (b.name == "deepspeed" and optimizer_traits(o).needs_whole_matrices),
              "optim muon with backend.name=deepspeed: ZeRO flattens parameters, so Muon's per-matrix "
              "orthogonalization is not available there; use backend.name=fsdp2")
 

@@ -1,11 +1,20 @@
-"""Optimizers behind the trainer's step-function interface (see base.StepOptimizer)."""
+"""Optimizers behind the trainer's step-function interface (see base.StepOptimizer).
 
-from nexus_pretrain.optim.base import Accumulate, StepOptimizer, clip_gradients, scale_learning_rates
-from nexus_pretrain.optim.build import build_optimizer
-from nexus_pretrain.optim.muon import Muon, MuonAdamW
-from nexus_pretrain.optim.nexus import Nexus
+The names below load on first use, so that torch-free modules of this package (traits.py, read by config
+validation) import without torch.
+"""
 
-__all__ = [
-    "Accumulate", "Muon", "MuonAdamW", "Nexus", "StepOptimizer", "build_optimizer", "clip_gradients",
-    "scale_learning_rates",
-]
+import importlib
+
+_EXPORTS = {
+    "Accumulate": "base", "StepOptimizer": "base", "clip_gradients": "base", "scale_learning_rates": "base",
+    "build_optimizer": "build", "Muon": "muon", "MuonAdamW": "muon", "Nexus": "nexus",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

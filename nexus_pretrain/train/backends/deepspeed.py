@@ -69,6 +69,7 @@ import torch.distributed as dist
 from nexus_pretrain.config import BackendConfig
 from nexus_pretrain.optim.base import clip_coefficient, record_peak_learning_rates, scale_learning_rates
 from nexus_pretrain.optim.build import build_nexus, weight_decay_groups
+from nexus_pretrain.optim.traits import optimizer_traits
 from nexus_pretrain.train.backends.zero_nexus import NexusClient, dp_norm, fp32_partitions, republish_partition
 from nexus_pretrain.train.backends.launch_env import export_launcher_env, mean_over_ranks, process_group_backend
 from nexus_pretrain.model.llama import compile_regions
@@ -118,18 +119,11 @@ def _merge(base: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def accumulates(optim_cfg: "OptimConfig") -> bool:
-    """True when gradients accumulate over the window and the engine steps once (adamw, nsgd)."""
-    return optim_cfg.name != "nexus" or optim_cfg.variant == "nsgd"
-
-
 def check_supported(optim_cfg: "OptimConfig") -> None:
     """Raise ValueError for optimizers this backend cannot run."""
-    if optim_cfg.name == "muon" or (optim_cfg.name == "nexus" and optim_cfg.outer == "muon"):
+    if optimizer_traits(optim_cfg).needs_whole_matrices:
         raise ValueError("optim Muon is not supported with backend.name=deepspeed (ZeRO partitions parameters "
                          "flat, Muon needs whole matrices); use backend.name=fsdp2 or an adamw outer optimizer")
-    if optim_cfg.name not in ("adamw", "nexus"):
-        raise ValueError(f"optim.name={optim_cfg.name!r} is not one of adamw, nexus for backend.name=deepspeed")
 
 
 def ds_config(cfg: BackendConfig, optim_cfg: "OptimConfig", micro_batch: int = 1, bf16: bool = False,
@@ -147,7 +141,7 @@ def ds_config(cfg: BackendConfig, optim_cfg: "OptimConfig", micro_batch: int = 1
         "gradient_accumulation_steps": 1,
         # AdamW: DeepSpeed clips the accumulated gradient (clip_grad_norm_'s rule). Nexus (nsgd included)
         # clips its pseudo-gradient itself, and its inner steps need the raw micro-batch gradient.
-        "gradient_clipping": float(optim_cfg.max_grad_norm) if optim_cfg.name != "nexus" else 0.0,
+        "gradient_clipping": 0.0 if optimizer_traits(optim_cfg).pseudo_gradient else float(optim_cfg.max_grad_norm),
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,  # our torch AdamW also steps the offloaded partitions
@@ -167,8 +161,8 @@ class DeepSpeedStep:
     def __init__(self, engine: Any, optim_cfg: "OptimConfig", client: torch.optim.Optimizer,
                  nexus_client: Optional[NexusClient]):
         self.engine = engine
-        self.accumulate = accumulates(optim_cfg)
-        self.consumes_each_inner_batch = not self.accumulate
+        self.consumes_each_inner_batch = optimizer_traits(optim_cfg).consumes_each_inner_batch
+        self.accumulate = not self.consumes_each_inner_batch
         self.inner_steps = optim_cfg.inner_steps
         self.max_grad_norm = optim_cfg.max_grad_norm
         self.client = nexus_client
@@ -294,14 +288,15 @@ class DeepSpeedBackend:
         groups = weight_decay_groups(named, optim_cfg.weight_decay)
         fused = optim_cfg.fused if optim_cfg.fused is not None else (self.device.type == "cuda" and not self.cfg.cpu_offload)
         hyper = dict(lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps)
-        if optim_cfg.name == "adamw":
-            client: torch.optim.Optimizer = torch.optim.AdamW(groups, fused=fused, **hyper)
+        wrapped = optimizer_traits(optim_cfg).pseudo_gradient  # the outer AdamW steps on Nexus's pseudo-gradient
+        if wrapped:
+            client: torch.optim.Optimizer = NexusClient(groups, dict(hyper, weight_decay=optim_cfg.weight_decay))
         else:
-            client = NexusClient(groups, dict(hyper, weight_decay=optim_cfg.weight_decay))
+            client = torch.optim.AdamW(groups, fused=fused, **hyper)
         engine, zero_opt, _, _ = self.ds.initialize(model=model, optimizer=client, config=self.config(optim_cfg),
                                                    dist_init_required=False)
         nexus_client = None
-        if optim_cfg.name == "nexus":
+        if wrapped:
             nexus_client = client
             stage = self.cfg.zero_stage
             parts = fp32_partitions(zero_opt, stage, len(groups))
