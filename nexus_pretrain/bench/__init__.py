@@ -185,7 +185,7 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
 
     for _ in range(args.warmup):
         step(batches[:2])
-    gc.collect()  # as the trainer does after its first step (train/trainer.py release_garbage)
+    gc.collect()  # as the trainer does after its first step (train/callbacks.py release_garbage)
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()

@@ -1,5 +1,5 @@
 """The training loop. It never asks which optimizer or backend it runs (see optim/base.py and
-train/backends/base.py); logging, evaluation and checkpoints happen between steps."""
+train/backends/base.py); logging, evaluation and checkpoints are callbacks (train/callbacks.py)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from nexus_pretrain.train.backends import build_backend
 from nexus_pretrain.train.callbacks import Callback, LoopState, default_callbacks, release_garbage, run_callbacks
 from nexus_pretrain.train.cooldown import cooldown_steps
 from nexus_pretrain.train.init_weights import load_pretrained
-from nexus_pretrain.train.preflight import preflight
 from nexus_pretrain.train.metrics import MetricsLogger, Throughput
+from nexus_pretrain.train.preflight import preflight
 
 
 class NonFiniteLossError(RuntimeError):
