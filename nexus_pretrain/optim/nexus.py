@@ -1,4 +1,4 @@
-"""Nexus (paper Alg. 3): inner normalized-SGD steps per micro-batch, displacement as the outer gradient.
+"""Nexus (paper Alg. 3): one inner normalized-SGD step per inner batch, displacement as the outer gradient.
 
 See docs/theory.md for what the pseudo-gradient equals to second order in the inner step size.
 """
