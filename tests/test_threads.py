@@ -10,9 +10,11 @@ from nexus_pretrain import cli, threads
 
 @pytest.fixture
 def four_cores(monkeypatch):
-    """A machine of 4 cores with no thread setting; torch's own pool is restored afterwards."""
+    """An idle machine of 4 cores with no thread setting; torch's own pool is restored afterwards."""
     before = torch.get_num_threads()
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle machine
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     yield
@@ -47,3 +49,13 @@ def test_nexus_train_sets_threads_before_torch_runs(four_cores, monkeypatch, cap
     cli.train(["--cfg", "job"])  # composes and prints the config, trains nothing
     assert "model:" in capsys.readouterr().out
     assert os.environ["OMP_NUM_THREADS"] == "1" and torch.get_num_threads() == 1
+
+
+def test_cores_that_other_work_keeps_busy_are_not_counted(four_cores, monkeypatch):
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.2, 0.0, 0.0))  # one core busy elsewhere
+    assert threads.free_cores() == 3 and threads.set_default_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (9.0, 0.0, 0.0))  # a saturated machine: still 1
+    assert threads.set_default_threads(concurrent=2) == 1
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 16)  # 4 of 16 host CPUs: a quarter of the load is ours
+    assert threads.busy_cores(4) == 2.25 and threads.free_cores() == 2
