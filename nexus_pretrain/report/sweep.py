@@ -155,20 +155,18 @@ def _hydra_overrides(run_dir: Path) -> Optional[List[str]]:
 
 
 def run_labels(run_dirs: Sequence[Path]) -> List[str]:
-    """A label per run: its swept values when every run has Hydra's record of its command line (the whole
-    command line, seeds left out, when only seeds differ); else its directory name, and one shared label
-    for runs whose configs differ only in their seed."""
+    """A label per run: its swept values when every run has Hydra's record of its command line; else its
+    directory name. Runs that differ in nothing but their seed share one label, their directory names."""
     overrides = [_hydra_overrides(d) for d in run_dirs]
+    configs = [_config(d) for d in run_dirs]
     if all(o is not None for o in overrides):
         pairs = swept(overrides, [])
         if any(pairs):
             return [label(p) for p in pairs]
-        return [label(_override_pairs(overrides[0])) or "(defaults)"] * len(run_dirs)
-    configs = [_config(d) for d in run_dirs]
-    if len(run_dirs) > 1 and all(configs) and not any(_config_pairs(configs)):
-        return [", ".join(Path(d).name for d in run_dirs)] * len(run_dirs)
-    names = [Path(d).name for d in run_dirs]
-    return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+    elif not (all(configs) and not any(_config_pairs(configs))):
+        names = [Path(d).name for d in run_dirs]
+        return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+    return [", ".join(Path(d).name for d in run_dirs)] * len(run_dirs)
 
 
 def _cell(values: Sequence[float], fmt: str) -> str:
