@@ -95,3 +95,11 @@ def test_a_paper_layout_over_other_runs_warns_and_takes_its_title_from_the_data(
     assert build_table(layout, sized).layout.title == "Table 7: Results on varying data mixtures (3B models)"
     with pytest.raises(SystemExit, match="--match model: write FIELD=VALUE"):
         cli.report([*map(str, files), "--table", str(table7), "--match", "model"])
+
+
+def test_runs_that_differ_only_in_their_seed_are_one_row_named_by_their_directories(sweep_dir):
+    from nexus_pretrain.report.sweep import run_labels
+
+    seeds = [sweep_dir / "0", sweep_dir / "1"]  # data=math10 optim=adamw, seeds 0 and 1
+    assert run_labels(seeds) == ["0, 1", "0, 1"]
+    assert run_labels([sweep_dir / "2"]) == ["2"]  # one run: its directory, not its whole command line
