@@ -1,4 +1,4 @@
-# GPU image: NVIDIA's PyTorch container (CUDA, cuDNN, NCCL and a matching torch), plus this package with
+# GPU image (docs/docker.md): NVIDIA's PyTorch container (CUDA, cuDNN, NCCL and a matching torch), plus this package with
 # its GPU, evaluation, tracking and Slurm extras. The base image's torch satisfies our torch>=2.6 requirement,
 # so pip keeps it.
 FROM nvcr.io/nvidia/pytorch:25.10-py3
@@ -9,7 +9,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     WANDB_MODE=offline
 
 WORKDIR /workspace/nexus_pretrain
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md Makefile ./
 COPY nexus_pretrain ./nexus_pretrain
 COPY configs ./configs
 COPY scripts ./scripts
