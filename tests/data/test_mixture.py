@@ -50,7 +50,8 @@ def test_config_validation_of_fixed_shares_and_shards():
         check_overrides(["data=math10", "data.fixed_shares.math=1.2"])
     with pytest.raises(ConfigError, match="data.path is not set"):
         check_overrides(["data=shards"])
-    check_overrides(["data=shards", "data.path=/somewhere"])
+    with pytest.raises(ConfigError, match="data.path=/somewhere: no such folder"):
+        check_overrides(["data=shards", "data.path=/somewhere"])
 
 
 def test_chinchilla_numbers_by_hand(capsys):

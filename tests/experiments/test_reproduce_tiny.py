@@ -46,7 +46,7 @@ def test_table1_tiny_two_optimizers_one_seed(tmp_path, capsys):
     rows = list(csv.reader(io.StringIO((out / "table.csv").read_text())))
     assert rows[0][:4] == ["Model", "Optim.", "Metric", "Pretrain."]
     adamw = next(r for r in rows if r[1] == "AdamW")
-    assert float(adamw[3]) > 0 and adamw[5] == "—"
+    assert float(adamw[3]) > 0 and "MMLU" not in rows[0]  # benchmark columns only where results have them
     text = (out / "comparison.md").read_text()
     assert "| 1B | AdamW | Loss Pretrain |" in text and "1.826" in text
 
