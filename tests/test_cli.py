@@ -51,7 +51,7 @@ def test_eval_and_report_on_a_trained_run(tmp_path, capsys):
     assert float(lines["ood/legal"]) == pytest.approx(final["ood/legal"], abs=1e-3)
     cli.report([str(run_dir), str(run_dir), "--baseline", str(run_dir)])
     table = capsys.readouterr().out
-    assert "| run | optimizer | step |" in table and "| run | adamw | 3 |" in table
+    assert "| run | optimizer | step |" in table and "| run, run | adamw | 3 | 2 |" in table  # labelled by directory
 
 
 def test_multirun_gives_each_job_its_own_run_dir(tmp_path):

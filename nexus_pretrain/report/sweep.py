@@ -179,16 +179,18 @@ def _cell(values: Sequence[float], fmt: str) -> str:
 
 def compare_runs(run_dirs: Sequence[Path], baseline: Optional[str] = None) -> str:
     """A Markdown table of final losses: one row per swept configuration (run_labels), seeds aggregated as
-    mean ± half-width of the 95% t interval; optimizer, step, seeds, train loss, per-domain validation,
-    pretrain and OOD loss. With a baseline run directory, a Δ row under each other row gives baseline minus
+    mean ± half-width of the 95% t interval; optimizer, step, seeds, pretrain and OOD loss, per-domain
+    validation loss, train loss. With a baseline run directory, a Δ row under each other row gives baseline minus
     row (positive = better)."""
     run_dirs = [Path(d) for d in run_dirs]
     finals = [final_metrics(d) for d in run_dirs]
     configs = [_config(d) for d in run_dirs]
     groups = group_by_label(run_labels(run_dirs))
     domains = sorted({k[4:] for f in finals for k in f if k.startswith("val/") and k != "val/pretrain"})
-    columns = ["loss"] + [f"val/{d}" for d in domains] + ["val/pretrain", "ood/mean"]
-    headers = ["run", "optimizer", "step", "seeds", "train loss"] + [f"val {d}" for d in domains] + ["pretrain", "OOD"]
+    # Held-out losses lead: they are measured the same way for every optimizer at every step; the training
+    # loss (at the model's weights, docs/metrics.md) comes last.
+    columns = ["val/pretrain", "ood/mean"] + [f"val/{d}" for d in domains] + ["loss"]
+    headers = ["run", "optimizer", "step", "seeds", "pretrain", "OOD"] + [f"val {d}" for d in domains] + ["train loss"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     base_group = None
     if baseline is not None:
