@@ -52,7 +52,9 @@ def _body(lines):
 
 
 def test_broken_and_hostile_humaneval_solutions_all_fail(problems, tmp_path):
-    escape = Path(__file__).with_name(f".nexus_sandbox_escape_{uuid.uuid4().hex}")  # writable outside the sandbox
+    # Writable outside the sandbox; not under /tmp, which the sandbox replaces by a private tmpfs.
+    host = Path(__file__).parent if not str(Path(__file__).resolve()).startswith("/tmp/") else Path.home()
+    escape = host / f".nexus_sandbox_escape_{uuid.uuid4().hex}"
     hostile = [
         _body(["return None"]),  # wrong answer
         _body(["while True:", "    pass"]),  # infinite loop: killed at the timeout
