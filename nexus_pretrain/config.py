@@ -7,7 +7,6 @@ time; :func:`validate` then checks values and cross-field constraints and raises
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -16,11 +15,9 @@ from hydra.core.config_store import ConfigStore
 
 from nexus_pretrain.data.layout import MIXTURE_MODES, batch_layout
 from nexus_pretrain.data.mixture import apply_fixed_shares
+from nexus_pretrain.errors import ConfigError
+from nexus_pretrain.optim.schedule import phase_steps, resolve_steps
 from nexus_pretrain.optim.traits import optimizer_traits
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the key and how to fix it."""
 
 
 @dataclass
@@ -137,27 +134,6 @@ class ScheduleConfig:
     """wsd only: shape of the decay, linear, cosine or sqrt (1 - sqrt)."""
     min_lr_ratio: float = 0.0
     """Multiplier the decay reaches at step trainer.max_steps, one step after the last update."""
-
-
-def resolve_steps(value: float, max_steps: int, key: str = "steps") -> int:
-    """A phase length in steps: ``value`` < 1 is a fraction of max_steps (rounded half up to whole steps),
-    ``value`` >= 1 a whole number of steps; ValueError names ``key`` otherwise."""
-    if value < 0:
-        raise ValueError(f"{key}={value} must be >= 0; give a fraction < 1 of trainer.max_steps or whole steps")
-    if value < 1:
-        return math.floor(value * max_steps + 0.5)
-    if value != int(value):
-        raise ValueError(f"{key}={value} is neither a fraction < 1 of trainer.max_steps nor a whole number of "
-                         f"steps; use e.g. {key}={int(value)} or {key}={value / max_steps:.3g}")
-    return int(value)
-
-
-def phase_steps(schedule_cfg: Any, max_steps: int) -> tuple[int, int]:
-    """(warmup, decay) in steps for a run of max_steps, fractions resolved (decay is 0 unless wsd)."""
-    s = schedule_cfg
-    warmup = resolve_steps(s.warmup_steps, max_steps, "schedule.warmup_steps")
-    decay = resolve_steps(s.decay_steps, max_steps, "schedule.decay_steps") if s.name == "wsd" else 0
-    return warmup, decay
 
 
 @dataclass

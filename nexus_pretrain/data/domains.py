@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from nexus_pretrain.config import ConfigError
+from nexus_pretrain.errors import ConfigError
 from nexus_pretrain.data import store
 
 

@@ -13,7 +13,26 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nexus_pretrain.config import phase_steps
+
+def resolve_steps(value: float, max_steps: int, key: str = "steps") -> int:
+    """A phase length in steps: ``value`` < 1 is a fraction of max_steps (rounded half up to whole steps),
+    ``value`` >= 1 a whole number of steps; ValueError names ``key`` otherwise."""
+    if value < 0:
+        raise ValueError(f"{key}={value} must be >= 0; give a fraction < 1 of trainer.max_steps or whole steps")
+    if value < 1:
+        return math.floor(value * max_steps + 0.5)
+    if value != int(value):
+        raise ValueError(f"{key}={value} is neither a fraction < 1 of trainer.max_steps nor a whole number of "
+                         f"steps; use e.g. {key}={int(value)} or {key}={value / max_steps:.3g}")
+    return int(value)
+
+
+def phase_steps(schedule_cfg: Any, max_steps: int) -> tuple[int, int]:
+    """(warmup, decay) in steps for a run of max_steps, fractions resolved (decay is 0 unless wsd)."""
+    s = schedule_cfg
+    warmup = resolve_steps(s.warmup_steps, max_steps, "schedule.warmup_steps")
+    decay = resolve_steps(s.decay_steps, max_steps, "schedule.decay_steps") if s.name == "wsd" else 0
+    return warmup, decay
 
 
 def _warmup(step: int, warmup_steps: int) -> float:

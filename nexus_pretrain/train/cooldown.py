@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, List
 
-from nexus_pretrain.config import TrainConfig, phase_steps, resolve_steps
+from nexus_pretrain.config import TrainConfig
+from nexus_pretrain.optim.schedule import phase_steps, resolve_steps
 from nexus_pretrain.train import checkpoint as ckpt
 
 BRANCH_DIR = "cooldown"
