@@ -1,5 +1,5 @@
 """The GPU's own ceilings, to read nexus-bench's MFU against: dense bf16 matmul TFLOP/s and device-memory
-copy bandwidth. Lent GPUs of one kind differ by several percent (clocks, power limits), so every
+copy bandwidth. GPUs of one kind differ by several percent (clocks, power limits), so every
 gpu_bench.sh call prints these first.
 
 With --preset, also every GEMM of one training micro-batch of that model (nexus_pretrain.bench.gemms) at

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nexus-bench runs for one GPU session (issue 9), on the device machine or any CUDA box with this repo.
+# nexus-bench measurements on one CUDA machine with this repository, one mode per call:
 #   residual: the bf16 residual stream for both models at 130M and 1B, micro-batch, SDPA flash vs cuDNN;
 #   defaults: the README table with today's defaults ("defaults 1b": 1B and the trainer's own
 #            tokens/s; "defaults small": 130M, 520M, 3B; "defaults table": 1B, 130M, 520M);
@@ -11,8 +11,8 @@
 #   3b:      llama_3b on the one GPU at the paper's global batch: no recomputation with 4- and 2-sequence
 #            micro-batches, every second block and every block recomputed with 4; then nexus-train itself.
 # Each call first prints the GPU's clocks and its measured matmul and copy ceilings (bench_matmul.py).
-# Results (JSON, logs, profiles) go to $OUT/gpu_bench.tgz, refreshed after each run. On the lent machines
-# hydra/omegaconf travel as wheels in .whl.
+# Results (JSON, logs, profiles) go to $OUT/gpu_bench.tgz, refreshed after each run. On a machine without
+# a package index, put hydra/omegaconf wheels in .whl (scripts/minirepro/fetch_wheels.sh builds such a set).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_bench}; RES=/tmp/gpu_bench_results; mkdir -p "$OUT" "$RES"
 if [ -d .whl ]; then

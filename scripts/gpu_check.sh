@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One GPU session's worth of checks, for the device machine (or any CUDA box with this repo):
+# GPU checks on one CUDA machine with this repository:
 # GPU tests, the isolated inner-step cost, nexus-bench at 130M and 1B, and a short real training run.
-# On the lent machines, hydra/omegaconf travel as wheels in .whl (../shared/tools/gpu-wheels.sh).
+# On a machine without a package index, put hydra/omegaconf wheels in .whl first.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 if [ -d .whl ]; then

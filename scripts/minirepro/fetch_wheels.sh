@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Wheels the mini reproduction needs on a GPU image that has torch, transformers, numpy, pandas, pyarrow,
-# scikit-learn, sacrebleu, jinja2 (the lent H100/H200 image) but no package index: Hydra, datasets and
+# scikit-learn, sacrebleu, jinja2 (a typical offline GPU image) but no package index: Hydra, datasets and
 # lm-eval with the small pure-Python packages it needs. Writes them to .whl (ignored by git).
 # Usage, from the repository root:  bash scripts/minirepro/fetch_wheels.sh
 set -euo pipefail
