@@ -15,6 +15,7 @@ so tokens/s and MFU count training only.
 from __future__ import annotations
 
 import gc
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List
 
@@ -111,14 +112,16 @@ class PreemptionCallback(Callback):
         loop.stop_requested = True
 
 
-class Measurement(Callback):
+class Measurement(Callback, ABC):
     """A measurement logged when ``due``; it runs with the throughput clock paused."""
 
+    @abstractmethod
     def due(self, trainer: "Trainer", loop: LoopState) -> bool:
-        raise NotImplementedError
+        """Whether to measure after the step just taken."""
 
+    @abstractmethod
     def measure(self, trainer: "Trainer") -> Dict[str, float]:
-        raise NotImplementedError
+        """The values to log."""
 
     def after_step(self, trainer, loop, metrics):
         if loop.stop_requested or not self.due(trainer, loop):
