@@ -63,7 +63,7 @@ class Trainer:
         self.n_params = count_parameters(model)
         self.model, self.optimizer = self.backend.setup(model, cfg.optim, seed=t.seed)
         self.layout = batch_layout(t.global_batch, cfg.optim.inner_steps, self.backend.world_size, t.micro_batch)
-        self.checkpointer = ckpt.Checkpointer(self.run_dir, self.backend, t.keep_last)
+        self.checkpointer = ckpt.Checkpointer(self.run_dir, self.backend, t.keep_last, keep_steps=cooldown_steps(cfg))
         self.shard_check = preflight(cfg, self.data, self.run_dir, self.n_params, is_main=self.backend.is_main)
         self.step = 0
         self.skipped_steps = 0
@@ -82,9 +82,6 @@ class Trainer:
         self.loader = MicroBatchLoader(self.data.sampler, self.layout, self.backend.rank, t.max_steps,
                                        cfg.data.num_workers, pin_memory=self.backend.device.type == "cuda")
         self.stop_signal: Optional[int] = None
-        self.kept_steps = set(cooldown_steps(cfg))
-        """Steps whose checkpoints are written and never rotated away: the cooldown branch points."""
-        self.checkpointer.keep_steps = self.kept_steps
         self.downstream: Optional[DownstreamProbe] = None
         if t.eval_tasks:
             self.downstream = DownstreamProbe.build(t.eval_tasks, t.eval_data_dir, self.data.tokenizer,
@@ -210,10 +207,11 @@ class Trainer:
     def check_finite(self) -> None:
         """Raise NonFiniteLossError if any step since the previous check had a non-finite loss or
         (pseudo-)gradient norm (one host sync; every rank sees the same flag, since losses are averaged
-        over ranks and norms are global). Called before logging, evaluating, saving and exporting."""
+        over ranks and norms are global). Called before logging, evaluating, saving and exporting; the steps
+        it checked are forgotten."""
+        window, self._window_losses = self._window_losses, []
         if not bool(self._nonfinite):
             return
-        window, self._window_losses = self._window_losses, []
         for step, losses, grad_norm in window:
             if not (torch.isfinite(losses).all() and torch.isfinite(grad_norm)):
                 raise NonFiniteLossError(self._describe_nonfinite(step, losses, grad_norm))

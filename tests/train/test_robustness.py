@@ -168,3 +168,17 @@ def test_no_checkpoint_holds_the_weights_of_a_nonfinite_step(tmp_path, optim):
         trainer.fit()
     saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
     assert saved == ["step_00000002"], saved
+
+
+def test_the_per_step_record_kept_for_naming_a_nan_is_forgotten_once_checked(tmp_path):
+    """Each step's losses and gradient norm are kept on the device only until the next check (a log line,
+    an evaluation, a checkpoint), not for the whole run."""
+    trainer = Trainer(compose_config([*SMALL, f"trainer.run_dir={tmp_path}", "trainer.max_steps=8",
+                                      "trainer.log_every=3", "trainer.checkpoint_every=0"]))
+    trainer.fit(until_step=6)
+    assert trainer._window_losses == []  # 6 entries, one per step, before they were dropped once checked
+    trainer.train_step()
+    trainer.train_step()
+    assert [step for step, _, _ in trainer._window_losses] == [6, 7]
+    trainer.check_finite()
+    assert trainer._window_losses == []
