@@ -149,6 +149,7 @@ class Nexus:
                     self.params.append(p)
         if not self.params:
             raise ValueError("outer has no parameters; build it on the model's parameters")
+        self._index = {id(p): i for i, p in enumerate(self.params)}  # position of a parameter in self.params
         self._anchor: Optional[List[torch.Tensor]] = None
         self._window = _Window()
         # Offloaded anchor on CUDA: the device-to-host snapshot of the next window's anchor starts on a
@@ -204,8 +205,8 @@ class Nexus:
         elif self.variant == "nexus_dot":
             torch._foreach_add_(local_params, local_grads, alpha=-self.inner_lr)
         elif self.variant == "parallel":  # the parameters stay at the anchor
-            index = {id(p): i for i, p in enumerate(self.params)}
-            self._normalized_step([self._window.direction[index[id(p)]] for p in params], local_grads, -scale)
+            direction = self._window.direction
+            self._normalized_step([direction[self._index[id(p)]] for p in params], local_grads, -scale)
         else:  # random: the scaled gradients also advance the bookkeeping iterate
             torch._foreach_mul_(local_grads, scale)
             self._random_inner_step(params, local_grads)
@@ -357,8 +358,7 @@ class Nexus:
     def _random_inner_step(self, params: List[torch.Tensor], scaled_grads: List[torch.Tensor]) -> None:
         """Advance the bookkeeping iterate, then put the parameters at the next random point."""
         direction = self._window.direction
-        index = {id(p): i for i, p in enumerate(self.params)}
-        torch._foreach_add_([direction[index[id(p)]] for p in params], scaled_grads)
+        torch._foreach_add_([direction[self._index[id(p)]] for p in params], scaled_grads)
         radius = self._norm([_like_param(p, d) for p, d in zip(self.params, direction)])
         by_id = {id(p): g for p, g in zip(params, scaled_grads)}
         noise = [by_id.get(id(p), torch.empty_like(_local(p))) for p in self.params]  # reuse grad memory

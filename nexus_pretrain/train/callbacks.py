@@ -7,7 +7,7 @@ The trainer's loop shows the algorithm only::
         for callback in callbacks:
             callback.after_step(trainer, loop, metrics)
 
-A new measurement is a new callback (OLMo-core's pattern, kept to two hooks). Callbacks run in list order;
+A new measurement is a new callback (OLMo-core's pattern, kept to one hook). Callbacks run in list order;
 work that is not training (evaluations, checkpoints, gradient cosines) runs with the throughput clock paused,
 so tokens/s and MFU count training only.
 """
@@ -58,10 +58,7 @@ class LoopState:
 
 
 class Callback:
-    """Hooks around the step loop; subclasses override what they need."""
-
-    def on_start(self, trainer: "Trainer", loop: LoopState) -> None:
-        """Before the first step of a fit()."""
+    """A hook after every step of the loop."""
 
     def after_step(self, trainer: "Trainer", loop: LoopState, metrics: Dict[str, torch.Tensor]) -> None:
         """After every step, with its device-side metrics (callbacks earlier in the list may have consumed some)."""
@@ -70,6 +67,11 @@ class Callback:
 def every(step: int, interval: int) -> bool:
     """Whether a periodic action with this interval (0: never) is due at this step."""
     return bool(interval) and step % interval == 0
+
+
+def at_log_step(trainer: "Trainer", loop: LoopState) -> bool:
+    """Whether the step just taken gets a metrics line: every trainer.log_every steps and at the end."""
+    return every(loop.step, trainer.cfg.trainer.log_every) or loop.at_end
 
 
 class MetricsCallback(Callback):
@@ -85,7 +87,7 @@ class MetricsCallback(Callback):
             for key in WINDOW_MEANS:
                 self.sums[key] = metrics.pop(key) + self.sums.get(key, 0.0)
             self.steps += 1
-        if not (every(loop.step, trainer.cfg.trainer.log_every) or loop.at_end):
+        if not at_log_step(trainer, loop):
             return
         trainer.check_finite()
         record = {k: float(v) for k, v in metrics.items()}
@@ -104,7 +106,7 @@ class PreemptionCallback(Callback):
     """At log steps: when any rank received SIGTERM/SIGUSR1, checkpoint and end the loop."""
 
     def after_step(self, trainer, loop, metrics):
-        if not (every(loop.step, trainer.cfg.trainer.log_every) or loop.at_end) or not trainer.signalled():
+        if not at_log_step(trainer, loop) or not trainer.signalled():
             return
         with loop.speed.paused():
             trainer.save()
@@ -161,7 +163,7 @@ class CheckpointCallback(Callback):
         if loop.stop_requested:
             return
         t = trainer.cfg.trainer
-        if not (every(loop.step, t.checkpoint_every) or loop.at_end or loop.step in trainer.kept_steps):
+        if not (every(loop.step, t.checkpoint_every) or loop.at_end or loop.step in trainer.checkpointer.keep_steps):
             return
         with loop.speed.paused():
             trainer.save()

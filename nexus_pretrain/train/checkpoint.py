@@ -29,7 +29,7 @@ import sys
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, TYPE_CHECKING
+from typing import Any, Dict, Iterable, List, Optional, Set, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -229,12 +229,13 @@ class _Pending:
 class Checkpointer:
     """Saves and loads run checkpoints through a backend; every method is collective."""
 
-    def __init__(self, run_dir: str | Path, backend: "Backend", keep_last: int):
+    def __init__(self, run_dir: str | Path, backend: "Backend", keep_last: int, keep_steps: Iterable[int] = ()):
         self.root = checkpoint_root(run_dir)
         self.backend = backend
         self.keep_last = keep_last
-        self.keep_steps: Set[int] = set()
-        """Steps whose checkpoints rotation never removes (cooldown branch points); not counted in keep_last."""
+        self.keep_steps: Set[int] = set(keep_steps)
+        """Steps whose checkpoints are always written and never rotated away (cooldown branch points); not
+        counted in keep_last."""
         self._pending: Optional[_Pending] = None
 
     def save(self, step: int, model: torch.nn.Module, optimizer: "StepOptimizer", meta: Dict[str, Any]) -> Path:
