@@ -12,7 +12,7 @@ The loop is the same for every optimizer (data/layout.py: K inner batches of L l
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Protocol, Tuple, runtime_checkable
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Tuple, runtime_checkable
 
 import torch
 
@@ -82,14 +82,19 @@ def clip_coefficient(norm: torch.Tensor, max_norm: float) -> torch.Tensor:
     return (max_norm / (norm.float() + 1e-6)).clamp(max=1.0)
 
 
-def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float,
-                   skip_nonfinite: bool = False) -> Tuple[torch.Tensor, bool]:
+def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float, skip_nonfinite: bool = False,
+                   norm_fn: Optional[Callable[[List[torch.Tensor]], torch.Tensor]] = None) -> Tuple[torch.Tensor, bool]:
     """Clip gradients to a global L2 norm (no-op when max_norm <= 0); return the pre-clip norm (a plain
-    0-d tensor; DTensor gradients are reduced across ranks) and whether the gradients are usable: with
-    ``skip_nonfinite`` a non-finite norm (one host sync) leaves them unclipped and returns False."""
+    0-d tensor; DTensor gradients are reduced across ranks, plain shards of one vector through ``norm_fn``)
+    and whether the gradients are usable: with ``skip_nonfinite`` a non-finite norm (one host sync) leaves
+    them unclipped and returns False."""
     params = [p for p in params if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)  # clip_grad_norm_'s two halves
-    full = full_tensor(norm)
+    grads = [p.grad for p in params]
+    if norm_fn is None:
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)  # clip_grad_norm_'s two halves
+        full = full_tensor(norm)
+    else:
+        norm = full = norm_fn(grads)
     if skip_nonfinite and not bool(torch.isfinite(full)):
         return full, False
     if max_norm > 0:

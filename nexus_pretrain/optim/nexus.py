@@ -395,15 +395,8 @@ class Nexus:
     def _clip_pseudo_gradient(self, skip_nonfinite: bool) -> Tuple[torch.Tensor, bool]:
         """Clip the pseudo-gradient to max_grad_norm (0: no clipping); its pre-clip global norm and
         whether it is usable (see clip_gradients)."""
-        if self._norm is global_norm:
-            return clip_gradients(self.params, self.max_grad_norm, skip_nonfinite)
-        params = [p for p in self.params if p.grad is not None]
-        norm = self._norm([p.grad for p in params])
-        if skip_nonfinite and not bool(torch.isfinite(norm)):
-            return norm, False
-        if self.max_grad_norm > 0:
-            torch.nn.utils.clip_grads_with_norm_(params, self.max_grad_norm, norm, foreach=True)
-        return norm, True
+        norm_fn = None if self._norm is global_norm else self._norm
+        return clip_gradients(self.params, self.max_grad_norm, skip_nonfinite, norm_fn)
 
     def _nsgd_pseudo_gradient(self) -> torch.Tensor:
         """Replace the accumulated gradient g by gamma * g / ||g||; return ||g||."""
