@@ -1,18 +1,22 @@
 """H100-hours of the paper-scale runs of the paper's tables, from the throughput that nexus-bench measured.
 
-Assumptions: each run on one H100-equivalent at the MFU of H100_BENCH (README, "Performance": one H100
-80GB, bf16, per-block compile, vocabulary 32000); evaluation and checkpoints not counted. A preset or
-sequence length that was not measured gets the MFU measured on the preset nearest in N (the parameters of
-6N), converted to tokens/s with its own FLOPs per token; an optimizer not measured there gets AdamW's MFU
-there divided by its slowdown against AdamW on the nearest preset where both were measured. A run that
-several tables share (one run directory) counts once.
+The measurements live in throughput.json next to this module, each with the commit, GPU, torch version
+and command that produced it (docs/performance.md, "What the estimates use", shows them as a table).
+Assumptions: each run on one H100-equivalent at the MFU of H100_BENCH (one H100 80GB, bf16, per-block
+compile, vocabulary 32000); evaluation and checkpoints not counted. A preset or sequence length that was
+not measured gets the MFU measured on the preset nearest in N (the parameters of 6N), converted to
+tokens/s with its own FLOPs per token; an optimizer not measured there gets AdamW's MFU there divided by
+its slowdown against AdamW on the nearest preset where both were measured. A run that several tables
+share (one run directory) counts once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
@@ -31,24 +35,24 @@ class Measurement:
     optimizer: str  # adamw, muon, nexus(adamw) or nexus(muon)
     seq_len: int
     tokens_per_s: float
+    micro_batch: int = 0
+    commit: str = ""  # the code measured
+    file: str = ""  # nexus-bench's full output, under results/
 
 
-H100_BENCH: Tuple[Measurement, ...] = (
-    # One call of `scripts/gpu_bench.sh costs` (results/bench/2026-11-23d/costs): global batch 256 x 2048,
-    # micro-batches of 64 (130M) and 16 (520M, 1B), bf16 residual stream.
-    Measurement("llama_130m", "adamw", 2048, 369_148),
-    Measurement("llama_130m", "nexus(adamw)", 2048, 365_033),
-    Measurement("llama_130m", "muon", 2048, 352_731),
-    Measurement("llama_130m", "nexus(muon)", 2048, 338_885),
-    Measurement("llama_520m", "adamw", 2048, 122_594),
-    Measurement("llama_1b", "adamw", 2048, 65_133),
-    Measurement("llama_1b", "nexus(adamw)", 2048, 65_198),
-    Measurement("llama_1b", "muon", 2048, 63_638),
-    Measurement("llama_1b", "nexus(muon)", 2048, 63_462),
-    # Another call (`gpu_bench.sh 3b`, results/bench/2026-11-23d/3b): micro-batches of 4, no recomputation.
-    Measurement("llama_3b", "adamw", 2048, 31_826),
-    Measurement("llama_3b", "nexus(adamw)", 2048, 31_372),
-)
+def load_bench(path: Path | None = None) -> Tuple[Measurement, ...]:
+    """The measurements of a throughput file (default: the package's throughput.json), each with the
+    commit of the run that made it."""
+    source = Path(path) if path else resources.files("nexus_pretrain.experiments") / "throughput.json"
+    data = json.loads(source.read_text())
+    if data["vocab_size"] != BENCH_VOCAB:
+        raise ValueError(f"{source}: measured at vocabulary {data['vocab_size']}, the estimates assume {BENCH_VOCAB}")
+    return tuple(Measurement(m["preset"], m["optimizer"], m["seq_len"], m["tokens_per_s"], m["micro_batch"],
+                             run["commit"], m["file"])
+                 for run in data["runs"] for m in run["measurements"])
+
+
+H100_BENCH: Tuple[Measurement, ...] = load_bench()
 
 
 def _shape(model_cfg, seq_len: int):
@@ -82,6 +86,17 @@ def _preset(name: str):
 def measured_mfu(m: Measurement) -> float:
     """The MFU of a measurement (tokens/s x FLOPs per token / 989 TFLOP/s)."""
     return m.tokens_per_s * flops_per_token(_preset(m.preset), m.seq_len) / H100_PEAK_FLOPS
+
+
+def bench_markdown(bench: Sequence[Measurement] = H100_BENCH) -> str:
+    """The measurements as the Markdown table of docs/performance.md: preset, optimizer, micro-batch,
+    tokens/s, MFU, the commit measured and nexus-bench's output file."""
+    header = ["preset", "optimizer", "micro-batch", "tokens/s", "MFU", "commit", "output"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in bench:
+        lines.append(f"| `{m.preset}` | {m.optimizer} | {m.micro_batch} | {m.tokens_per_s:,.0f} | "
+                     f"{100 * measured_mfu(m):.1f}% | {m.commit} | `{m.file}` |")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)

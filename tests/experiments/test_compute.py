@@ -2,6 +2,7 @@
 unmeasured presets and optimizers, and H100-hours per table with shared runs counted once."""
 
 import importlib.util
+import json
 
 import pytest
 
@@ -81,3 +82,38 @@ def test_reproduce_estimate_prints_the_runs_and_their_total(capsys):
     total = sum(c.gpu_hours for c in compute.table_costs(["table1"])["table1"])
     tokens = 2 * (95_368 + 209_809) * 256 * 2048
     assert out.count("| main_") == 4 and f"| total | | | | | {tokens / 1e9:.1f}B | | | {total:,.0f} |" in out
+
+
+BENCH_NAMES = {"adamw": "adamw", "nexus(adamw)": "nexus", "muon": "muon", "nexus(muon)": "nexus_muon"}
+
+
+def test_throughput_file_names_its_provenance_and_matches_the_bench_outputs():
+    runs = json.loads((REPO_ROOT / "nexus_pretrain/experiments/throughput.json").read_text())["runs"]
+    for run in runs:
+        assert all(run[key] for key in ("commit", "gpu", "torch", "command", "results")), run["name"]
+    for m in compute.H100_BENCH:
+        out = json.loads((REPO_ROOT / m.file).read_text())
+        row = out["results"]["ours"][BENCH_NAMES[m.optimizer]]
+        assert (out["args"]["preset"], out["args"]["seq_len"]) == (m.preset, m.seq_len)
+        assert (row["micro_batch"], round(row["tokens_per_s"])) == (m.micro_batch, m.tokens_per_s)
+        assert round(row["mfu"], 3) == round(compute.measured_mfu(m), 3)
+
+
+def test_performance_doc_shows_the_throughput_file():
+    doc = (REPO_ROOT / "docs/performance.md").read_text()
+    table = compute.bench_markdown()
+    assert table in doc, f"docs/performance.md, 'What the estimates use': replace its table with\n{table}"
+
+
+def test_load_bench_reads_a_file_and_checks_its_vocabulary(tmp_path):
+    measurement = {"preset": "llama_1b", "optimizer": "adamw", "seq_len": 2048, "micro_batch": 16,
+                   "tokens_per_s": 50_000, "file": "out.json"}
+    data = {"vocab_size": 32000, "runs": [{"commit": "abc1234", "measurements": [measurement]}]}
+    path = tmp_path / "throughput.json"
+    path.write_text(json.dumps(data))
+    (m,) = compute.load_bench(path)
+    assert (m.tokens_per_s, m.commit, m.micro_batch) == (50_000, "abc1234", 16)
+    assert compute.throughput(ModelConfig(preset="llama_1b"), "adamw", 2048, bench=(m,)).tokens_per_s == 50_000
+    path.write_text(json.dumps({**data, "vocab_size": 50257}))
+    with pytest.raises(ValueError, match="vocabulary 50257"):
+        compute.load_bench(path)
