@@ -193,7 +193,7 @@ class DataConfig:
     on other presets add a share with +data.fixed_shares.math=0.25."""
     ood_domains: List[str] = field(default_factory=lambda: ["legal"])
     """Held-out domains evaluated for OOD loss, never trained on."""
-    seq_len: int = 256
+    seq_len: int = 128
     """Tokens per training sequence."""
     microbatch_domains: str = "mixed"
     """How domains fill a step's inner batches (optim.inner_steps). mixed: every sequence drawn from the
@@ -246,16 +246,17 @@ class BackendConfig:
 class TrainerConfig:
     """The training loop: batch shape, length, checkpoints and evaluation."""
 
-    global_batch: int = 32
+    global_batch: int = 16
     """Sequences per optimizer step, over all ranks and micro-batches."""
-    micro_batch: int = 8
+    micro_batch: int = 4
     """Sequences per forward/backward on one rank."""
     max_steps: int = 200
     """Optimizer steps."""
     seed: int = 0
     """Seeds the model init and the data order."""
-    run_dir: str = "runs/default"
-    """Where metrics, checkpoints and the exported model go."""
+    run_dir: str = "runs/${now:%Y-%m-%d_%H-%M-%S}"
+    """Where metrics, checkpoints and the exported model go; by default a new folder named by the start time
+    (Hydra's ``now`` resolver, resolved when the config is composed)."""
     log_every: int = 10
     """Steps between metric lines."""
     eval_every: int = 100
