@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from nexus_pretrain.config import TrainConfig
-from nexus_pretrain.paths import REPO_ROOT
+from nexus_pretrain.paths import asset_dir
 
 RUNS = {"adamw": ["optim=adamw"], "nexus": ["optim=nexus"]}
 DEMO_ROOT = Path("runs/demo")
@@ -31,7 +31,7 @@ NEXT_COMMANDS = (
 
 def demo_recipes() -> List[Path]:
     """The recipes of the shipped corpus: data_pipelines/recipes/embedded_*.yaml."""
-    return sorted((REPO_ROOT / "data_pipelines" / "recipes").glob("embedded_*.yaml"))
+    return sorted(asset_dir("data_pipelines/recipes").glob("embedded_*.yaml"))
 
 
 def prepare_demo_data(out: Path, recipes: Optional[Sequence[Path]] = None, workers: int = 1) -> List[Dict[str, Any]]:

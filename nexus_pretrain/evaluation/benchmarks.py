@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nexus_pretrain.extras import install_hint
-from nexus_pretrain.paths import REPO_ROOT
+from nexus_pretrain.paths import asset_dir
 
-TASKS_DIR = REPO_ROOT / "eval" / "tasks"
+TASKS_DIR = asset_dir("eval/tasks")
 """Our lm-eval task YAMLs; ``__DATA_DIR__`` in them stands for the benchmark data directory."""
 
 DATA_DIR_TOKEN = "__DATA_DIR__"

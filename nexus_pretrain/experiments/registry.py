@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from nexus_pretrain.paths import REPO_ROOT
+from nexus_pretrain.paths import asset_dir
 
-TABLES_DIR = REPO_ROOT / "eval" / "tables"
+TABLES_DIR = asset_dir("eval/tables")
 
 
 @dataclass(frozen=True)
