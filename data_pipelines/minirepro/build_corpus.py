@@ -14,7 +14,11 @@ carried there (about 22 MiB gzipped; data_pipelines/minirepro/recipes/ prepare i
   definitions into documents of at most 16 KB;
 - ``math``: exercises with worked solutions from nexus_pretrain.data.embedded_math (seed 1, not the
   embedded corpus's seed);
-- ``legal`` (OOD, never trained on): the embedded corpus's licence texts.
+- ``legal`` (OOD, never trained on): the embedded corpus's licence texts (the mini reproduction's OOD set);
+- ``licenses`` (OOD, never trained on; the iso-loss experiment's larger OOD set): licence and copyright
+  texts of this machine (/usr/share/common-licenses, /usr/share/doc/*/copyright, LICENSE/COPYING/NOTICE
+  files of the installed packages), deduplicated by paragraph; paragraphs that also occur in the web
+  domain are dropped so none of it is trained on.
 
 It also writes GSM8k- and MATH500-shaped benchmark files (``benchmarks/gsm8k/test.jsonl``,
 ``benchmarks/math500/test.jsonl``) from the same generator with a held-out seed, so the evaluation
@@ -37,7 +41,7 @@ import site
 import sys
 from email.parser import HeaderParser
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List
+from typing import Dict, Iterable, Iterator, List, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))  # lets the script run from a plain checkout
@@ -49,6 +53,8 @@ from nexus_pretrain.data.embedded_math.numbers import fmt  # noqa: E402
 from nexus_pretrain.data.embedded_math.word_problems import WORD_PROBLEMS  # noqa: E402
 
 MAN_ROOT = Path("/usr/share/man")
+LICENSE_ROOTS = (Path("/usr/share/common-licenses"), Path("/usr/share/doc"))
+LICENSE_NAMES = re.compile(r"^(LICEN[CS]E|COPYING|NOTICE|copyright)([._-].*)?$", re.IGNORECASE)
 MAN_SECTIONS = ("man1", "man2", "man3", "man5", "man7", "man8")
 # 16.6k of the 17.8k man1 pages are near-identical Google Cloud CLI pages: left out for diversity.
 MAN_SKIP_PREFIXES = ("gcloud",)
@@ -174,6 +180,44 @@ def code_documents(site_packages: Path) -> Iterator[str]:
             continue
 
 
+# ------------------------------------------------------------------------------------------- licenses
+def _paragraph_key(paragraph: str) -> bytes:
+    """Paragraphs compare equal up to whitespace and case."""
+    return hashlib.sha256(re.sub(r"\s+", " ", paragraph.strip()).lower().encode()).digest()
+
+
+def paragraph_keys(docs: Iterable[str]) -> set:
+    """The keys of every paragraph of ``docs``."""
+    return {_paragraph_key(p) for doc in docs for p in doc.split("\n\n") if p.strip()}
+
+
+def license_files(site_packages: Path) -> List[Path]:
+    """Licence and copyright files of the system and the installed packages, sorted by path."""
+    found = {p for p in LICENSE_ROOTS[0].glob("*") if p.is_file()}
+    found |= {p for p in LICENSE_ROOTS[1].glob("*/copyright") if p.is_file()}
+    found |= {p for p in site_packages.rglob("*") if LICENSE_NAMES.match(p.name) and p.is_file()
+              and p.stat().st_size <= 400_000}
+    return sorted(found)
+
+
+def license_documents(files: Sequence[Path], excluded: set) -> Iterator[str]:
+    """Each file's paragraphs not seen before (in an earlier file or in ``excluded``), cut into documents.
+    Licence texts are copied into many packages; paragraph-level deduplication leaves one copy of each."""
+    seen = set(excluded)
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        fresh = []
+        for paragraph in re.split(r"\n\s*\n", text):
+            key = _paragraph_key(paragraph)
+            if len(paragraph.strip()) >= 20 and key not in seen:
+                seen.add(key)
+                fresh.append(paragraph.strip("\n"))
+        yield from split_paragraph_docs("\n\n".join(fresh))
+
+
 # ----------------------------------------------------------------------------------------------- math
 def math_documents(seed: int, questions: set) -> Iterator[str]:
     """The embedded math generator's endless document stream for ``seed`` (the embedded corpus's
@@ -249,6 +293,7 @@ def main(argv=None) -> int:
     p.add_argument("--web-chars", type=float, default=40e6)
     p.add_argument("--code-chars", type=float, default=40e6)
     p.add_argument("--math-chars", type=float, default=60e6)
+    p.add_argument("--license-chars", type=float, default=8e6)
     p.add_argument("--benchmark-examples", type=int, default=500)
     p.add_argument("--site-packages", type=Path, default=Path(site.getsitepackages()[0]))
     args = p.parse_args(argv)
@@ -258,13 +303,20 @@ def main(argv=None) -> int:
         yield from man_documents()
         yield from package_readmes(args.site_packages)
 
+    web_docs: List[str] = []
+
+    def kept(docs: Iterable[str]) -> Iterator[str]:
+        for doc in docs:
+            web_docs.append(doc)
+            yield doc
+
     questions: set = set()  # of the generated training math (includes a few generated past the budget)
     legal = load_documents("legal")
     manifest = {
         "description": "mini-reproduction corpus; rebuild with data_pipelines/minirepro/build_corpus.py",
         "python": sys.version.split()[0],
         "domains": {
-            "web": {**write_domain(args.out, "web", web(), args.web_chars), "role": "train",
+            "web": {**write_domain(args.out, "web", kept(web()), args.web_chars), "role": "train",
                     "source": f"man pages {MAN_ROOT}/{{{','.join(MAN_SECTIONS)}}} (roff to text) and "
                               f"package METADATA long descriptions of {args.site_packages}"},
             "code": {**write_domain(args.out, "code", code_documents(args.site_packages), args.code_chars),
@@ -275,6 +327,11 @@ def main(argv=None) -> int:
                       "source": "the embedded corpus's legal domain"},
         },
     }
+    licenses = license_documents(license_files(args.site_packages), paragraph_keys(web_docs))
+    manifest["domains"]["licenses"] = {
+        **write_domain(args.out, "licenses", licenses, args.license_chars), "role": "ood",
+        "source": f"{LICENSE_ROOTS[0]}/*, {LICENSE_ROOTS[1]}/*/copyright and LICENSE/COPYING/NOTICE files of "
+                  f"{args.site_packages}, deduplicated by paragraph, web paragraphs removed"}
     manifest["benchmarks"] = benchmark_files(args.out, args.benchmark_examples, questions)
     (args.out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -18,6 +18,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "llama_3b": dict(dim=2560, n_layers=34, n_heads=20, n_kv_heads=4, ffn_dim=6912),
     # Not a paper size: the mini reproduction's model (configs/experiment/minirepro.yaml), 25.7M non-embedding.
     "llama_25m": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, ffn_dim=1408),
+    # Not a paper size: the iso-loss experiment's model (configs/experiment/isoloss.yaml), 2.2M non-embedding,
+    # small enough to train to twice the Chinchilla budget many times over on one GPU.
+    "llama_2m": dict(dim=192, n_layers=5, n_heads=3, n_kv_heads=3, ffn_dim=512),
 }
 
 RESIDUAL_DTYPES = ("bfloat16", "embedding")

@@ -15,7 +15,7 @@ from nexus_pretrain.report.tables import load_layout, matches
 PAPER_EXPERIMENTS = ["main_1b", "main_3b", "mixture", "muon", "muon_nexus", "public_1b", "public_3b", "schedule",
                      "size_130m", "size_1_2b", "size_300m", "token_scaling_4x"]
 FINE_TUNING = ["sft"]  # Tab. 11: starts from pretrained weights; no Chinchilla budget, its own LR (App. 14.6)
-OURS = ["minirepro"]  # not a paper experiment: the one-GPU reproduction (its CPU form is run.py's smoke phase)
+OURS = ["minirepro", "isoloss"]  # not paper experiments: one-GPU designs (their CPU forms are their runners' smoke phases)
 # Training tokens the paper states: Tab. 6 (1B 50B, 3B 110B) and Sec. 4.4 (4x = twice the 3B's 2x run);
 # the sizes Tab. 6 leaves out take the 20 x N helper (ours).
 STATED_TOKENS = {"main_1b": 50e9, "public_1b": 50e9, "main_3b": 110e9, "schedule": 110e9, "mixture": 110e9,
@@ -41,7 +41,7 @@ def test_the_same_experiments_exist_at_both_scales():
 
 
 def test_every_sweep_point_composes_and_validates(composed):
-    assert len(composed) == 2 * (2 + 2 + 6 + 3 + 2 + 2 + 2 + 4 + 2 + 2 + 2 + 2 + 2) + 6  # minirepro: 2 optim x 3 seeds
+    assert len(composed) == 2 * (2 + 2 + 6 + 3 + 2 + 2 + 2 + 4 + 2 + 2 + 2 + 2 + 2) + 6 + 12  # minirepro 2x3, isoloss 2x6
     for cfg in composed.values():
         validate(cfg)
 
@@ -115,7 +115,7 @@ def test_every_file_sets_k_as_a_stated_choice(composed):
             text = experiment_path(name, scale).read_text()
             assert re.search(r"^  inner_steps: \d+ +# ours: K", text, re.M), (scale, name)
     for (scale, name, point), cfg in composed.items():
-        k, inner_batch = {"paper": (8, 32) if name == "minirepro" else (32, 8), "tiny": (2, 2)}[scale]
+        k, inner_batch = {"paper": (8, 32) if name in OURS else (32, 8), "tiny": (2, 2)}[scale]
         assert cfg.optim.inner_steps == k, (scale, name, point)
         assert cfg.trainer.global_batch // cfg.optim.inner_steps == inner_batch, (scale, name, point)
 
