@@ -1,27 +1,92 @@
 """Typed run configuration: one dataclass per Hydra config group, registered in Hydra's ConfigStore.
 
-Hydra composes ``configs/train.yaml`` onto these schemas, so a misspelled key fails at composition
-time; :func:`validate` then checks values and cross-field constraints and raises
-:class:`ConfigError` with a one-line message naming the key and the fix.
+The dataclass defaults are the only defaults: the group files of ``configs/`` set only what their option
+changes. Hydra composes ``configs/train.yaml`` onto these schemas, so a misspelled key, or a value outside a
+field's choices (the :class:`Choice` types), fails at composition time; each dataclass normalizes its
+values on construction (``__post_init__``), and :func:`validate` then only reads: it checks values and
+cross-field constraints and raises :class:`ConfigError` with a one-line message naming the key and the fix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
 from nexus_pretrain.data.layout import MIXTURE_MODES, batch_layout
 from nexus_pretrain.data.mixture import apply_fixed_shares
 from nexus_pretrain.errors import ConfigError
-from nexus_pretrain.optim.schedule import phase_steps, resolve_steps
-from nexus_pretrain.optim.traits import optimizer_traits
+from nexus_pretrain.model.float8 import FLOAT8_MODES, FLOAT8_RECIPES, float8_mode
+from nexus_pretrain.model.presets import PRESETS, RESIDUAL_DTYPES
+from nexus_pretrain.optim.schedule import DECAY_SHAPES, SCHEDULES, phase_steps, resolve_steps
+from nexus_pretrain.optim.traits import NEXUS_VARIANTS, OPTIMIZERS, OUTER_OPTIMIZERS, optimizer_traits
+
+
+class Choice(str, Enum):
+    """A config field's set of string options, which OmegaConf enforces while Hydra composes. Members are
+    their value: equal to it, hashed, printed and formatted as it; and a built config holds the plain
+    string (see :class:`Section`), so the code, checkpoints and logs only ever see strings."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def choice(name: str, values: Iterable[str]) -> Any:
+    """A :class:`Choice` type whose members are ``values`` (each named as its value, which OmegaConf
+    matches against YAML and command-line strings)."""
+    return Choice(name, [(value, value) for value in values], module=__name__)
+
+
+class Section:
+    """Base of the config dataclasses: construction stores each Choice field's plain string value."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Choice):
+                setattr(self, f.name, value.value)
+
+
+BACKENDS = ("single", "fsdp2", "deepspeed")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
+DIST_BACKENDS = ("auto", "nccl", "gloo")
+ATTENTIONS = ("auto", "sdpa", "flash")
+DATA_SOURCES = ("embedded", "shards", "sft")
+SFT_TEMPLATES = ("auto", "chat", "default")
+SFT_OVERLONG = ("truncate", "drop")
+WANDB_MODES = ("offline", "online", "disabled")
+RESUME_MODES = ("never", "auto")
+"""trainer.resume's values other than a checkpoint path."""
+
+Attention = choice("Attention", ATTENTIONS)
+ResidualDtype = choice("ResidualDtype", RESIDUAL_DTYPES)
+Float8Recipe = choice("Float8Recipe", FLOAT8_RECIPES)
+OptimizerName = choice("OptimizerName", OPTIMIZERS)
+OuterOptimizer = choice("OuterOptimizer", OUTER_OPTIMIZERS)
+NexusVariant = choice("NexusVariant", NEXUS_VARIANTS)
+ScheduleName = choice("ScheduleName", SCHEDULES)
+DecayShape = choice("DecayShape", DECAY_SHAPES)
+DataSource = choice("DataSource", DATA_SOURCES)
+MixtureMode = choice("MixtureMode", MIXTURE_MODES)
+BackendName = choice("BackendName", BACKENDS)
+Device = choice("Device", DEVICES)
+Precision = choice("Precision", PRECISIONS)
+DistBackend = choice("DistBackend", DIST_BACKENDS)
+WandbMode = choice("WandbMode", WANDB_MODES)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """Llama-style decoder. ``preset`` picks the shape; any field set here overrides the preset."""
 
     preset: str = "tiny"
@@ -48,9 +113,9 @@ class ModelConfig:
     """Share input embedding and output head weights."""
     init_std: Optional[float] = None
     """Std of the normal init of linear and embedding weights."""
-    attention: str = "auto"
+    attention: Attention = Attention.auto
     """auto (flash-attn if installed and on GPU, else SDPA), sdpa or flash."""
-    residual_dtype: Optional[str] = "bfloat16"
+    residual_dtype: Optional[ResidualDtype] = ResidualDtype.bfloat16
     """bfloat16: under autocast the residual stream is bf16 on every backend (backend single casts the
     embedding output; fsdp2 and deepspeed compute with bf16 weights anyway): less activation memory and
     traffic, 1B 55.3% -> 56.6% MFU on an H100. embedding (or null, as run configs saved before bfloat16
@@ -58,19 +123,25 @@ class ModelConfig:
     float8: str = "false"
     """FP8 training of the blocks' large linear layers through torchao (docs/performance-fp8.md): false,
     true (an error on a GPU without FP8) or auto (on GPUs with FP8, compute capability 8.9+; CPU runs stay
-    as they are). Backends single and fsdp2 (FP8 weight all-gather with tensorwise); not deepspeed."""
-    float8_recipe: str = "tensorwise"
+    as they are). Backends single and fsdp2 (FP8 weight all-gather with tensorwise); not deepspeed.
+    A string, not a Choice: YAML and the command line give true/false as booleans, which OmegaConf refuses
+    for an enum field; construction lower-cases them to one of model/float8.py's FLOAT8_MODES."""
+    float8_recipe: Float8Recipe = Float8Recipe.tensorwise
     """tensorwise (one scale per tensor, fastest) or rowwise (one scale per row)."""
     float8_min_dim: Optional[int] = None
     """A linear layer converts when its input and output sizes are both at least this; null: 2048, where
     FP8 was measured to pay (model/float8.py DEFAULT_MIN_DIM). The output head always stays bf16."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.float8 = float8_mode(self.float8)
+
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Section):
     """Optimizer: a plain outer optimizer (adamw, muon) or Nexus wrapping one (paper Alg. 3)."""
 
-    name: str = "adamw"
+    name: OptimizerName = OptimizerName.adamw
     """adamw, muon or nexus."""
     lr: float = 3e-3
     """Peak (outer) learning rate; the schedule scales it."""
@@ -88,7 +159,7 @@ class OptimConfig:
     is normalized, so clipping them would change nothing)."""
     fused: Optional[bool] = None
     """Fused AdamW kernel; None uses it on GPU."""
-    outer: str = "adamw"
+    outer: OuterOptimizer = OuterOptimizer.adamw
     """Nexus only: the outer optimizer, adamw or muon."""
     inner_lr: float = 0.01
     """Nexus only: the inner normalized-SGD step size gamma (paper Tab. 6: 0.01)."""
@@ -98,7 +169,7 @@ class OptimConfig:
     (data/layout.py). Every optimizer sees the same inner batches in the same order, so a paired AdamW run
     differs only in the optimizer; for adamw/muon K changes no update (their gradient is the mean over the
     whole global batch). 4 fits the tiny CPU default (global batch 16); experiment files set their own."""
-    variant: str = "nexus"
+    variant: NexusVariant = NexusVariant.nexus
     """Nexus only: nexus (Alg. 3), nexus_dot (unnormalized inner step), nsgd (one normalized step on the
     global batch's gradient: K = 1), random or parallel (controls without the alignment term)."""
     offload_anchor: bool = False
@@ -114,7 +185,7 @@ class OptimConfig:
 
 
 @dataclass
-class ScheduleConfig:
+class ScheduleConfig(Section):
     """Learning-rate multiplier over steps: warmup-stable-decay (wsd), cosine or constant.
 
     Phase lengths take either form: a value below 1 is a fraction of trainer.max_steps (0.1 = the first
@@ -124,13 +195,13 @@ class ScheduleConfig:
     update never runs at the floor (with the default floor 0 its learning rate is still > 0).
     """
 
-    name: str = "wsd"
+    name: ScheduleName = ScheduleName.wsd
     """wsd, cosine or constant."""
     warmup_steps: float = 0.1
     """Linear warmup from 0: a fraction < 1 of trainer.max_steps, or whole steps (paper: 1000 steps)."""
     decay_steps: float = 0.3
     """wsd only: the final decay phase, a fraction < 1 of trainer.max_steps or whole steps (paper: 10000)."""
-    decay_shape: str = "linear"
+    decay_shape: DecayShape = DecayShape.linear
     """wsd only: shape of the decay, linear, cosine or sqrt (1 - sqrt)."""
     min_lr_ratio: float = 0.0
     """Multiplier the decay reaches at step trainer.max_steps, one step after the last update."""
@@ -171,12 +242,12 @@ class SFTDataConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     """Where sequences come from and how micro-batches mix domains."""
 
     name: str = "embedded"
     """Name of the data preset (for reports)."""
-    source: str = "embedded"
+    source: DataSource = DataSource.embedded
     """embedded: the corpus shipped in the package; shards: domains prepared by `nexus-data prepare`
     under data.path; sft: the instruction examples of data.sft (OOD domains from data.path's shards, or
     from the embedded corpus when data.path is unset)."""
@@ -195,7 +266,7 @@ class DataConfig:
     """Held-out domains evaluated for OOD loss, never trained on."""
     seq_len: int = 128
     """Tokens per training sequence."""
-    microbatch_domains: str = "mixed"
+    microbatch_domains: MixtureMode = MixtureMode.mixed
     """How domains fill a step's inner batches (optim.inner_steps). mixed: every sequence drawn from the
     mixture (Alg. 3). per_domain: one domain per inner batch, domains cycled uniformly (paper Alg. 1,
     where the mixture weights cancel; refused unless the weights are equal). per_domain_weighted: one
@@ -212,18 +283,18 @@ class DataConfig:
 
 
 @dataclass
-class BackendConfig:
+class BackendConfig(Section):
     """How the model is placed and gradients reduced."""
 
-    name: str = "single"
+    name: BackendName = BackendName.single
     """single (one device), fsdp2 (PyTorch fully_shard per block, under torchrun) or deepspeed
     (DeepSpeed ZeRO, under torchrun or the deepspeed launcher)."""
-    device: str = "auto"
+    device: Device = Device.auto
     """auto (cuda if available), cpu or cuda."""
-    precision: str = "auto"
+    precision: Precision = Precision.auto
     """auto (bf16 on GPU, fp32 on CPU), bf16 or fp32. fsdp2 and deepspeed keep fp32 master weights and
     compute in bf16 (fsdp2: MixedPrecisionPolicy with fp32 gradient reduction)."""
-    dist_backend: str = "auto"
+    dist_backend: DistBackend = DistBackend.auto
     """Process-group backend: auto (nccl on GPU, gloo on CPU), nccl or gloo."""
     zero_stage: int = 1
     """deepspeed: ZeRO stage 1, 2 or 3."""
@@ -243,7 +314,7 @@ class BackendConfig:
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(Section):
     """The training loop: batch shape, length, checkpoints and evaluation."""
 
     global_batch: int = 16
@@ -268,7 +339,8 @@ class TrainerConfig:
     resume: str = "never"
     """never; auto (continue from the newest intact checkpoint in run_dir, if any); or the path of a
     checkpoint directory (run_dir/checkpoints/step_XXXXXXXX) to continue from. The checkpoint's run config
-    must describe the same run (see allow_config_change), and a fresh start needs a run_dir without another run."""
+    must describe the same run (see allow_config_change), and a fresh start needs a run_dir without another run.
+    true and false (booleans from YAML or the command line) read as auto and never."""
     skip_nonfinite: int = 0
     """Steps whose loss is NaN/inf that may be skipped (parameters restored, the batch dropped) before
     the run stops; 0 stops at the first one. Skipping checks every step (one host sync per step)."""
@@ -305,9 +377,13 @@ class TrainerConfig:
     eval_task_limit: Optional[int] = 100
     """Examples per benchmark scored by trainer.eval_tasks (None: all)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.resume = {"true": "auto", "false": "never"}.get(str(self.resume).lower(), str(self.resume))
+
 
 @dataclass
-class LoggingConfig:
+class LoggingConfig(Section):
     """Metric sinks."""
 
     jsonl: bool = True
@@ -318,7 +394,7 @@ class LoggingConfig:
     """Log to Weights & Biases."""
     wandb_project: str = "nexus_pretrain"
     """W&B project."""
-    wandb_mode: str = "offline"
+    wandb_mode: WandbMode = WandbMode.offline
     """W&B mode: offline (default), online or disabled."""
     tensorboard: bool = False
     """Write TensorBoard event files under run_dir/tb."""
@@ -355,17 +431,6 @@ def register_configs() -> None:
         cs.store(group=group, name=f"{group}_schema", node=node)
 
 
-OPTIMIZERS = ("adamw", "muon", "nexus")
-OUTER_OPTIMIZERS = ("adamw", "muon")
-NEXUS_VARIANTS = ("nexus", "nexus_dot", "nsgd", "random", "parallel")
-SCHEDULES = ("wsd", "cosine", "constant")
-DECAY_SHAPES = ("linear", "cosine", "sqrt")
-BACKENDS = ("single", "fsdp2", "deepspeed")
-DATA_SOURCES = ("embedded", "shards", "sft")
-SFT_TEMPLATES = ("auto", "chat", "default")
-SFT_OVERLONG = ("truncate", "drop")
-
-
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -382,10 +447,8 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
 
 
 def validate(cfg: TrainConfig, world_size: int = 1) -> None:
-    """Check values and cross-field constraints; raise ConfigError naming the first bad key."""
-    from nexus_pretrain.model.presets import PRESETS, RESIDUAL_DTYPES  # noqa: PLC0415 (keeps torch out of the import)
-    from nexus_pretrain.model.float8 import FLOAT8_MODES, FLOAT8_RECIPES, float8_mode  # noqa: PLC0415
-
+    """Check values and cross-field constraints; raise ConfigError naming the first bad key. Reads only:
+    ``cfg`` is left as it was given."""
     for section in fields(cfg):
         group = getattr(cfg, section.name)
         extra = sorted(set(vars(group)) - {f.name for f in fields(group)})
@@ -397,10 +460,9 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         value = getattr(m, key)
         if value is not None:
             _positive(f"model.{key}", value)
-    _choice("model.attention", m.attention, ("auto", "sdpa", "flash"))
+    _choice("model.attention", m.attention, ATTENTIONS)
     if m.residual_dtype is not None:
         _choice("model.residual_dtype", m.residual_dtype, RESIDUAL_DTYPES)
-    m.float8 = float8_mode(m.float8)
     _choice("model.float8", m.float8, FLOAT8_MODES)
     _choice("model.float8_recipe", m.float8_recipe, FLOAT8_RECIPES)
     if m.float8_min_dim is not None:
@@ -466,9 +528,9 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
                  f"data.seq_len={d.seq_len} exceeds model.max_seq_len={m.max_seq_len}; raise model.max_seq_len")
 
     _choice("backend.name", b.name, BACKENDS)
-    _choice("backend.device", b.device, ("auto", "cpu", "cuda"))
-    _choice("backend.precision", b.precision, ("auto", "bf16", "fp32"))
-    _choice("backend.dist_backend", b.dist_backend, ("auto", "nccl", "gloo"))
+    _choice("backend.device", b.device, DEVICES)
+    _choice("backend.precision", b.precision, PRECISIONS)
+    _choice("backend.dist_backend", b.dist_backend, DIST_BACKENDS)
     _choice("backend.zero_stage", b.zero_stage, (1, 2, 3))
     _positive("backend.replicate", b.replicate)
     _require(world_size % b.replicate == 0,
@@ -513,13 +575,12 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _require(not (b.name == "deepspeed" and t.skip_nonfinite > 0),
              "trainer.skip_nonfinite with backend.name=deepspeed is not supported (the engine's step has already "
              "changed the weights when the loss is checked); set trainer.skip_nonfinite=0")
-    t.resume = {"true": "auto", "false": "never"}.get(str(t.resume).lower(), str(t.resume))
-    _require(t.resume in ("never", "auto") or Path(t.resume).is_dir(),
+    _require(t.resume in RESUME_MODES or Path(t.resume).is_dir(),
              f"trainer.resume={t.resume!r} is neither never, auto nor an existing checkpoint directory")
     _require(t.init_from is None or Path(t.init_from).exists(),
              f"trainer.init_from={t.init_from!r} does not exist; give a checkpoint, run or Hugging Face model directory")
     _positive("logging.cosine_every", cfg.logging.cosine_every, allow_zero=True)
-    _choice("logging.wandb_mode", cfg.logging.wandb_mode, ("offline", "online", "disabled"))
+    _choice("logging.wandb_mode", cfg.logging.wandb_mode, WANDB_MODES)
 
 
 def _validate_sft(sft: SFTDataConfig) -> None:

@@ -17,8 +17,7 @@ from nexus_pretrain.optim.dtensor import is_dtensor as _is_dtensor
 from nexus_pretrain.optim.dtensor import like_param as _like_param
 from nexus_pretrain.optim.dtensor import local_tensor as _local
 from nexus_pretrain.optim.grad_norm import BackwardGradNorm
-
-VARIANTS = ("nexus", "nexus_dot", "nsgd", "random", "parallel")
+from nexus_pretrain.optim.traits import NEXUS_VARIANTS as VARIANTS
 
 # Floor of the gradient norm in a normalized step: a zero gradient then gives a zero step, not NaN.
 _MIN_NORM = 1e-12

@@ -13,6 +13,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+SCHEDULES = ("wsd", "cosine", "constant")
+"""schedule.name: warmup-stable-decay, warmup then cosine decay, warmup then constant."""
+DECAY_SHAPES = ("linear", "cosine", "sqrt")
+"""schedule.decay_shape: the shape of WSD's final decay."""
+
 
 def resolve_steps(value: float, max_steps: int, key: str = "steps") -> int:
     """A phase length in steps: ``value`` < 1 is a fraction of max_steps (rounded half up to whole steps),
@@ -59,7 +64,7 @@ def wsd(step: int, max_steps: int, warmup_steps: int, decay_steps: int, decay_sh
     elif decay_shape == "sqrt":
         remaining = 1.0 - math.sqrt(progress)
     else:
-        raise ValueError(f"schedule.decay_shape={decay_shape!r} is not one of linear, cosine, sqrt")
+        raise ValueError(f"schedule.decay_shape={decay_shape!r} is not one of {', '.join(DECAY_SHAPES)}")
     return min_lr_ratio + (1.0 - min_lr_ratio) * remaining
 
 
@@ -86,4 +91,4 @@ def lr_multiplier(schedule_cfg: Any, step: int, max_steps: int) -> float:
         return cosine(step, max_steps, warmup, s.min_lr_ratio)
     if s.name == "constant":
         return constant(step, warmup)
-    raise ValueError(f"schedule.name={s.name!r} is not one of wsd, cosine, constant")
+    raise ValueError(f"schedule.name={s.name!r} is not one of {', '.join(SCHEDULES)}")

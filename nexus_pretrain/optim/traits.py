@@ -8,6 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+OPTIMIZERS = ("adamw", "muon", "nexus")
+"""optim.name: a plain optimizer, or Nexus wrapping the outer one."""
+OUTER_OPTIMIZERS = ("adamw", "muon")
+"""optim.outer: the torch optimizer that takes Nexus's outer step."""
+NEXUS_VARIANTS = ("nexus", "nexus_dot", "nsgd", "random", "parallel")
+"""optim.variant: Nexus (Alg. 3), its ablations and its controls."""
+
 
 @dataclass(frozen=True)
 class OptimizerTraits:
