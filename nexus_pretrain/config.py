@@ -507,16 +507,14 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _positive("data.num_workers", d.num_workers, allow_zero=True)
     _require(d.source != "shards" or bool(d.path),
              "data.path is not set; with data.source=shards set it to the --out folder of nexus-data prepare")
-    if d.fixed_shares:
-        try:
-            apply_fixed_shares(d.domains, d.fixed_shares)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+    try:
+        weights = apply_fixed_shares(d.domains, d.fixed_shares) if d.fixed_shares else d.domains
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     _positive("data.seq_len", d.seq_len)
     if d.source == "sft":
         _validate_sft(d.sft)
     _choice("data.microbatch_domains", d.microbatch_domains, MIXTURE_MODES)
-    weights = apply_fixed_shares(d.domains, d.fixed_shares) if d.fixed_shares else d.domains
     trained = [name for name, w in weights.items() if w > 0]
     _require(d.microbatch_domains != "per_domain" or o.inner_steps % len(trained) == 0,
              f"data.microbatch_domains=per_domain cycles the {len(trained)} domains over the inner batches, but "

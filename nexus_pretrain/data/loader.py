@@ -49,8 +49,6 @@ class MicroBatchLoader:
 
     def __init__(self, sampler: MixtureSampler, layout: BatchLayout, rank: int, stop_step: int,
                  num_workers: int = 0, pin_memory: bool = False):
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers={num_workers} must be >= 0")
         self.sampler, self.layout, self.rank, self.stop_step = sampler, layout, rank, stop_step
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self._batches: Optional[Iterator[MicroBatch]] = None
