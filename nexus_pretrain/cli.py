@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
 from nexus_pretrain.config import ConfigError, register_configs, validate
+from nexus_pretrain.console import configure_logging, show
+from nexus_pretrain.data import embedded
+from nexus_pretrain.data.chinchilla import chinchilla_tokens, steps_for
+from nexus_pretrain.data.domains import check_prepared
+from nexus_pretrain.data.inline import prepare_sources
+from nexus_pretrain.data.prepare import DEFAULT_SHARD_TOKENS, ValidationSplitWarning, prepare
+from nexus_pretrain.data.tokens import domain_tokens, unigram_entropy
+from nexus_pretrain.data.verify import verify_path
 from nexus_pretrain.extras import MissingExtra, check_run_extras
+from nexus_pretrain.overrides import apply_maps, compose, replacing
 from nexus_pretrain.paths import CONFIG_DIR
 from nexus_pretrain.threads import set_default_threads
+from nexus_pretrain.train.errors import RunError
+
+log = logging.getLogger(__name__)
 
 
 def _one_line(error: BaseException) -> str:
@@ -43,9 +61,6 @@ def _one_line(error: BaseException) -> str:
 def check_overrides(overrides: List[str]) -> None:
     """Compose and validate the config the overrides give, and check that its domains are prepared; raise
     ConfigError with one line if bad."""
-    from nexus_pretrain.data.domains import check_prepared
-    from nexus_pretrain.overrides import compose
-
     plain = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         cfg = compose(plain)
@@ -59,29 +74,22 @@ def check_overrides(overrides: List[str]) -> None:
 
 
 def _train_app(cfg) -> None:
-    from omegaconf import OmegaConf
+    from nexus_pretrain.train.cooldown import run_branches  # heavy: torch; override checks stay torch-free
+    from nexus_pretrain.train.trainer import Trainer  # heavy: torch; override checks stay torch-free
 
-    from nexus_pretrain.train.cooldown import run_branches
-    from nexus_pretrain.train.errors import RunError
-    from nexus_pretrain.train.trainer import Trainer
-
-    from hydra.core.hydra_config import HydraConfig
-
+    configure_logging()  # again: Hydra has just set up its own
     run_config = OmegaConf.to_object(cfg)
     # Hydra's output dir is trainer.run_dir for a single run and a per-job subfolder in a sweep (-m).
     run_config.trainer.run_dir = HydraConfig.get().runtime.output_dir
     try:
-        from nexus_pretrain.data.domains import check_prepared
-        from nexus_pretrain.overrides import apply_maps
-
         check_prepared(apply_maps(run_config, HydraConfig.get().overrides.task).data)
         check_run_extras(run_config)
         trainer = Trainer(run_config)
     except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
+        log.error(f"config error: {error}")
         sys.exit(2)
     except (ValueError, RunError) as error:  # bad data or init_from weights found at start-up: one line
-        print(f"error: {error}", file=sys.stderr)
+        log.error(f"error: {error}")
         sys.exit(2)
     is_main, branches = trainer.is_main, []
     try:
@@ -92,18 +100,18 @@ def _train_app(cfg) -> None:
         if not final.get("preempted") and trainer.step == run_config.trainer.max_steps:
             branches = run_branches(run_config, Trainer, is_main)  # trainer.cooldown_from, if any
     except RunError as error:  # a refused resume or fresh start, a damaged checkpoint, a full disk: one line
-        print(f"error: {error}", file=sys.stderr)
+        log.error(f"error: {error}")
         sys.exit(2)
     if not is_main:
         return
     if final.get("preempted"):
-        print(f"stopped by a signal at step {trainer.step}; checkpoint saved in {trainer.run_dir}/checkpoints; "
+        show(f"stopped by a signal at step {trainer.step}; checkpoint saved in {trainer.run_dir}/checkpoints; "
               "continue with trainer.resume=auto")
         return
     summary = ", ".join(f"{k}={v:.4f}" for k, v in final.items() if k.startswith(("val/pretrain", "ood/mean", "loss")))
-    print(f"finished step {trainer.step} in {trainer.run_dir}: {summary}")
+    show(f"finished step {trainer.step} in {trainer.run_dir}: {summary}")
     for branch in branches:
-        print(f"cooldown branch: {branch}")
+        show(f"cooldown branch: {branch}")
 
 
 def default_cuda_allocator() -> None:
@@ -116,8 +124,7 @@ def default_cuda_allocator() -> None:
 
 def train(argv: Optional[List[str]] = None) -> None:
     """nexus-train: Hydra entry point; bad overrides fail fast with one line."""
-    import hydra
-
+    configure_logging()
     default_cuda_allocator()
     set_default_threads()
 
@@ -125,17 +132,15 @@ def train(argv: Optional[List[str]] = None) -> None:
     try:
         check_run_extras(None, argv)
     except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
+        log.error(f"config error: {error}")
         sys.exit(2)
     if not any(a.startswith("-") for a in argv):  # Hydra flags (--help, -m, --cfg) go straight to Hydra
         try:
             check_overrides(argv)
         except ConfigError as error:
-            print(f"config error: {error}", file=sys.stderr)
+            log.error(f"config error: {error}")
             sys.exit(2)
     register_configs()
-    from nexus_pretrain.overrides import replacing
-
     sys.argv = [sys.argv[0], *replacing(argv)]  # a dict for data.domains is the whole map (overrides.py)
     hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")(_train_app)()
 
@@ -181,6 +186,7 @@ def data(argv: Optional[List[str]] = None) -> None:
     chin.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step")
     chin.add_argument("--seq-len", type=int, default=2048, help="tokens per sequence")
     args = parser.parse_args(argv)
+    configure_logging()
     try:
         if args.command == "stats":
             _data_stats()
@@ -189,42 +195,32 @@ def data(argv: Optional[List[str]] = None) -> None:
         elif args.command == "verify":
             _data_verify(args.path)
         else:
-            from nexus_pretrain.data.chinchilla import chinchilla_tokens, steps_for
-
             tokens = chinchilla_tokens(args.preset, args.multiplier)
             steps = steps_for(tokens, args.global_batch, args.seq_len)
-            print(f"preset={args.preset} multiplier={args.multiplier:g}: tokens={tokens} "
+            show(f"preset={args.preset} multiplier={args.multiplier:g}: tokens={tokens} "
                   f"steps={steps} (global_batch={args.global_batch}, seq_len={args.seq_len})")
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        log.error(f"error: {error}")
         sys.exit(2)
 
 
 def _data_verify(path: Path) -> None:
-    from nexus_pretrain.data.verify import verify_path
-
     passed, problems = verify_path(path)
     for line in passed:
-        print(f"ok  {line}")
+        show(f"ok  {line}")
     for line in problems:
-        print(f"error: {line}", file=sys.stderr)
+        log.error(f"error: {line}")
     if problems:
         sys.exit(1)
 
 
 def _prepare_sources(args: argparse.Namespace) -> list:
     """nexus-data prepare's recipes: recipe files as they are, DOMAIN=FILES built from the options."""
-    from nexus_pretrain.data.inline import prepare_sources
-
     ood = [name for names in args.ood for name in names.split(",") if name]
     return prepare_sources(args.recipes, args.text_field, args.val_fraction, ood, args.sample_by)
 
 
 def _data_prepare(args: argparse.Namespace) -> None:
-    import warnings
-
-    from nexus_pretrain.data.prepare import DEFAULT_SHARD_TOKENS, ValidationSplitWarning, prepare
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ValidationSplitWarning)
         summaries = prepare(_prepare_sources(args), args.out, tokenizer=args.tokenizer, workers=args.workers,
@@ -232,7 +228,7 @@ def _data_prepare(args: argparse.Namespace) -> None:
                             encoder=args.encoder)
     for warning in caught:
         if issubclass(warning.category, ValidationSplitWarning):
-            print(f"warning: {warning.message}", file=sys.stderr)
+            log.warning(f"warning: {warning.message}")
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     total_tokens = sum(s["tokens"] for s in summaries)
@@ -240,37 +236,34 @@ def _data_prepare(args: argparse.Namespace) -> None:
     for s in summaries:
         state = "up to date, skipped" if s["skipped"] else \
             f"{s['tokens']} tokens in {s['seconds']:.2f}s ({s['tokens'] / max(s['seconds'], 1e-9):,.0f} tokens/s)"
-        print(f"{s['domain']:<12} {state}")
+        show(f"{s['domain']:<12} {state}")
     if total_seconds > 0:
-        print(f"{'total':<12} {total_tokens} tokens in {total_seconds:.2f}s "
+        show(f"{'total':<12} {total_tokens} tokens in {total_seconds:.2f}s "
               f"({total_tokens / total_seconds:,.0f} tokens/s) -> {args.out}")
 
 
 def _data_stats() -> None:
-    from nexus_pretrain.data import embedded
-    from nexus_pretrain.data.tokens import domain_tokens, unigram_entropy
-
     tokenizer = embedded.load_tokenizer()
-    print(f"{'domain':<8} {'split':<6} {'documents':>9} {'tokens':>10} {'unigram H (nats)':>17}")
+    show(f"{'domain':<8} {'split':<6} {'documents':>9} {'tokens':>10} {'unigram H (nats)':>17}")
     for domain in embedded.DOMAINS:
         splits = ("val",) if domain in embedded.OOD_DOMAINS else ("train", "val")
         for split in splits:
             tokens = domain_tokens(domain, split, tokenizer=tokenizer)
             docs = len(embedded.load_documents(domain)) if split == splits[0] else ""
-            print(f"{domain:<8} {split:<6} {docs!s:>9} {len(tokens):>10} {unigram_entropy(tokens):>17.3f}")
+            show(f"{domain:<8} {split:<6} {docs!s:>9} {len(tokens):>10} {unigram_entropy(tokens):>17.3f}")
 
 
 def evaluate(argv: Optional[List[str]] = None) -> None:
     """nexus-eval: benchmarks, downstream and held-out losses of a checkpoint (see nexus-eval --help)."""
     set_default_threads()
-    from nexus_pretrain.evaluation.command import main
+    from nexus_pretrain.evaluation.command import main  # heavy: torch and lm-eval, only for nexus-eval
 
     _run(main, argv)
 
 
 def report(argv: Optional[List[str]] = None) -> None:
     """nexus-report: compare runs (run directories) or build the paper's tables (results JSONs)."""
-    from nexus_pretrain.report.command import main
+    from nexus_pretrain.report.command import main  # heavy: the report stack, only for nexus-report
 
     _run(main, argv)
 
@@ -282,43 +275,45 @@ def export(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("checkpoint", type=Path, help="checkpoint directory (or a run directory: its newest one)")
     parser.add_argument("out_dir", type=Path, help="directory to write config.json, model.safetensors, tokenizer")
     args = parser.parse_args(argv)
-    from nexus_pretrain.train import checkpoint as ckpt
-    from nexus_pretrain.train.export import export_checkpoint
+    configure_logging()
+    from nexus_pretrain.train import checkpoint as ckpt  # heavy: torch, only for nexus-export
+    from nexus_pretrain.train.export import export_checkpoint  # heavy: torch, only for nexus-export
 
     checkpoint = args.checkpoint
     try:
         if not (checkpoint / ckpt.META_FILE).is_file() and not ckpt.is_sealed(checkpoint):
             checkpoint = ckpt.latest_valid_checkpoint(checkpoint)  # damaged newer ones skipped with a warning
             if checkpoint is None:
-                print(f"error: {args.checkpoint} is neither a complete checkpoint nor a run directory with one",
-                      file=sys.stderr)
+                log.error(f"error: {args.checkpoint} is neither a complete checkpoint nor a run directory with one")
                 sys.exit(2)
-        print(f"exported {checkpoint} -> {export_checkpoint(checkpoint, args.out_dir)}")
+        show(f"exported {checkpoint} -> {export_checkpoint(checkpoint, args.out_dir)}")
     except ckpt.CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
+        log.error(f"error: {error}")
         sys.exit(2)
 
 
 def analyze(argv: Optional[List[str]] = None) -> None:
     """nexus-analyze: the paper's Sec. 5.1 analyses (gradient cosine, parameter closeness, loss landscape, Fig. 7a)."""
     set_default_threads()
-    from nexus_pretrain.analysis.command import main
+    from nexus_pretrain.analysis.command import main  # heavy: torch, only for nexus-analyze
 
     _run(main, argv)
 
 
 def _run(main, argv: Optional[List[str]]) -> None:
     """A command's main; a missing optional dependency ends it with one line naming the extra to install."""
+    configure_logging()
     try:
         main(argv)
     except MissingExtra as error:
-        print(f"error: {error}", file=sys.stderr)
+        log.error(f"error: {error}")
         sys.exit(2)
 
 
 def bench(argv: Optional[List[str]] = None) -> None:
     """nexus-bench: AdamW vs Nexus step time and memory on one device."""
+    configure_logging()
     default_cuda_allocator()
-    from nexus_pretrain.bench import main as bench_main
+    from nexus_pretrain.bench import main as bench_main  # heavy: torch; set the allocator before it loads
 
     bench_main(argv)

@@ -6,16 +6,34 @@ then prints one summary, draws their loss curves and names the next commands to 
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from tqdm import tqdm
+
 from nexus_pretrain.config import TrainConfig
+from nexus_pretrain.console import configure_logging, show
+from nexus_pretrain.data import store
+from nexus_pretrain.data.build import build_data
+from nexus_pretrain.data.prepare import ValidationSplitWarning, prepare
+from nexus_pretrain.data.tokens import unigram_entropy
+from nexus_pretrain.extras import MissingExtra
+from nexus_pretrain.overrides import compose
 from nexus_pretrain.paths import asset_dir
+from nexus_pretrain.report.plots import overview
+from nexus_pretrain.report.runs import final_metrics
+from nexus_pretrain.report.sweep import compare_runs
+from nexus_pretrain.threads import set_default_threads
+
+log = logging.getLogger(__name__)
 
 RUNS = {"adamw": ["optim=adamw"], "nexus": ["optim=nexus"]}
 DEMO_ROOT = Path("runs/demo")
@@ -40,11 +58,6 @@ def prepare_demo_data(out: Path, recipes: Optional[Sequence[Path]] = None, worke
 
     One worker: the encoder's Rust thread pool already uses every core, and no process is spawned.
     """
-    import warnings
-
-    from nexus_pretrain.data import store
-    from nexus_pretrain.data.prepare import ValidationSplitWarning, prepare
-
     with warnings.catch_warnings():  # small validation splits are known here: the demo evaluates at seq_len 128
         warnings.simplefilter("ignore", ValidationSplitWarning)
         summaries = prepare(list(recipes or demo_recipes()), out, workers=workers, progress=False)
@@ -67,8 +80,6 @@ def describe_prepared(summaries: List[Dict[str, Any]], out: Path) -> str:
 
 def compose_config(overrides: List[str]) -> TrainConfig:
     """The train config Hydra composes from configs/ with these overrides (as nexus-train does)."""
-    from nexus_pretrain.overrides import compose
-
     return compose(overrides)
 
 
@@ -80,8 +91,6 @@ def run_overrides(name: str, data_dir: Path, run_dir: Path, extra: Sequence[str]
 
 def _last_step(run_dir: Path) -> int:
     """The last step a running run logged (0 before its first line; a line being written is skipped)."""
-    import json
-
     path = run_dir / "metrics.jsonl"
     step = 0
     if path.is_file():
@@ -102,8 +111,6 @@ class Progress:
         self.bar = None
         self.next_line = PROGRESS_EVERY_S
         if terminal:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=steps * len(run_dirs), desc=" + ".join(run_dirs), unit="step", dynamic_ncols=True)
 
     def update(self, final: bool = False) -> None:
@@ -118,7 +125,7 @@ class Progress:
         if final or elapsed >= self.next_line:
             self.next_line = elapsed + PROGRESS_EVERY_S
             steps = ", ".join(f"{name} {step}/{self.steps}" for name, step in done.items())
-            print(f"  {elapsed:4.0f}s  steps: {steps}", flush=True)
+            log.info(f"  {elapsed:4.0f}s  steps: {steps}")
 
 
 def train_side_by_side(names: Sequence[str], data_dir: Path, root: Path, extra: Sequence[str],
@@ -135,7 +142,7 @@ def train_side_by_side(names: Sequence[str], data_dir: Path, root: Path, extra: 
         processes[name] = (subprocess.Popen([sys.executable, "-m", "nexus_pretrain",
                                              *run_overrides(name, data_dir, run_dir, extra)],
                                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)), log)
-    progress = Progress(run_dirs, steps, sys.stdout.isatty())
+    progress = Progress(run_dirs, steps, sys.stderr.isatty())
     while any(p.poll() is None for p, _ in processes.values()):
         time.sleep(0.5)
         progress.update()
@@ -145,8 +152,8 @@ def train_side_by_side(names: Sequence[str], data_dir: Path, root: Path, extra: 
     failed = [name for name, (p, _) in processes.items() if p.returncode != 0]
     for name in failed:
         tail = (root / f"{name}.log").read_text().strip().splitlines()[-15:]
-        print(f"the {name} run failed (exit {processes[name][0].returncode}); the end of {root / name}.log:\n  "
-              + "\n  ".join(tail), file=sys.stderr)
+        log.error(f"the {name} run failed (exit {processes[name][0].returncode}); the end of {root / name}.log:\n  "
+                  + "\n  ".join(tail))
     if failed:
         sys.exit(1)
     return run_dirs
@@ -155,9 +162,6 @@ def train_side_by_side(names: Sequence[str], data_dir: Path, root: Path, extra: 
 def unigram_baseline(cfg: TrainConfig) -> float:
     """Mixture-weighted per-domain unigram entropy of a run's training data (nats/token): the loss of a model
     that knows each domain's token frequencies and nothing else."""
-    from nexus_pretrain.data.build import build_data
-    from nexus_pretrain.data.tokens import unigram_entropy
-
     sampler = build_data(cfg.data, seed=0).sampler
     return sum(unigram_entropy(sampler.streams[d]) * sampler.weights[d] for d in sampler.domains)
 
@@ -165,39 +169,32 @@ def unigram_baseline(cfg: TrainConfig) -> float:
 def main(argv: List[str] | None = None) -> Dict[str, Dict[str, float]]:
     """Prepare the data, train both runs side by side, print the summary and write the figure; returns each
     run's final metrics."""
-    from nexus_pretrain.extras import MissingExtra
-    from nexus_pretrain.report.runs import final_metrics
-    from nexus_pretrain.report.sweep import compare_runs
-    from nexus_pretrain.threads import set_default_threads
-
+    configure_logging()
     extra = sys.argv[1:] if argv is None else argv
     root, started = DEMO_ROOT, time.perf_counter()
     data_dir = root / "data"
-    print(describe_prepared(prepare_demo_data(data_dir), data_dir), flush=True)
+    log.info(describe_prepared(prepare_demo_data(data_dir), data_dir))
     cfg = compose_config(run_overrides("nexus", data_dir, root / "nexus", extra))
     threads = set_default_threads(concurrent=len(RUNS))  # the cores shared between the runs, which inherit it
-    print(f"Training {' and '.join(RUNS)} side by side: {cfg.trainer.max_steps} steps of "
-          f"{cfg.trainer.global_batch}x{cfg.data.seq_len} tokens each, the tiny model, "
-          f"{threads or os.environ['OMP_NUM_THREADS']} thread(s) each; logs in {root}/<run>.log", flush=True)
+    log.info(f"Training {' and '.join(RUNS)} side by side: {cfg.trainer.max_steps} steps of "
+             f"{cfg.trainer.global_batch}x{cfg.data.seq_len} tokens each, the tiny model, "
+             f"{threads or os.environ['OMP_NUM_THREADS']} thread(s) each; logs in {root}/<run>.log")
     run_dirs = train_side_by_side(list(RUNS), data_dir, root, extra, cfg.trainer.max_steps)
     finals = {name: final_metrics(d) for name, d in run_dirs.items()}
-    print()
-    print(compare_runs(list(run_dirs.values()), baseline=str(run_dirs["adamw"])))
-    print(f"\nval: held-out documents of each training domain; pretrain: their mixture; OOD: "
+    show()
+    show(compare_runs(list(run_dirs.values()), baseline=str(run_dirs["adamw"])))
+    show(f"\nval: held-out documents of each training domain; pretrain: their mixture; OOD: "
           f"{', '.join(cfg.data.ood_domains)}, never trained on. A model that knows only each domain's token "
           f"frequencies would score {unigram_baseline(cfg):.3f} on the mixture.")
     try:
-        from nexus_pretrain.report.plots import overview
-
-        figure = overview(list(run_dirs.values()), root)[0]
-        print(f"Loss curves: {figure}")
+        show(f"Loss curves: {overview(list(run_dirs.values()), root)[0]}")
     except MissingExtra as error:
-        print(f"No figure: {error}")
-    print(f"\nDemo finished in {time.perf_counter() - started:.0f}s. Everything is in {root}/: per run "
+        log.warning(f"No figure: {error}")
+    show(f"\nDemo finished in {time.perf_counter() - started:.0f}s. Everything is in {root}/: per run "
           "config.yaml, metrics.jsonl and the exported model hf/.\nNext, try:")
     width = max(len(command) for command, _ in NEXT_COMMANDS)
     for command, what in NEXT_COMMANDS:
-        print(f"  {command:<{width}}  # {what}")
+        show(f"  {command:<{width}}  # {what}")
     return finals
 
 

@@ -11,6 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from nexus_pretrain.config import register_configs
+from nexus_pretrain.paths import CONFIG_DIR
+
 MAP_KEYS = ("data.domains", "data.fixed_shares")
 
 
@@ -34,8 +42,6 @@ def replacing(overrides: Sequence[str]) -> List[str]:
 
 def given_maps(overrides: Sequence[str]) -> Dict[str, Dict[str, float]]:
     """The dict each map key is given by one run's overrides (the last one wins)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     chosen = [o for o in overrides if _split(o)[0] in MAP_KEYS and _split(o)[1].lstrip().startswith("{")]
     maps: Dict[str, Dict[str, float]] = {}
     for parsed in OverridesParser.create().parse_overrides(chosen):
@@ -57,12 +63,7 @@ def apply_maps(cfg: Any, overrides: Sequence[str]) -> Any:
 
 def compose(overrides: Sequence[str]) -> Any:
     """The TrainConfig that ``nexus-train OVERRIDES`` runs with (configs/train.yaml, maps replaced)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
 
-    from nexus_pretrain.config import register_configs
-    from nexus_pretrain.paths import CONFIG_DIR
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

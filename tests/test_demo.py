@@ -28,11 +28,11 @@ def test_the_demo_trains_both_runs_side_by_side_and_draws_them(tmp_path, monkeyp
         finals = demo.main([*TINY, "data.domains={web: 1.0}"])
     finally:
         torch.set_num_threads(threads_before)  # the demo shares the cores out in this process too
-    out = capsys.readouterr().out
-    assert out.count("Data: runs/demo/data") == 1  # was printed twice
-    threads = int(re.search(r"(\d+) thread\(s\) each", out).group(1))  # the free cores shared by the two runs
+    out, err = capsys.readouterr()  # the summary on stdout; status and progress as log messages on stderr
+    assert err.count("Data: runs/demo/data") == 1  # was printed twice
+    threads = int(re.search(r"(\d+) thread\(s\) each", err).group(1))  # the free cores shared by the two runs
     assert 1 <= threads <= max(1, len(os.sched_getaffinity(0)) // 2)
-    assert "steps: adamw 4/4, nexus 4/4" in out  # periodic lines, not a bar, when stdout is no terminal
+    assert "steps: adamw 4/4, nexus 4/4" in err  # periodic lines, not a bar, when stderr is no terminal
     assert "| run | optimizer | step | seeds | pretrain | OOD | val web | train loss |" in out
     assert "| optim=adamw | adamw | 4 | 1 |" in out and "| optim=nexus | nexus(adamw) | 4 | 1 |" in out
     assert (tmp_path / "runs/demo/loss_curves.png").stat().st_size > 10_000 and "Loss curves: runs/demo/loss_curves.png" in out

@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 import torch
 
-from nexus_pretrain.analysis.sources import flat_parameters, objective_backward, objective_loss
+from nexus_pretrain.analysis.sources import flat_parameters, is_gold, objective_backward, objective_loss
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -22,7 +22,6 @@ OPTIMIZERS = ("adamw", "sgd")
 @dataclass
 class GDSettings:
     """Full-batch descent on a task's gold-answer loss."""
-
     steps: int = 100
     lr: float = 2e-5
     weight_decay: float = 0.0
@@ -96,8 +95,6 @@ def parameter_closeness(model: torch.nn.Module, tasks: Dict[str, Any], settings:
 
 
 def _size(data: Any) -> Dict[str, int]:
-    from nexus_pretrain.analysis.sources import is_gold
-
     if is_gold(data):
         return {"examples": len(data), "tokens": sum(min(n, len(t) - 1) for t, n in data)}
     return {"examples": sum(len(b.inputs) for b in data), "tokens": sum(b.targets.numel() for b in data)}

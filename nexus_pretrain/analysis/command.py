@@ -16,18 +16,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import torch
+
+from nexus_pretrain.analysis import isoloss
+from nexus_pretrain.analysis import landscape as ls
+from nexus_pretrain.analysis.closeness import GDSettings, parameter_closeness
+from nexus_pretrain.analysis.downstream_cosine import cosines_over_checkpoints
+from nexus_pretrain.analysis.sources import (downstream_sequences, flat_parameters, load_checkpoint_model,
+                                             resolve_checkpoints, training_set)
+from nexus_pretrain.console import show
+from nexus_pretrain.evaluation import command as eval_command
+from nexus_pretrain.evaluation.benchmarks import BENCHMARKS, select
+from nexus_pretrain.evaluation.results import load_results
+from nexus_pretrain.extras import MissingExtra
+from nexus_pretrain.report.plots import downstream_vs_pretrain
+
+log = logging.getLogger(__name__)
+
 PROG = "nexus-analyze"
 
 
 def _common(p: argparse.ArgumentParser, tasks_required: bool) -> None:
-    from nexus_pretrain.evaluation.benchmarks import BENCHMARKS
-
     p.add_argument("--tasks", required=tasks_required, default=None,
                    help=f"comma-separated downstream benchmarks: {','.join(BENCHMARKS)}")
     p.add_argument("--data-dir", type=Path, default=None,
@@ -113,8 +129,6 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _task_names(args: argparse.Namespace) -> List[str]:
-    from nexus_pretrain.evaluation.benchmarks import select
-
     names = [t for t in (args.tasks or "").split(",") if t]
     if args.tasks is not None and not names:
         raise ValueError("--tasks is empty")
@@ -124,13 +138,10 @@ def _task_names(args: argparse.Namespace) -> List[str]:
 
 class _TaskCache:
     """Downstream sequences per (tokenizer, context length): checkpoints of one run share them."""
-
     def __init__(self, names: List[str], data_dir: Path, limit: Optional[int]):
         self.names, self.data_dir, self.limit, self.cache = names, data_dir, limit, {}
 
     def __call__(self, loaded: Any) -> Dict[str, Any]:
-        from nexus_pretrain.analysis.sources import downstream_sequences
-
         if not self.names:
             return {}
         d = loaded.cfg.data
@@ -148,9 +159,6 @@ def _write_json(path: Path, value: Any) -> Path:
 
 
 def run_cosine(args: argparse.Namespace) -> Dict[str, Any]:
-    from nexus_pretrain.analysis.downstream_cosine import cosines_over_checkpoints
-    from nexus_pretrain.analysis.sources import resolve_checkpoints
-
     names = _task_names(args)
     checkpoints = resolve_checkpoints(args.paths, all_of_run=True)
     tasks = _TaskCache(names, _data_dir(args), args.limit)
@@ -158,15 +166,13 @@ def run_cosine(args: argparse.Namespace) -> Dict[str, Any]:
     result["tasks"] = names
     path = _write_json(args.out / "cosine.json", result)
     for key, value in result["mean"].items():
-        print(f"{key:<32} {value:+.4f}")
-    print(f"mean over {len(checkpoints)} checkpoint(s); wrote {path}")
+        show(f"{key:<32} {value:+.4f}")
+    show(f"mean over {len(checkpoints)} checkpoint(s); wrote {path}")
     return result
 
 
 def _final_model_and_tasks(args: argparse.Namespace, need_train: bool = False):
     """The newest checkpoint's model, its targets (tasks, then --domains) and its training set (or None)."""
-    from nexus_pretrain.analysis.sources import load_checkpoint_model, resolve_checkpoints, training_set
-
     names = _task_names(args)
     domains = [d for d in (args.domains or "").split(",") if d]
     if not names and not domains:
@@ -188,17 +194,11 @@ def _final_model_and_tasks(args: argparse.Namespace, need_train: bool = False):
 
 
 def _settings(args: argparse.Namespace):
-    from nexus_pretrain.analysis.closeness import GDSettings
-
     return GDSettings(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
                       batch_size=args.batch_size)
 
 
 def run_closeness(args: argparse.Namespace) -> Dict[str, Any]:
-    import torch
-
-    from nexus_pretrain.analysis.closeness import parameter_closeness
-
     settings = _settings(args)
     loaded, tasks, _ = _final_model_and_tasks(args)
     per_task = parameter_closeness(loaded.model, tasks, settings, keep=args.save_minimizer)
@@ -210,17 +210,13 @@ def run_closeness(args: argparse.Namespace) -> Dict[str, Any]:
     result = {"checkpoint": str(loaded.path), "step": loaded.step, "settings": vars(settings), "tasks": per_task}
     path = _write_json(args.out / "closeness.json", result)
     for column, e in per_task.items():
-        print(f"{column:<10} ||dtheta|| {e['distance']:.4e} (relative {e['relative']:.3e})  "
+        show(f"{column:<10} ||dtheta|| {e['distance']:.4e} (relative {e['relative']:.3e})  "
               f"loss {e['loss_before']:.4f} -> {e['loss_after']:.4f}")
-    print(f"wrote {path}")
+    show(f"wrote {path}")
     return result
 
 
 def run_landscape(args: argparse.Namespace) -> Dict[str, Any]:
-    from nexus_pretrain.analysis import landscape as ls
-    from nexus_pretrain.analysis.closeness import parameter_closeness
-    from nexus_pretrain.analysis.sources import flat_parameters
-
     settings = _settings(args)
     alphas = ls.axis(*args.alpha_range, args.grid, must=(0.0, 1.0))
     betas = ls.axis(*args.beta_range, args.grid, must=(0.0,))
@@ -243,18 +239,13 @@ def run_landscape(args: argparse.Namespace) -> Dict[str, Any]:
                           title=f"{column}: step {loaded.step}, ||d1|| = {float(d1.norm()):.3e}")
         out["tasks"][column] = {**{k: v for k, v in entry.items() if k != "losses"}, "npz": str(npz),
                                 "figures": [str(p) for p in figures], "d2_norm": float(d2.norm())}
-        print(f"{column:<10} ||d1|| {float(d1.norm()):.4e}; wrote {npz} and {figures[0]}")
+        show(f"{column:<10} ||d1|| {float(d1.norm()):.4e}; wrote {npz} and {figures[0]}")
     _write_json(args.out / "landscape.json", out)
     return out
 
 
 def run_fig7a(args: argparse.Namespace) -> Dict[str, Any]:
     """nexus-eval --checkpoint --no-harness on every checkpoint, then report.plots.downstream_vs_pretrain."""
-    from nexus_pretrain.analysis.sources import resolve_checkpoints
-    from nexus_pretrain.evaluation import command as eval_command
-    from nexus_pretrain.evaluation.results import load_results
-    from nexus_pretrain.report.plots import downstream_vs_pretrain
-
     _task_names(args)
     checkpoints = resolve_checkpoints(args.paths, all_of_run=True)
     results, files = [], []
@@ -279,17 +270,14 @@ def run_fig7a(args: argparse.Namespace) -> Dict[str, Any]:
                            "pretrain": r["metrics"]["pretrain"], "downstream": r["metrics"]["loss"].get("All")}
                           for r in results]}
     _write_json(args.out / "fig7a.json", summary)
-    print(f"wrote {len(files)} results JSON(s) under {args.out / 'fig7a'} and {figures[0]}")
+    show(f"wrote {len(files)} results JSON(s) under {args.out / 'fig7a'} and {figures[0]}")
     return summary
 
 
 def run_isoloss(args: argparse.Namespace) -> Dict[str, Any]:
     """analysis.isoloss.compare, its table, JSON and figure (OUT/isoloss_<metric>.json, .png, .pdf)."""
-    from nexus_pretrain.analysis import isoloss
-    from nexus_pretrain.extras import MissingExtra
-
     result = isoloss.compare(args.paths, args.baseline, args.metric, args.interpolation)
-    print(isoloss.summary_text(result))
+    show(isoloss.summary_text(result))
     stem = isoloss.file_stem(args.metric)
     try:
         result["figures"] = [str(p) for p in isoloss.plot(result, args.out, stem)]
@@ -297,7 +285,7 @@ def run_isoloss(args: argparse.Namespace) -> Dict[str, Any]:
     except MissingExtra as error:
         figures = f"; no figure: {error}"
     path = _write_json(args.out / f"{stem}.json", result)
-    print(f"wrote {path}{figures}")
+    show(f"wrote {path}{figures}")
     return result
 
 
@@ -324,7 +312,7 @@ def run(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     except (FileNotFoundError, ValueError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         sys.exit(f"{PROG} {args.command}: {message}")
-    print(f"{args.command} done in {time.perf_counter() - started:.1f}s")
+    log.info(f"{args.command} done in {time.perf_counter() - started:.1f}s")
     return result
 
 

@@ -18,9 +18,9 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
-from nexus_pretrain.analysis.grad_similarity import (combine_gradients, gradient_cosines, mean_over,
-                                                     named_gradients)
-from nexus_pretrain.analysis.sources import Sequences, TrainingSet, domain_loss, gold_loss
+from nexus_pretrain.analysis.sources import (Sequences, TrainingSet, domain_loss, gold_loss, load_checkpoint_model,
+                                             training_set)
+from nexus_pretrain.optim.grad_similarity import combine_gradients, gradient_cosines, mean_over, named_gradients
 
 TRAIN = "train"
 
@@ -69,7 +69,6 @@ def cosines_over_checkpoints(checkpoints: Sequence[Any], tasks_fn, n_sequences: 
     ``tasks_fn(loaded_checkpoint)`` gives the task sequences (tokenized for that checkpoint's tokenizer
     and context); the training windows come from each checkpoint's own run config.
     """
-    from nexus_pretrain.analysis.sources import load_checkpoint_model, training_set
 
     per_checkpoint = []
     for path in checkpoints:

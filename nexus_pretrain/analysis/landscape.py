@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from nexus_pretrain.analysis.sources import (TrainingSet, mixture_loss, objective_loss,
-                                             set_flat_parameters)
+from nexus_pretrain.analysis.sources import TrainingSet, mixture_loss, objective_loss, set_flat_parameters
+from nexus_pretrain.report.plots import _pyplot, _save
 
 DIRECTIONS = ("random", "filter")
 
@@ -107,8 +107,6 @@ def save_npz(path: Path, alphas: np.ndarray, betas: np.ndarray, grids: Mapping[s
 def plot(out_dir: Path, name: str, alphas: np.ndarray, betas: np.ndarray, grids: Mapping[str, np.ndarray],
          title: str = "") -> List[Path]:
     """One contour panel per loss; theta_train* marked at (0, 0), theta_T* at (1, 0). PNG and PDF."""
-    from nexus_pretrain.report.plots import _pyplot, _save
-
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(grids), figsize=(4.5 * len(grids), 4), squeeze=False)
     A, B = np.meshgrid(alphas, betas)

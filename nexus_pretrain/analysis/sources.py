@@ -20,7 +20,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from nexus_pretrain.model.llama import lm_loss
+from nexus_pretrain.data.build import build_data, load_tokenizer_for
+from nexus_pretrain.data.sampler import eval_batches
+from nexus_pretrain.evaluation.benchmarks import data_files, select
+from nexus_pretrain.evaluation.downstream_loss import gold_sequences, load_tasks, sequences_nll
+from nexus_pretrain.evaluation.harness import offline_env, task_manager
+from nexus_pretrain.model.llama import Llama, lm_loss, rope_cache
+from nexus_pretrain.train import checkpoint as ckpt
+from nexus_pretrain.train.checkpoint import read_meta
+from nexus_pretrain.train.export import load_checkpoint_weights
 
 Sequences = List[Tuple[List[int], int]]
 """Token ids of one example (prefix + context + gold continuation) and how many end tokens are scored."""
@@ -33,7 +41,6 @@ def resolve_checkpoints(paths: Sequence[str | Path], all_of_run: bool = True) ->
     A run directory stands for all its checkpoints (``all_of_run``) or its newest one. Raises
     FileNotFoundError naming a path that is neither.
     """
-    from nexus_pretrain.train import checkpoint as ckpt
 
     out: List[Path] = []
     for path in map(Path, paths):
@@ -65,11 +72,6 @@ class LoadedCheckpoint:
 
 def load_checkpoint_model(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
     """Our Llama with a checkpoint's fp32 weights, its config and tokenizer."""
-    from nexus_pretrain.data.build import load_tokenizer_for
-    from nexus_pretrain.model.llama import Llama
-    from nexus_pretrain.train.checkpoint import read_meta
-    from nexus_pretrain.train.export import load_checkpoint_weights
-
     path = Path(path)
     step = int(read_meta(path)["step"])
     args, state, cfg = load_checkpoint_weights(path)
@@ -88,8 +90,6 @@ def load_checkpoint_model(path: str | Path, device: str = "cpu") -> LoadedCheckp
 
 
 def _rope(args: Any) -> Tuple[torch.Tensor, torch.Tensor]:
-    from nexus_pretrain.model.llama import rope_cache
-
     return rope_cache(args.head_dim, args.max_seq_len, args.rope_theta)
 
 
@@ -97,7 +97,6 @@ def _rope(args: Any) -> Tuple[torch.Tensor, torch.Tensor]:
 @dataclass
 class TrainingSet:
     """Fixed windows of each training domain and the run's mixture weights over them."""
-
     batches: Dict[str, List[Any]]  # domain -> MicroBatch list
     weights: Dict[str, float]
     split: str
@@ -106,9 +105,6 @@ class TrainingSet:
 
 def training_set(cfg: Any, n_sequences: int, batch_size: int, split: str = "train") -> TrainingSet:
     """``n_sequences`` evenly spaced windows of data.seq_len tokens per training domain of a run config."""
-    from nexus_pretrain.data.build import build_data
-    from nexus_pretrain.data.sampler import eval_batches
-
     if split not in ("train", "val"):
         raise ValueError(f"split {split!r} is not one of train, val")
     data = build_data(cfg.data, int(cfg.trainer.seed))
@@ -140,9 +136,6 @@ def downstream_sequences(tokenizer: Any, tasks: Sequence[str], data_dir: Path, m
     ``tasks`` are benchmark names (evaluation/benchmarks.py); raises ValueError on an unknown one and
     FileNotFoundError on missing data.
     """
-    from nexus_pretrain.evaluation.benchmarks import data_files, select
-    from nexus_pretrain.evaluation.downstream_loss import gold_sequences, load_tasks
-    from nexus_pretrain.evaluation.harness import offline_env, task_manager
 
     if not tasks:
         raise ValueError("no downstream task given")
@@ -164,7 +157,6 @@ def downstream_sequences(tokenizer: Any, tasks: Sequence[str], data_dir: Path, m
 def gold_nll(model: torch.nn.Module, sequences: Sequences, batch_size: int = 8) -> Tuple[torch.Tensor, int]:
     """Summed NLL (differentiable) of the scored end tokens of each sequence, and their count (the
     batching and masking of nexus-eval's downstream loss, with gradients)."""
-    from nexus_pretrain.evaluation.downstream_loss import sequences_nll
 
     device = next(model.parameters()).device
     total: torch.Tensor = torch.zeros((), device=device)

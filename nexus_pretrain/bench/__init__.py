@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import gc
 import json
+import logging
 import statistics
 import subprocess
 import sys
@@ -18,14 +19,19 @@ from typing import Dict, List, Optional
 
 import torch
 
+from nexus_pretrain.bench.memory import live_bytes_by_site
 from nexus_pretrain.bench.models import MODELS, build_model
+from nexus_pretrain.bench.profile import profile_step
 from nexus_pretrain.config import ModelConfig, OptimConfig
+from nexus_pretrain.console import show
 from nexus_pretrain.model.float8 import FLOAT8_RECIPES, float8_layers
 from nexus_pretrain.model.llama import flops_per_token, head_sequence_losses
 from nexus_pretrain.model.presets import RESIDUAL_DTYPES, mfu_parameters, resolve_model_args
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.train.backends.single import resolve_device
 from nexus_pretrain.train.metrics import peak_flops, peak_memory_gib
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = {
     "adamw": OptimConfig(name="adamw"),
@@ -213,8 +219,6 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
         out["peak_gib_by_phase"] = _peak_by_phase(batches[:2], bench.loss, optimizer, autocast, device,
                                                   census=args.memory_census is not None)
         if args.profile:
-            from nexus_pretrain.bench.profile import profile_step
-
             label = f"{args.preset}_{model_name}_{optimizer_name}"
             out["profile_ms"] = profile_step(lambda: step(batches), args.profile, label)
     del bench, optimizer
@@ -249,13 +253,11 @@ def _peak_by_phase(batches: List[torch.Tensor], loss_fn, optimizer, autocast, de
             loss = loss_fn(batch)
         end_of("forward")
         if census and i == len(batches) - 1:
-            from nexus_pretrain.bench.memory import live_bytes_by_site
-
             for size, count, site in live_bytes_by_site(torch.cuda.memory._snapshot()):
-                print(f"memory census: {size / 2**30:7.2f} GiB in {count:5d} blocks  {site}", file=sys.stderr)
+                log.info(f"memory census: {size / 2**30:7.2f} GiB in {count:5d} blocks  {site}")
             before = torch.cuda.memory_allocated(device)
             gc.collect()
-            print(f"memory census: gc.collect() freed {(before - torch.cuda.memory_allocated(device)) / 2**30:.2f} GiB",
+            log.info(f"memory census: gc.collect() freed {(before - torch.cuda.memory_allocated(device)) / 2**30:.2f} GiB",
                   file=sys.stderr)
         (loss / len(batches)).backward()
         del loss
@@ -274,11 +276,11 @@ def _fmt(value: Optional[float], spec: str) -> str:
 
 def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.Namespace, device: torch.device) -> None:
     """One row per model and optimizer; Nexus-vs-first-optimizer and ours-vs-HF ratios."""
-    print(f"preset={args.preset} device={device} seq_len={args.seq_len} micro_batch={args.micro_batch} "
+    show(f"preset={args.preset} device={device} seq_len={args.seq_len} micro_batch={args.micro_batch} "
           f"accum={args.accum} steps={args.steps} compile={args.compile} attention={args.attention} "
           f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing} "
           f"float8={args.float8} float8_min_dim={args.float8_min_dim} (MFU against the dense bf16 peak)")
-    print(f"{'model':<8} {'optimizer':<14} {'micro':>5} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "
+    show(f"{'model':<8} {'optimizer':<14} {'micro':>5} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "
           f"{'boundary ms':>12} {'time vs ' + next(iter(next(iter(results.values())))):>14} {'mem vs same':>12} "
           f"{'tok/s vs HF':>12} {'tok/s vs bf16':>13} {'fp8 layers':>10}")
     for model, runs in results.items():
@@ -290,14 +292,14 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
             bf16 = results.get("ours", {}).get(opt) if model == "ours_fp8" else None
             vs_bf16 = r["tokens_per_s"] / bf16["tokens_per_s"] if bf16 else None
             micro = r.get("micro_batch", args.micro_batch)
-            print(f"{model:<8} {opt:<14} {micro:>5} {r['step_s']:>8.3f} {r['tokens_per_s']:>10.0f} {_fmt(r.get('mfu'), '.1%'):>7} "
+            show(f"{model:<8} {opt:<14} {micro:>5} {r['step_s']:>8.3f} {r['tokens_per_s']:>10.0f} {_fmt(r.get('mfu'), '.1%'):>7} "
                   f"{_fmt(r.get('peak_mem_gib'), '.2f'):>9} {_fmt(r.get('boundary_ms'), '.1f'):>12} "
                   f"{r['step_s'] / base['step_s']:>14.3f} {_fmt(mem_ratio, '.3f'):>12} {_fmt(vs_hf, '.3f'):>12} "
                   f"{_fmt(vs_bf16, '.3f'):>13} {r.get('float8_layers', 0):>10}")
     phases = [(m, o, r["peak_gib_by_phase"]) for m, runs in results.items() for o, r in runs.items()
               if "peak_gib_by_phase" in r]
     if phases:
-        print("peak GiB by phase: " + "; ".join(f"{m}/{o} " + " ".join(f"{k} {v:.1f}" for k, v in p.items())
+        show("peak GiB by phase: " + "; ".join(f"{m}/{o} " + " ".join(f"{k} {v:.1f}" for k, v in p.items())
                                                 for m, o, p in phases))
 
 
@@ -313,7 +315,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
         models.insert(models.index("ours") + 1, "ours_fp8")
     optimizers = _names(args.optimizers, OPTIMIZERS, "--optimizers")
     if args.json:
-        print(json.dumps(run_one(models[0], optimizers[0], args, device)))
+        show(json.dumps(run_one(models[0], optimizers[0], args, device)))
         return {}
     argv = sys.argv[1:] if argv is None else argv
     isolated = not args.in_process and len(models) * len(optimizers) > 1

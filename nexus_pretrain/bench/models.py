@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from nexus_pretrain.model.float8 import apply_float8
+from nexus_pretrain.model.hf import hf_config
 from nexus_pretrain.model.llama import Llama, ModelArgs, compile_regions, to_autocast_dtype
 
 MODELS = ("ours", "ours_fp8", "hf")
@@ -19,7 +20,6 @@ MODELS = ("ours", "ours_fp8", "hf")
 @dataclass
 class BenchModel:
     """A model on its device and the training loss of one micro-batch of token ids (B, T+1)."""
-
     module: torch.nn.Module
     loss: Callable[[torch.Tensor], torch.Tensor]
 
@@ -43,9 +43,8 @@ def build_hf(args: ModelArgs, device: torch.device, compile: bool, activation_ch
     as Hugging Face documents); loss from ``labels`` (shifted inside, so T-1 targets per row).
     Activation checkpointing is Hugging Face's, of every n-th layer (every layer in versions without
     ``activation_checkpointing_enable``)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM, LlamaConfig  # heavy: transformers, only for the hf model
 
-    from nexus_pretrain.model.hf import hf_config
 
     config = LlamaConfig(**hf_config(args))
     with torch.device(device):

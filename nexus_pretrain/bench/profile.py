@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+
+from nexus_pretrain.console import show
 
 # First match wins; patterns are matched against kernel names (lower-cased).
 CATEGORIES: List[Tuple[str, str]] = [
@@ -40,7 +43,6 @@ def profile_step(step: Callable[[], None], out_dir: Path, label: str) -> Dict[st
     """Run ``step`` once under the torch profiler; write the category breakdown and the top kernels
     to ``out_dir/label.txt``; return milliseconds per category plus ``wall`` (the step's
     wall time) and ``device`` (summed kernel time)."""
-    from torch.profiler import ProfilerActivity, profile
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.cuda.synchronize()
@@ -65,5 +67,5 @@ def profile_step(step: Callable[[], None], out_dir: Path, label: str) -> Dict[st
     top = sorted(kernels.items(), key=lambda kv: -kv[1])[:40]
     lines += [f"{ms:>9.2f} ms  {categorize(name):<12} {name[:150]}" for name, ms in top]
     (out_dir / f"{label}.txt").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[: 3 + len(by_cat)]))
+    show("\n".join(lines[: 3 + len(by_cat)]))
     return {**by_cat, "wall": wall_ms, "device": device_ms}

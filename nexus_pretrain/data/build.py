@@ -8,8 +8,11 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from nexus_pretrain.data import embedded, store
 from nexus_pretrain.data.mixture import apply_fixed_shares
+from nexus_pretrain.data.prepare import load_tokenizer
 from nexus_pretrain.data.sampler import MixtureSampler
+from nexus_pretrain.data.tokens import domain_tokens, tokenizer_hash
 
 Streams = Dict[str, Any]  # numpy arrays, memmaps or store.ShardedStream: anything with len() and [a:b]
 
@@ -17,7 +20,6 @@ Streams = Dict[str, Any]  # numpy arrays, memmaps or store.ShardedStream: anythi
 @dataclass
 class RunData:
     """Everything the trainer reads: the tokenizer, the mixture sampler and held-out streams."""
-
     tokenizer: Any
     sampler: MixtureSampler  # or sft.sampler.SFTSampler: anything with domains, weights and micro_batch()
     val_streams: Dict[str, np.ndarray]
@@ -28,7 +30,7 @@ def build_data(cfg: Any, seed: int) -> RunData:
     """Load the configured source's tokens (data.source=embedded or shards) and build the sampler, or the
     instruction examples of data.source=sft (nexus_pretrain.sft)."""
     if cfg.source == "sft":
-        from nexus_pretrain.sft.data import build_sft_data
+        from nexus_pretrain.sft.data import build_sft_data  # cycle: sft.data builds on this module
 
         return build_sft_data(cfg, seed)
     weights = dict(cfg.domains)
@@ -46,9 +48,6 @@ def build_data(cfg: Any, seed: int) -> RunData:
 
 
 def _embedded_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams, Streams, Streams]:
-    from nexus_pretrain.data import embedded
-    from nexus_pretrain.data.tokens import domain_tokens
-
     tokenizer = embedded.load_tokenizer()
     known = set(embedded.DOMAINS)
     for name in list(cfg.domains) + list(cfg.ood_domains):
@@ -62,10 +61,6 @@ def _embedded_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams,
 
 
 def _shard_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams, Streams, Streams]:
-    from nexus_pretrain.data import store
-    from nexus_pretrain.data.prepare import load_tokenizer
-    from nexus_pretrain.data.tokens import tokenizer_hash
-
     if not cfg.path:
         raise ValueError("data.path is not set; with data.source=shards set it to the --out folder of "
                          "nexus-data prepare")
@@ -97,9 +92,6 @@ def shard_domains(cfg: Any, data: RunData) -> List[str]:
 def load_tokenizer_for(cfg: Any) -> Any:
     """The tokenizer a data config trains with (without loading any tokens)."""
     if cfg.source == "embedded":
-        from nexus_pretrain.data import embedded
-
         return embedded.load_tokenizer()
-    from nexus_pretrain.data.prepare import load_tokenizer
 
     return load_tokenizer(cfg.tokenizer)[0]

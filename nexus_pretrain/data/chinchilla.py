@@ -9,6 +9,9 @@ option, and for the sizes whose budget the paper does not state (``# budget:`` l
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+
+from nexus_pretrain.model.presets import PRESETS, non_embedding_parameters, resolve_model_args
 
 TOKENS_PER_PARAMETER = 20
 VOCAB_SIZE = 32000
@@ -17,14 +20,12 @@ SEQ_LEN = 2048
 
 def chinchilla_tokens(preset: str, multiplier: float = 1.0) -> int:
     """Training tokens for a model preset: 20 x non-embedding parameters x multiplier (32k vocab, 2048 seq)."""
-    from nexus_pretrain.config import ModelConfig
-    from nexus_pretrain.model.presets import PRESETS, non_embedding_parameters, resolve_model_args
-
     if preset not in PRESETS:
         raise ValueError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}")
     if multiplier <= 0:
         raise ValueError(f"--multiplier {multiplier} must be > 0")
-    params = non_embedding_parameters(resolve_model_args(ModelConfig(preset=preset), VOCAB_SIZE, SEQ_LEN))
+    shape_only = SimpleNamespace(preset=preset)  # the preset's shape, no model-config field overriding it
+    params = non_embedding_parameters(resolve_model_args(shape_only, VOCAB_SIZE, SEQ_LEN))
     return int(round(TOKENS_PER_PARAMETER * params * multiplier))
 
 

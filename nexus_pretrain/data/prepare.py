@@ -23,8 +23,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+from tokenizers import Tokenizer
+from tokenizers.models import BPE
+from tqdm import tqdm
 
 from nexus_pretrain.data import store
+from nexus_pretrain.data.embedded import load_tokenizer as embedded_tokenizer
 from nexus_pretrain.data.recipe import Recipe, iter_documents, load_recipe
 from nexus_pretrain.data.tiktoken_encoder import encode_batch, tiktoken_encoding
 from nexus_pretrain.data.tokens import backend_tokenizer, eos_id, token_dtype, tokenizer_hash, vocab_size
@@ -52,10 +56,8 @@ def rust_threads(workers: int) -> int:
 def load_tokenizer(spec: Optional[str] = None) -> Tuple[Any, str]:
     """A Hugging Face fast tokenizer and its name: the embedded one for None, else a local dir or hub name."""
     if spec is None or spec == "embedded":
-        from nexus_pretrain.data.embedded import load_tokenizer as embedded_tokenizer
-
         return embedded_tokenizer(), "embedded"
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: transformers, only for hub tokenizers
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec)
@@ -113,9 +115,7 @@ def _init_worker(tokenizer_json: str, eos: int, dtype: str, threads: Optional[in
         # the user exported wins. The main process keeps the default: one thread per core.
         os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if threads > 1 else "false")
-    from tokenizers import Tokenizer
 
-    from tokenizers.models import BPE
 
     tokenizer = Tokenizer.from_str(tokenizer_json)
     tokenizer.no_truncation()
@@ -261,7 +261,6 @@ def prepare_recipe(recipe: Recipe, out: Path, tokenizer: Any, name: str, pool: A
 
     `digest` is `tokenizer_hash(tokenizer)` when the caller has it (it takes ~0.1 s: prepare computes it once).
     """
-    from tqdm import tqdm
 
     digest = digest or tokenizer_hash(tokenizer)
     manifest = _existing_manifest(recipe, out, _new_manifest(recipe, tokenizer, name, shard_tokens, digest))

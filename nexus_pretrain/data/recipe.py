@@ -24,6 +24,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import yaml
 
+from nexus_pretrain.data.embedded import DOMAINS, load_documents
+
 SOURCE_KINDS = ("embedded", "hub", "local")
 LOCAL_FORMATS = {"jsonl": "json", "json": "json", "parquet": "parquet", "txt": "text"}
 _TOP_KEYS = {"domain", "source", "filters", "token_budget", "val_fraction", "ood"}
@@ -36,7 +38,6 @@ _FILTER_KEYS = {"min_chars", "max_chars", "dedup"}
 @dataclass
 class Recipe:
     """A validated recipe; `path` is the YAML file it came from."""
-
     path: Path
     domain: str
     kind: str
@@ -124,8 +125,6 @@ def _check_values(r: Recipe) -> None:
     if not isinstance(r.val_fraction, (int, float)) or not 0 < r.val_fraction < 1:
         _fail(p, "val_fraction", f"{r.val_fraction!r} must be in (0, 1)")
     if r.kind == "embedded":
-        from nexus_pretrain.data.embedded import DOMAINS
-
         if r.source["domain"] not in DOMAINS:
             _fail(p, "source.embedded.domain", f"{r.source['domain']!r} is not one of {', '.join(DOMAINS)}")
     if r.kind == "local":
@@ -154,18 +153,16 @@ def _resolve_local(r: Recipe) -> None:
 def iter_texts(recipe: Recipe) -> Iterator[str]:
     """The source's document texts in a fixed order, before filtering."""
     if recipe.kind == "embedded":
-        from nexus_pretrain.data.embedded import load_documents
-
         yield from load_documents(recipe.source["domain"])
     elif recipe.kind == "hub":
-        import datasets
+        import datasets  # heavy: datasets, only for hub and parquet sources
 
         spec = recipe.source
         dataset = datasets.load_dataset(spec["name"], spec.get("config"), split=spec.get("split", "train"),
                                         data_dir=spec.get("data_dir"), streaming=True)
         yield from _texts(dataset, spec["text_field"], f"hub dataset {spec['name']}")
     else:
-        import datasets
+        import datasets  # heavy: datasets, only for hub and parquet sources
 
         spec = recipe.source
         builder = LOCAL_FORMATS[spec["format"]]
@@ -185,7 +182,7 @@ def iter_texts(recipe: Recipe) -> Iterator[str]:
 
 def _file_error(recipe: Recipe, builder: str, kwargs: Dict[str, Any], error: Exception) -> ValueError:
     """A one-line error naming the local file that `error` (raised while reading them all) came from."""
-    import datasets
+    import datasets  # heavy: datasets, only for hub and parquet sources
 
     for file in recipe.files:
         if isinstance(error, UnicodeDecodeError):

@@ -58,7 +58,7 @@ def tiktoken_encoding(tokenizer_json: str) -> Any:
     """A tiktoken Encoding with the ids of the Hugging Face tokenizer serialized in ``tokenizer_json``, its
     added tokens as special tokens; ValueError when the tokenizer is not one tiktoken can run exactly."""
     try:
-        import tiktoken
+        import tiktoken  # optional: fast extra
     except ImportError:
         raise ValueError('--encoder tiktoken needs tiktoken: pip install "nexus_pretrain[fast]"') from None
     spec = json.loads(tokenizer_json)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from .embedded import (END_OF_TEXT, MANIFEST_NAME, OOD_DOMAINS, check_domain, corpus_dir, load_documents,
                        tokenizer_dir)
@@ -130,8 +131,7 @@ def default_cache_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _default_tokenizer():
-    from tokenizers import Tokenizer  # same ids as load_tokenizer(), without importing transformers
-
+    """The embedded tokenizer through tokenizers: the ids of load_tokenizer(), without importing transformers."""
     return Tokenizer.from_file(str(tokenizer_dir() / "tokenizer.json"))
 
 

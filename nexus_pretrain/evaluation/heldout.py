@@ -8,8 +8,14 @@ from typing import Any, Callable, ContextManager, Dict, Mapping
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
+from nexus_pretrain.config import DataConfig
+from nexus_pretrain.data import embedded
+from nexus_pretrain.data.build import build_data
 from nexus_pretrain.data.sampler import eval_batches
+from nexus_pretrain.data.tokens import domain_tokens
+from nexus_pretrain.model.hf import import_hf
 from nexus_pretrain.model.llama import lm_loss
 
 
@@ -51,10 +57,6 @@ def heldout_metrics(model: torch.nn.Module, val_streams: Mapping[str, np.ndarray
 
 def heldout_losses(model_dir: str | Path, seq_len: int = 128, n_sequences: int = 32) -> Dict[str, float]:
     """Held-out losses of an exported Hugging Face model directory on the embedded corpus."""
-    from nexus_pretrain.data import embedded
-    from nexus_pretrain.data.tokens import domain_tokens
-    from nexus_pretrain.model.hf import import_hf
-
     model = import_hf(model_dir)
     tokenizer = embedded.load_tokenizer()
     val = {d: domain_tokens(d, "val", tokenizer=tokenizer) for d in embedded.TRAIN_DOMAINS}
@@ -71,7 +73,6 @@ def run_heldout_losses(run_dir: str | Path, model_dir: str | Path | None = None,
     weights, sequence length and number of windows), so the numbers match its in-loop val/* and ood/*.
     ``model_dir`` defaults to RUN_DIR/hf.
     """
-    from omegaconf import OmegaConf
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
@@ -86,11 +87,7 @@ def data_heldout_losses(data_cfg: Any, seed: int, model_dir: str | Path, batch_s
                         device: str = "cpu") -> Dict[str, float]:
     """Held-out losses of a Hugging Face model directory on the validation and OOD data of a data config
     (e.g. a pretrained model scored on SFT data)."""
-    from omegaconf import OmegaConf
 
-    from nexus_pretrain.config import DataConfig
-    from nexus_pretrain.data.build import build_data
-    from nexus_pretrain.model.hf import import_hf
 
     # Older runs' configs lack fields added since; the dataclass defaults fill them.
     data_cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.structured(data_cfg))

@@ -14,12 +14,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from nexus_pretrain.evaluation.benchmarks import select
 from nexus_pretrain.evaluation.downstream_loss import continuation_nll, gold_sequences, load_tasks
+from nexus_pretrain.evaluation.harness import offline_env, task_manager
 
 
 class DownstreamProbe:
     """Gold-answer sequences of some benchmarks, ready to score on a model (``losses``)."""
-
     def __init__(self, sequences: Dict[str, List[Tuple[List[int], int]]], max_len: int):
         self.sequences, self.max_len = sequences, max_len
 
@@ -28,8 +29,6 @@ class DownstreamProbe:
               limit: Optional[int]) -> "DownstreamProbe":
         """Tokenize the first ``limit`` examples of each named benchmark (nexus-eval's names) from the local
         files in ``data_dir``; ValueError names an unknown benchmark."""
-        from nexus_pretrain.evaluation.benchmarks import select
-        from nexus_pretrain.evaluation.harness import offline_env, task_manager
 
         benchmarks = select(list(task_names))
         offline_env(Path(data_dir))

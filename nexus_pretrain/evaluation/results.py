@@ -36,7 +36,7 @@ def run_metadata(run_dir: Optional[Path], step: Optional[int] = None) -> Dict[st
     if run_dir is None:
         return {"run_dir": None, "run_name": None, "config": None, "optimizer": None, "model": None,
                 "data_mixture": None, "step": step, "tokens": None}
-    from nexus_pretrain.report.runs import optimizer_label
+    from nexus_pretrain.report.runs import optimizer_label  # cycle: report imports train, train evaluation
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
@@ -54,7 +54,7 @@ def run_metadata(run_dir: Optional[Path], step: Optional[int] = None) -> Dict[st
 
 
 def _step_and_tokens(metrics_path: Path, step: Optional[int]) -> tuple:
-    from nexus_pretrain.train.metrics_file import read_metrics
+    from nexus_pretrain.train.metrics_file import read_metrics  # cycle: train imports evaluation
 
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{metrics_path} not found; the run logged no metrics")

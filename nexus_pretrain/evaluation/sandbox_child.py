@@ -20,11 +20,14 @@ Roles:
 """
 
 import builtins
+import importlib
 import json
 import os
 import struct
 import sys
 import traceback
+import types
+from itertools import islice
 
 MAX_MESSAGE = 16 << 20
 MAX_DEPTH = 64
@@ -34,7 +37,7 @@ TMPFS = ("/tmp", "/var/tmp", "/dev/shm")
 
 # ----------------------------------------------------------------------------------------- confinement
 def _libc():
-    import ctypes
+    import ctypes  # only where confinement is applied
 
     return ctypes, ctypes.CDLL(None, use_errno=True)
 
@@ -222,8 +225,6 @@ def serve(namespace, requests, replies):
             raise ValueError("unknown reference")
         return table[index]
 
-    import types
-    from itertools import islice
 
     while True:
         try:
@@ -270,7 +271,6 @@ def serve(namespace, requests, replies):
 # ----------------------------------------------------------------------------------------------- judge
 class Channel:
     """The judge's end of the program's pipes."""
-
     def __init__(self, requests, replies):
         self.requests, self.replies = requests, replies
 
@@ -355,7 +355,6 @@ class Remote:
 
 class Names(dict):
     """The tests' globals: names the trusted code does not define come from the program, by lookup."""
-
     def __init__(self, channel):
         super().__init__(__name__="__main__", __builtins__=builtins)
         self.channel = channel
@@ -369,7 +368,6 @@ class Names(dict):
             module = str(reply[1]) if len(reply) == 2 else ""
             if module.split(".")[0] not in sys.stdlib_module_names:
                 raise NameError(f"name {name!r} is the program's module {module[:100]!r}, not a standard one")
-            import importlib
 
             return importlib.import_module(module)
         return self.channel.result(reply)

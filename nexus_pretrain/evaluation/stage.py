@@ -7,12 +7,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from nexus_pretrain.evaluation.benchmarks import COLUMNS, TASKS_DIR, select
+from nexus_pretrain.evaluation.downstream_loss import model_downstream_losses
+from nexus_pretrain.evaluation.harness import run_harness
+from nexus_pretrain.evaluation.heldout import heldout_losses, run_heldout_losses
+from nexus_pretrain.evaluation.results import build_results, run_metadata, task_hashes
+from nexus_pretrain.evaluation.sandbox import isolation
 
 
 @dataclass
 class EvalSettings:
     """What to evaluate and how (nexus-eval's options)."""
-
     tasks: List[str] = field(default_factory=list)  # benchmark names; empty = all eight
     data_dir: Path = Path("data/benchmarks")
     limit: Optional[int] = None
@@ -40,12 +44,6 @@ def resolve_dirs(path: Path) -> tuple:
 def evaluate_checkpoint(path: Path, settings: EvalSettings, step: Optional[int] = None,
                         model_dir: Optional[Path] = None, tag: Optional[str] = None) -> Dict[str, Any]:
     """The results document of one checkpoint (see results.build_results)."""
-    from nexus_pretrain.evaluation.downstream_loss import model_downstream_losses
-    from nexus_pretrain.evaluation.harness import run_harness
-    from nexus_pretrain.evaluation.heldout import heldout_losses, run_heldout_losses
-    from nexus_pretrain.evaluation.results import build_results, run_metadata, task_hashes
-    from nexus_pretrain.evaluation.sandbox import isolation
-
     run_dir, default_model = resolve_dirs(path)
     model_dir = Path(model_dir) if model_dir is not None else default_model
     if not (model_dir / "config.json").is_file():

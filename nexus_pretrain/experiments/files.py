@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from nexus_pretrain.config import register_configs
+from nexus_pretrain.data.chinchilla import chinchilla_tokens, steps_for
 from nexus_pretrain.paths import CONFIG_DIR
 
 EXPERIMENT_DIR = CONFIG_DIR / "experiment"
@@ -64,8 +68,6 @@ class BudgetSpec:
 
     def helper_tokens(self) -> int:
         """20 x non-embedding parameters x multiplier (nexus_pretrain.data.chinchilla)."""
-        from nexus_pretrain.data.chinchilla import chinchilla_tokens
-
         return chinchilla_tokens(self.preset, self.multiplier)
 
     def tokens(self) -> int:
@@ -74,8 +76,6 @@ class BudgetSpec:
 
     def max_steps(self, tokens: Optional[int] = None) -> int:
         """ceil(tokens / (global_batch x seq_len)), tokens defaulting to :meth:`tokens`."""
-        from nexus_pretrain.data.chinchilla import steps_for
-
         return steps_for(self.tokens() if tokens is None else tokens, self.global_batch, self.seq_len)
 
 
@@ -101,10 +101,7 @@ def point_overrides(point: Dict[str, str]) -> List[str]:
 
 def compose_many(override_lists: Sequence[Sequence[str]]):
     """The TrainConfig of each override list (one Hydra initialization for all; faster than one each)."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
-    from nexus_pretrain.config import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

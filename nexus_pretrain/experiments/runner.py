@@ -11,19 +11,25 @@ results in that directory's pre_sft/.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import re
 import subprocess
 import sys
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, TextIO
 
+from nexus_pretrain.evaluation.heldout import data_heldout_losses, run_heldout_losses
+from nexus_pretrain.evaluation.results import build_results, load_results, run_metadata, write_results
+from nexus_pretrain.evaluation.stage import EvalSettings, evaluate_checkpoint
 from nexus_pretrain.experiments.files import compose_many, experiment_name
 from nexus_pretrain.experiments.registry import RowRun, TableSpec
+from nexus_pretrain.train.trainer import Trainer
 
 DEFAULT_LAUNCHER = (sys.executable, "-m", "nexus_pretrain")
 IN_PROCESS = ()  # the launcher that trains in this process (train_in_process) instead of a new interpreter
@@ -32,7 +38,6 @@ IN_PROCESS = ()  # the launcher that trains in this process (train_in_process) i
 @dataclass
 class PlannedRun:
     """One training run of one table row at one seed."""
-
     row: RowRun
     overrides: List[str]  # +experiment=..., the sweep point, extra overrides (no seed, no run_dir)
     seed: int
@@ -160,10 +165,7 @@ def train_in_process(argv: Sequence[str], out: Optional[TextIO] = None) -> int:
     """Train in this process on nexus-train's overrides ``argv``: the config Hydra composes from them, run by
     the trainer as nexus-train runs it (without Hydra's .hydra/ record and log file); the exit status, 1
     with the traceback written out on an error. Output goes to ``out`` when given."""
-    import contextlib
-    import traceback
 
-    from nexus_pretrain.train.trainer import Trainer
 
     with contextlib.ExitStack() as stack:
         if out is not None:
@@ -196,7 +198,6 @@ def evaluate(run: PlannedRun, data_dir: Optional[Path] = None, tasks: Sequence[s
     with it, the full evaluation stage (lm-eval accuracies and downstream losses on the local benchmarks).
     An existing results file is reused unless ``force``.
     """
-    from nexus_pretrain.evaluation.results import load_results, write_results
 
     existing = results_files(run.run_dir)
     if existing and not force:
@@ -205,15 +206,10 @@ def evaluate(run: PlannedRun, data_dir: Optional[Path] = None, tasks: Sequence[s
     if run.row.evaluate_only:
         results = _as_row_results(run, _evaluate_base_on_row_data(run, data_dir, tasks, limit, device))
     elif data_dir is None:
-        from nexus_pretrain.evaluation.heldout import run_heldout_losses
-        from nexus_pretrain.evaluation.results import build_results, run_metadata
-
         meta = {**run_metadata(run.run_dir), "tag": tag}
         heldout = run_heldout_losses(run.run_dir, run.run_dir / "hf", device=device)
         results = build_results(meta, heldout, {}, {}, [], None, {}, {}, run.run_dir / "hf")
     else:
-        from nexus_pretrain.evaluation.stage import EvalSettings, evaluate_checkpoint
-
         settings = EvalSettings(tasks=list(tasks), data_dir=Path(data_dir), limit=limit, device=device)
         results = evaluate_checkpoint(run.run_dir, settings, tag=tag)
     write_results(results, run.run_dir / "eval" / f"results_step{results['step']}.json")
@@ -222,8 +218,6 @@ def evaluate(run: PlannedRun, data_dir: Optional[Path] = None, tasks: Sequence[s
 
 def collect(run: PlannedRun) -> Optional[Dict[str, Any]]:
     """The newest results document of a run, or None if it was not evaluated."""
-    from nexus_pretrain.evaluation.results import load_results
-
     files = results_files(run.run_dir)
     return load_results(files[-1]) if files else None
 
@@ -232,15 +226,12 @@ def _evaluate_base_on_row_data(run: PlannedRun, data_dir: Optional[Path], tasks:
                                device: str) -> Dict[str, Any]:
     """The results document of a row's base model (pre-SFT) with its held-out losses taken on the row's data
     (val/sft, the SFT loss, as the pretrain cell) and its benchmarks, if any, as usual."""
-    from nexus_pretrain.evaluation.heldout import data_heldout_losses
-    from nexus_pretrain.evaluation.results import build_results, run_metadata
 
     base_dir, model_dir = run.base.run_dir, run.base.run_dir / "hf"
     heldout = data_heldout_losses(run.config.data, run.seed, model_dir, device=device)
     if data_dir is None:
         meta = {**run_metadata(base_dir), "tag": run.row.tag}
         return build_results(meta, heldout, {}, {}, [], None, {}, {}, model_dir)
-    from nexus_pretrain.evaluation.stage import EvalSettings, evaluate_checkpoint
 
     settings = EvalSettings(tasks=list(tasks), data_dir=Path(data_dir), limit=limit, device=device, heldout=False)
     results = evaluate_checkpoint(base_dir, settings, tag=run.row.tag)

@@ -38,7 +38,7 @@ def float8_mode(value: Any) -> str:
 
 def fp8_capable(device: torch.device) -> bool:
     """Whether ``device`` is a GPU with FP8 matrix units (compute capability 8.9: Ada, Hopper, later)."""
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 (heavy: keeps the config import torch-free)
 
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
 
@@ -46,7 +46,7 @@ def fp8_capable(device: torch.device) -> bool:
 def torchao_available() -> bool:
     """Whether torchao's float8 training can be imported (the ``gpu`` extra installs it)."""
     try:
-        import torchao.float8  # noqa: F401, PLC0415
+        import torchao.float8  # noqa: F401, PLC0415 (optional: torchao)
     except ImportError:
         return False
     return True
@@ -56,7 +56,7 @@ def wants_float8(mode: str, device: torch.device) -> bool:
     """Whether model.float8=``mode`` converts the model on ``device``: auto only on an FP8 GPU with
     torchao installed (warning when torchao is missing there); true everywhere but on a GPU without
     FP8 (ValueError). On CPU, true emulates FP8 (see convert)."""
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 (heavy: keeps the config import torch-free)
 
     mode = float8_mode(mode)
     if mode not in FLOAT8_MODES:
@@ -80,7 +80,7 @@ def wants_float8(mode: str, device: torch.device) -> bool:
 def converts(module: nn.Module, fqn: str, min_dim: float) -> bool:
     """Whether a module of the model becomes an FP8 linear: a linear layer other than the output head,
     both sizes multiples of 16 (FP8 matmuls need it) and at least ``min_dim``."""
-    from torch import nn  # noqa: PLC0415
+    from torch import nn  # noqa: PLC0415 (heavy: keeps the config import torch-free)
 
     if not isinstance(module, nn.Linear) or fqn.split(".")[-1] == HEAD:
         return False
@@ -92,7 +92,7 @@ def float8_config(recipe: str, fsdp_all_gather: bool = False, emulate: bool = Fa
     """torchao's Float8LinearConfig of a recipe; ``fsdp_all_gather`` has FSDP2 gather the weights in
     FP8 (tensorwise only: rowwise scales cannot be computed on shards); ``emulate`` rounds the operands
     to FP8 as on a GPU but multiplies them in high precision."""
-    from torchao.float8 import Float8LinearConfig  # noqa: PLC0415
+    from torchao.float8 import Float8LinearConfig  # noqa: PLC0415 (optional: torchao)
 
     if recipe not in FLOAT8_RECIPES:
         raise ValueError(f"model.float8_recipe={recipe!r} is not one of {', '.join(FLOAT8_RECIPES)}")
@@ -105,8 +105,8 @@ def _qkv_class():
     """Float8QKVProjection, defined on first use so that importing this module needs no torchao."""
     global _QKV_CLASS
     if _QKV_CLASS is None:
-        import torch  # noqa: PLC0415
-        from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415
+        import torch  # noqa: PLC0415 (heavy: keeps the config import torch-free)
+        from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415 (optional: torchao)
 
         class Float8QKVProjection(Float8Linear):
             """model.llama.QKVProjection in FP8: one FP8 matmul on the stacked (q; k; v) weight, then
@@ -135,9 +135,9 @@ def convert(model: nn.Module, recipe: str = "tensorwise", min_dim: Optional[floa
     """Swap the model's qualifying linear layers (see converts) for torchao's FP8 training linears, in
     place; ``min_dim`` None takes DEFAULT_MIN_DIM; for fsdp_all_gather and emulate see
     float8_config. Returns the converted modules' names."""
-    from torchao.float8 import convert_to_float8_training  # noqa: PLC0415
+    from torchao.float8 import convert_to_float8_training  # noqa: PLC0415 (optional: torchao)
 
-    from nexus_pretrain.model.llama import QKVProjection  # noqa: PLC0415
+    from nexus_pretrain.model.llama import QKVProjection  # noqa: PLC0415 (heavy: keeps the config import torch-free)
 
     min_dim = DEFAULT_MIN_DIM if min_dim is None else min_dim
     config = float8_config(recipe, fsdp_all_gather, emulate)
@@ -167,6 +167,6 @@ def float8_layers(model: nn.Module) -> List[str]:
     """Names of the model's FP8 linear layers."""
     if not torchao_available():
         return []
-    from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415
+    from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415 (optional: torchao)
 
     return [name for name, module in model.named_modules() if isinstance(module, Float8Linear)]

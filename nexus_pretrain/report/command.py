@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import List, Optional
+
+from nexus_pretrain.console import show
+from nexus_pretrain.evaluation.results import load_results
+from nexus_pretrain.report.plots import domain_losses, downstream_vs_pretrain, loss_curves
+from nexus_pretrain.report.sweep import compare_runs, expand_inputs, is_run_dir
+from nexus_pretrain.report.tables import FORMATS, build_table, default_layout, load_layout, with_match
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,14 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Dispatch on the inputs: run directories (or a sweep's directory) -> compare_runs; results JSONs -> tables."""
-    from nexus_pretrain.report.sweep import expand_inputs
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         runs, results, ignored = expand_inputs(args.inputs)
         for path in ignored:
-            print(f"nexus-report: ignored {path} (neither a run directory nor a results JSON)", file=sys.stderr)
+            log.warning(f"nexus-report: ignored {path} (neither a run directory nor a results JSON)")
         if runs and results:
             raise ValueError("mixed inputs: give either run directories or results JSONs, not both")
         if not runs and not results:
@@ -57,20 +64,13 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 def _runs_mode(args: argparse.Namespace, runs: List[Path]) -> None:
-    from nexus_pretrain.report.sweep import compare_runs
-
-    print(compare_runs(runs, baseline=args.baseline))
+    show(compare_runs(runs, baseline=args.baseline))
     if args.plots:
-        from nexus_pretrain.report.plots import domain_losses, loss_curves
-
         for path in loss_curves(runs, args.plots) + domain_losses(runs, args.plots):
-            print(f"wrote {path}")
+            show(f"wrote {path}")
 
 
 def _results_mode(args: argparse.Namespace, files: List[Path]) -> None:
-    from nexus_pretrain.evaluation.results import load_results
-    from nexus_pretrain.report.tables import FORMATS, build_table, default_layout, load_layout, with_match
-
     results = [load_results(p) for p in files]
     formats = [f for f in args.format.split(",") if f]
     unknown = [f for f in formats if f not in FORMATS]
@@ -80,21 +80,18 @@ def _results_mode(args: argparse.Namespace, files: List[Path]) -> None:
     for layout in layouts:
         table = build_table(layout, results)
         for warning in table.warnings:
-            print(f"nexus-report: {warning}", file=sys.stderr)
+            log.warning(f"nexus-report: {warning}")
         for fmt in formats:
-            print(FORMATS[fmt](table))
+            show(FORMATS[fmt](table))
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             for fmt, render in FORMATS.items():
                 (args.out / f"{layout.name}.{fmt}").write_text(render(table))
     if args.plots:
-        from nexus_pretrain.report.plots import domain_losses, downstream_vs_pretrain, loss_curves
-        from nexus_pretrain.report.sweep import is_run_dir
-
         paths = downstream_vs_pretrain(results, args.plots)
         run_dirs = list(dict.fromkeys(Path(r["run_dir"]) for r in results if r.get("run_dir")))
         run_dirs = [d for d in run_dirs if is_run_dir(d)]
         if run_dirs:
             paths += loss_curves(run_dirs, args.plots) + domain_losses(run_dirs, args.plots)
         for path in paths:
-            print(f"wrote {path}")
+            show(f"wrote {path}")

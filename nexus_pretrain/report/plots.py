@@ -14,7 +14,7 @@ from nexus_pretrain.train.metrics_file import METRICS_FILE, read_metrics
 def _pyplot():
     matplotlib = require("matplotlib", "plots need")
     matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: plots extra
 
     return plt
 

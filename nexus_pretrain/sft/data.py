@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from nexus_pretrain.data import embedded
+from nexus_pretrain.data.build import RunData, _shard_streams
+from nexus_pretrain.data.prepare import is_validation, load_tokenizer
+from nexus_pretrain.data.tokens import domain_tokens, eos_id
 from nexus_pretrain.sft.examples import check_columns, load_rows, to_messages
 from nexus_pretrain.sft.sampler import DOMAIN, SFTExamples, SFTSampler
 from nexus_pretrain.sft.template import choose_template, encode_conversations
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class EncodeStats:
     """What happened to a split's examples when fitted to seq_len + 1 tokens."""
-
     examples: int = 0
     kept: int = 0
     truncated: int = 0
@@ -65,7 +70,6 @@ def encode_split(rows: Any, tokenizer: Any, sft: Any, seq_len: int, where: str) 
         fix = "raise data.seq_len or set data.sft.overlong=truncate" if sft.overlong == "drop" else "raise data.seq_len"
         raise ValueError(f"{where}: all {stats.examples} examples are longer than data.seq_len + 1 = {limit} tokens or "
                          f"have no response token within them; {fix}")
-    from nexus_pretrain.data.tokens import eos_id
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id(tokenizer)
     return SFTExamples(ids, response, seq_len, pad), stats
@@ -74,7 +78,6 @@ def encode_split(rows: Any, tokenizer: Any, sft: Any, seq_len: int, where: str) 
 def split_rows(cfg: Any) -> Tuple[Any, Any, str, str]:
     """Training rows and the first data.eval_sequences held-out rows (a datasets.Dataset each), and their
     descriptions."""
-    from nexus_pretrain.data.prepare import is_validation
 
     sft = cfg.sft
     where = f"data.sft.dataset={sft.dataset!r} split {sft.split!r}"
@@ -98,14 +101,10 @@ def ood_streams(cfg: Any, tokenizer: Any) -> Dict[str, Any]:
     if not cfg.ood_domains:
         return {}
     if cfg.path:
-        from nexus_pretrain.data.build import _shard_streams
-
         return _shard_streams(cfg, [])[3]
     if cfg.tokenizer not in (None, "embedded"):
         raise ValueError("data.ood_domains from the embedded corpus need the embedded tokenizer; set data.path to "
                          "shards prepared with data.tokenizer, or data.ood_domains=[]")
-    from nexus_pretrain.data import embedded
-    from nexus_pretrain.data.tokens import domain_tokens
 
     for name in cfg.ood_domains:
         embedded.check_domain(name)
@@ -114,9 +113,6 @@ def ood_streams(cfg: Any, tokenizer: Any) -> Dict[str, Any]:
 
 def build_sft_data(cfg: Any, seed: int):
     """RunData for data.source=sft: the tokenizer, an SFTSampler, the held-out SFT set (val/sft) and OOD streams."""
-    from nexus_pretrain.data.build import RunData
-    from nexus_pretrain.data.prepare import load_tokenizer
-
     tokenizer = load_tokenizer(cfg.tokenizer)[0]
     # the template trained with goes out with the exported model (hf/), for inference with the same format
     tokenizer.chat_template = choose_template(tokenizer, cfg.sft.template)
@@ -124,7 +120,7 @@ def build_sft_data(cfg: Any, seed: int):
     train, train_stats = encode_split(train_rows, tokenizer, cfg.sft, cfg.seq_len, where)
     val, val_stats = encode_split(val_rows, tokenizer, cfg.sft, cfg.seq_len, val_where)
     if os.environ.get("RANK", "0") == "0":
-        print(f"sft data: train {train_stats.describe()}; val {val_stats.describe()}", file=sys.stderr)
+        log.info(f"sft data: train {train_stats.describe()}; val {val_stats.describe()}")
     sampler = SFTSampler(train, seed)
     sampler.stats = {"train": train_stats, "val": val_stats}
     return RunData(tokenizer=tokenizer, sampler=sampler, val_streams={DOMAIN: val},

@@ -11,6 +11,9 @@ import random
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from nexus_pretrain.data.embedded_math import TEMPLATES
+from nexus_pretrain.data.embedded_math.numbers import fmt
+
 EMBEDDED_MATH = "embedded_math"
 EMBEDDED_MATH_COUNT = 2400
 EMBEDDED_MATH_SEED = 1105  # differs from the pretraining corpus's seed: other numbers, same templates
@@ -19,9 +22,6 @@ LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 def embedded_math_rows(count: int = EMBEDDED_MATH_COUNT, seed: int = EMBEDDED_MATH_SEED) -> List[Dict[str, str]]:
     """Prompt/response pairs from the embedded math templates: the question, then the worked solution."""
-    from nexus_pretrain.data.embedded_math import TEMPLATES
-    from nexus_pretrain.data.embedded_math.numbers import fmt
-
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
@@ -48,7 +48,7 @@ def _looks_local(name: str) -> bool:
 def load_rows(dataset: str, split: str, subset: Optional[str] = None):
     """A ``datasets.Dataset`` of one split: local files (one split, called train), the generated set
     (split train; other splits are empty), or a hub dataset."""
-    import datasets
+    import datasets  # heavy: datasets, only for hub datasets
 
     if dataset == EMBEDDED_MATH:
         return datasets.Dataset.from_list(embedded_math_rows() if split == "train" else [])

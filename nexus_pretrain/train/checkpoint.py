@@ -21,21 +21,23 @@ RNG files hold tensors and plain numbers only and load with ``weights_only=True`
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
 import shutil
-import sys
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Set, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set
 
 import numpy as np
 import torch
 
 from nexus_pretrain.train import manifest
 from nexus_pretrain.train.errors import RunError, os_error_cause, write_failed
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from nexus_pretrain.optim.base import StepOptimizer
@@ -51,8 +53,8 @@ class CheckpointError(RunError):
 
 
 def warn(message: str) -> None:
-    """Print a one-line warning on stderr."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    """Log a one-line warning."""
+    log.warning(f"warning: {message}")
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:

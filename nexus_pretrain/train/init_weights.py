@@ -7,14 +7,16 @@ from typing import Dict
 
 import torch
 
+from nexus_pretrain.model.hf import import_hf
 from nexus_pretrain.model.llama import Llama
+from nexus_pretrain.train import checkpoint as ckpt
+from nexus_pretrain.train.export import load_checkpoint_weights
 
 
 def pretrained_state(path: str | Path) -> Dict[str, torch.Tensor]:
     """Full fp32 weights (our parameter names) of a checkpoint directory (verified: CheckpointError naming it
     when damaged), a run directory (its hf/ export, else its newest intact checkpoint) or a Hugging Face
     Llama directory."""
-    from nexus_pretrain.train import checkpoint as ckpt
 
     path = Path(path)
     if (path / "config.yaml").is_file() and not (path / ckpt.META_FILE).is_file():  # a run directory
@@ -26,12 +28,8 @@ def pretrained_state(path: str | Path) -> Dict[str, torch.Tensor]:
                 raise ValueError(f"trainer.init_from={str(path)!r}: run directory without hf/ or a complete checkpoint")
             path = latest
     if (path / ckpt.META_FILE).is_file() or ckpt.is_sealed(path):
-        from nexus_pretrain.train.export import load_checkpoint_weights
-
         return load_checkpoint_weights(path)[1]
     if (path / "config.json").is_file():
-        from nexus_pretrain.model.hf import import_hf
-
         return import_hf(path).state_dict()
     raise ValueError(f"trainer.init_from={str(path)!r} is neither a checkpoint (meta.json), a run (config.yaml) nor "
                      "a Hugging Face model directory (config.json)")

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+from tqdm.auto import tqdm
 
 from nexus_pretrain.train.errors import write_failed
 from nexus_pretrain.train.metrics_file import METRICS_FILE
+from nexus_pretrain.train.run_name import init_wandb
 
 # Dense bf16 peak FLOP/s that MFU is quoted against (H100/H200 SXM datasheet: 989 TFLOP/s).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -35,7 +37,6 @@ def peak_memory_gib(device: torch.device) -> Optional[float]:
 
 class Throughput:
     """Tokens/s (all ranks, and per GPU) and MFU over the steps since the last call to ``rates``."""
-
     def __init__(self, flops_per_token: float, device: torch.device, world_size: int = 1):
         self.flops_per_token, self.device, self.world_size = flops_per_token, device, world_size
         self.peak = peak_flops(device)
@@ -78,7 +79,6 @@ class Throughput:
 
 class MetricsLogger:
     """Fans metric dictionaries out to the enabled sinks; only the main rank writes."""
-
     def __init__(self, cfg: Any, run_dir: Path, total_steps: int, enabled: bool = True,
                  run_config: Optional[Dict[str, Any]] = None, start_step: int = 0):
         self.enabled = enabled
@@ -91,13 +91,11 @@ class MetricsLogger:
             self._jsonl_path = run_dir / METRICS_FILE
             self._jsonl = open(self._jsonl_path, "ab", buffering=0)
         if cfg.progress_bar:
-            from tqdm.auto import tqdm
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
         if cfg.wandb and cfg.wandb_mode != "disabled":
-            from nexus_pretrain.train.run_name import init_wandb
             self._wandb = init_wandb(cfg, run_dir, run_config or {})
         if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional: tracking extra
             self._tb = SummaryWriter(str(run_dir / "tb"))
 
     def log(self, step: int, metrics: Dict[str, float]) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from nexus_pretrain.config import ConfigError
 from nexus_pretrain.data.build import RunData, shard_domains
+from nexus_pretrain.data.tokens import default_cache_dir
 from nexus_pretrain.data.verify import BACKGROUND_BYTES, ShardCheck
 from nexus_pretrain.train.checkpoint import checkpoint_root
 
@@ -126,7 +127,6 @@ def warn_if_disk_short(run_dir: Path, n_params: int, optim_cfg: Any) -> None:
 def check_token_ids(data_cfg: Any, data: RunData, vocab: int) -> None:
     """ValueError naming the domain, split and offset of the first token id >= vocab in an in-memory stream
     (embedded corpus, cached tokens). Memory-mapped shards are read by data/verify.py instead."""
-    from nexus_pretrain.data.tokens import default_cache_dir
 
     train = [("training split of domain", name, s) for name, s in getattr(data.sampler, "streams", {}).items()]
     for kind, name, stream in train + _held_out(data):

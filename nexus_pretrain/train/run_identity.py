@@ -22,11 +22,14 @@ import json
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
 
+import torch
 from omegaconf import OmegaConf
 
 from nexus_pretrain.config import TrainConfig
+from nexus_pretrain.optim.schedule import lr_multiplier
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train.errors import RunError
 from nexus_pretrain.train.metrics_file import METRICS_FILE, truncate_metrics
@@ -87,9 +90,7 @@ def resolved(cfg: TrainConfig) -> Dict[str, Any]:
 def _schedule_change(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int) -> Optional[str]:
     """Where the learning-rate multiplier of the first ``steps_taken`` steps differs between two configs
     of equal schedule.* (different trainer.max_steps), else None."""
-    from types import SimpleNamespace
 
-    from nexus_pretrain.optim.schedule import lr_multiplier
 
     schedule = SimpleNamespace(**{k[len("schedule."):]: v for k, v in new.items() if k.startswith("schedule.")})
     try:
@@ -284,7 +285,6 @@ def prepare_start(cfg: TrainConfig, world_size: int) -> Optional[Path]:
 def start_on_every_rank(cfg: TrainConfig, backend: Any) -> Optional[Path]:
     """prepare_start on the main rank, its answer shared with every rank (collective): the checkpoint to
     load, or None. When the main rank refuses, it raises its error and the other ranks a short one."""
-    import torch
 
     checkpoint, error = None, None
     if backend.is_main:

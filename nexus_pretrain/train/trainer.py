@@ -4,10 +4,10 @@ train/backends/base.py); logging, evaluation and checkpoints are callbacks (trai
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,8 +23,10 @@ from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
 from nexus_pretrain.evaluation.inloop import DownstreamProbe
+from nexus_pretrain.model.hf import export_hf_state
 from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss
 from nexus_pretrain.model.presets import resolve_model_args
+from nexus_pretrain.optim.grad_similarity import domain_gradient_cosine
 from nexus_pretrain.optim.schedule import lr_multiplier
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train import run_identity
@@ -35,6 +37,8 @@ from nexus_pretrain.train.init_weights import load_pretrained
 from nexus_pretrain.train.metrics import MetricsLogger, Throughput
 from nexus_pretrain.train.preflight import preflight
 
+log = logging.getLogger(__name__)
+
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
@@ -42,7 +46,6 @@ class NonFiniteLossError(RuntimeError):
 
 class Trainer:
     """Builds data, model, optimizer and backend from a TrainConfig and runs the step loop."""
-
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         t = cfg.trainer
@@ -186,7 +189,7 @@ class Trainer:
             raise NonFiniteLossError(f"{what}; {self.skipped_steps} step(s) already skipped (trainer.skip_nonfinite)")
         self.skipped_steps += 1
         if self.backend.is_main:
-            print(f"warning: skipped {what} ({self.skipped_steps}/{self.cfg.trainer.skip_nonfinite})", file=sys.stderr)
+            log.warning(f"warning: skipped {what} ({self.skipped_steps}/{self.cfg.trainer.skip_nonfinite})")
 
     def _describe_nonfinite(self, step: int, pass_losses: torch.Tensor, grad_norm: Optional[torch.Tensor]) -> str:
         """Where a non-finite value came from: step, inner batch, pass and its domains on this rank, or the
@@ -254,7 +257,6 @@ class Trainer:
 
         Each domain's gradient is taken on its first data.eval_sequences validation windows.
         """
-        from nexus_pretrain.analysis.grad_similarity import domain_gradient_cosine
 
         d, device = self.cfg.data, self.backend.device
         batches = {name: [b.to(device) for b in eval_batches(stream, d.seq_len, d.eval_sequences, self.cfg.trainer.micro_batch)]
@@ -325,7 +327,6 @@ class Trainer:
     def export(self, out_dir: Path) -> Optional[Path]:
         """Write the current weights and tokenizer as a Hugging Face model directory (collective; the
         main rank writes, and gets the path)."""
-        from nexus_pretrain.model.hf import export_hf_state
 
         self.check_finite()
         state = self.backend.full_state_dict(self.model)

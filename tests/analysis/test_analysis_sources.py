@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nexus_pretrain.analysis.downstream_cosine import checkpoint_cosines
-from nexus_pretrain.analysis.grad_similarity import combine_gradients, gradient_cosines, named_gradients
+from nexus_pretrain.optim.grad_similarity import combine_gradients, gradient_cosines, named_gradients
 from nexus_pretrain.analysis.sources import (domain_loss, gold_loss, mixture_loss, resolve_checkpoints)
 
 

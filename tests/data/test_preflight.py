@@ -187,7 +187,7 @@ def test_out_of_vocabulary_shard_id_names_shard_and_offset(tmp_path, shards, pri
         preflight(cfg, data, tmp_path / "run", N_PARAMS)
 
 
-def test_large_checks_run_in_the_background_and_interrupt_the_run(tmp_path, shards, private_cache, capfd):
+def test_large_checks_run_in_the_background_and_interrupt_the_run(tmp_path, shards, private_cache, caplog):
     cfg, data = shard_run(shards, tmp_path / "run")
     check = preflight(cfg, data, tmp_path / "run", N_PARAMS, background_bytes=0)
     assert check.thread is not None
@@ -200,7 +200,7 @@ def test_large_checks_run_in_the_background_and_interrupt_the_run(tmp_path, shar
         preflight(cfg, data, tmp_path / "run", N_PARAMS, background_bytes=0)
         for _ in range(1000):
             time.sleep(0.01)
-    assert f"error: {victim}: checksum mismatch" in capfd.readouterr().err
+    assert f"error: {victim}: checksum mismatch" in caplog.text
     for thread in threading.enumerate():
         if thread.name == "nexus-shard-check":
             thread.join()

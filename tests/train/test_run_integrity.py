@@ -31,6 +31,14 @@ from nexus_pretrain.train.trainer import Trainer
 
 from .test_robustness import SMALL
 
+
+def logged(caplog) -> str:
+    """The messages logged since the last call (warnings are log records of the package's loggers)."""
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    caplog.clear()
+    return text
+
+
 WHOLE_STEP_SCHEDULE = ["schedule.warmup_steps=2", "schedule.decay_steps=2"]
 
 
@@ -82,13 +90,13 @@ def test_resume_with_another_run_config_is_refused_listing_every_difference(tmp_
     assert tree(run) == before  # nothing moved, truncated or recorded
 
 
-def test_operational_changes_resume_with_a_warning_and_a_record(tmp_path, capsys):
+def test_operational_changes_resume_with_a_warning_and_a_record(tmp_path, caplog):
     run = tmp_path / "run"
     (checkpoint,) = write_checkpoints(run, config(run, "trainer.max_steps=6"))
     changed = config(run, "trainer.max_steps=10", "trainer.log_every=5", "trainer.micro_batch=1",
                      "data.num_workers=1", "logging.jsonl=false", "trainer.resume=auto")
     assert run_identity.prepare_start(changed, world_size=1) == checkpoint
-    warning = capsys.readouterr().err.strip()
+    warning = logged(caplog)
     assert warning.startswith(f"warning: resuming {checkpoint} with changed settings: ")
     for difference in ("trainer.max_steps: 6 -> 10", "trainer.log_every: 1 -> 5", "trainer.micro_batch: 2 -> 1",
                        "data.num_workers: 0 -> 1", "logging.jsonl: true -> false"):
@@ -109,18 +117,18 @@ def test_a_longer_run_that_rewrites_the_schedule_already_taken_is_refused(tmp_pa
         run_identity.prepare_start(longer, world_size=1)
 
 
-def test_a_deliberate_change_resumes_and_is_recorded_while_config_yaml_never_changes_silently(tmp_path, capsys):
+def test_a_deliberate_change_resumes_and_is_recorded_while_config_yaml_never_changes_silently(tmp_path, caplog):
     run = tmp_path / "run"
     Trainer(config(run, "trainer.max_steps=4", "trainer.checkpoint_every=2")).fit(until_step=2)
     saved_config = (run / "config.yaml").read_text()
     with pytest.raises(RunError, match=r"optim.lr: 0.003 -> 0.001; .*allow_config_change=\[optim.lr\]"):
         Trainer(config(run, "trainer.max_steps=4", "optim.lr=0.001", "trainer.resume=auto")).fit()
     assert (run / "config.yaml").read_text() == saved_config  # still says what the run is
-    capsys.readouterr()
+    caplog.clear()
     final = Trainer(config(run, "trainer.max_steps=4", "optim.lr=0.001", "trainer.resume=auto",
                            "trainer.allow_config_change=[optim.lr]")).fit()
     assert final["resumed_from"] == 2
-    assert "allowed by trainer.allow_config_change: optim.lr: 0.003 -> 0.001" in capsys.readouterr().err
+    assert "allowed by trainer.allow_config_change: optim.lr: 0.003 -> 0.001" in logged(caplog)
     (record,) = [json.loads(line) for line in (run / "config_changes.jsonl").read_text().splitlines()]
     assert record["allowed_by_trainer_allow_config_change"] == {"optim.lr": [0.003, 0.001]} and record["step"] == 2
     assert [r["step"] for r in read_metrics(run) if "loss" in r] == [1, 2, 3, 4]
@@ -146,7 +154,7 @@ def test_a_fresh_run_in_a_directory_holding_another_run_is_refused_and_changes_n
     assert tree(run) == before
 
 
-def test_resume_auto_without_checkpoints_restarts_only_its_own_run(tmp_path, capsys):
+def test_resume_auto_without_checkpoints_restarts_only_its_own_run(tmp_path, caplog):
     """A run that stopped before its first checkpoint restarts from step 0 under resume=auto; the same
     directory under another config is another run's."""
     run = tmp_path / "run"
@@ -161,7 +169,7 @@ def test_resume_auto_without_checkpoints_restarts_only_its_own_run(tmp_path, cap
         run_identity.prepare_start(config(run), 1)
     assert run_identity.prepare_start(cfg, 1) is None
     assert (run / "metrics.jsonl").read_text() == ""  # restarted from step 0: its rows are logged again
-    assert "dropped 3 record(s) after step 0" in capsys.readouterr().err
+    assert "dropped 3 record(s) after step 0" in logged(caplog)
 
 
 def test_resuming_another_directory_s_checkpoint_needs_a_directory_of_its_own(tmp_path):
@@ -208,14 +216,14 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_resume_auto_falls_back_to_the_newest_intact_checkpoint_naming_the_damage(tmp_path, capsys, damage):
+def test_resume_auto_falls_back_to_the_newest_intact_checkpoint_naming_the_damage(tmp_path, caplog, damage):
     run = tmp_path / "run"
     damage_fn, problem = DAMAGE[damage]
     first, second, newest = write_checkpoints(run, config(run), steps=(2, 4, 6))
     damage_fn(newest)
     (run / "metrics.jsonl").write_text(metric_rows(range(1, 8)))
     assert run_identity.prepare_start(config(run, "trainer.resume=auto"), 1) == second
-    err = capsys.readouterr().err
+    err = logged(caplog)
     assert "resuming from step_00000004 instead of step_00000006 (damaged: " in err
     assert re.search(problem, err)
     assert [p.name for p in ckpt.step_dirs(run)] == ["step_00000002", "step_00000004"]
@@ -276,14 +284,14 @@ def test_export_init_from_and_resume_verify_the_checkpoint(tmp_path, capsys):
     assert final["resumed_from"] == 1
 
 
-def test_checkpoints_from_before_manifests_load_with_a_warning(tmp_path, capsys):
+def test_checkpoints_from_before_manifests_load_with_a_warning(tmp_path, caplog):
     run = tmp_path / "run"
     (checkpoint,) = write_checkpoints(run, config(run))
     (checkpoint / "manifest.json").unlink()
     torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
                checkpoint / "rng" / "rank_0.pt")  # the NumPy-array form RNG files had then
     assert run_identity.prepare_start(config(run, "trainer.resume=auto"), 1) == checkpoint
-    assert "has no manifest.json (written before checkpoints were sealed); loading it unverified" in capsys.readouterr().err
+    assert "has no manifest.json (written before checkpoints were sealed); loading it unverified" in logged(caplog)
     state = ckpt.load_rng_file(checkpoint / "rng" / "rank_0.pt")  # weights_only=True
     ckpt.set_rng_state(state)
     assert np.random.get_state()[1].dtype == np.uint32

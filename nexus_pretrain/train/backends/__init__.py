@@ -2,6 +2,8 @@
 
 from nexus_pretrain.config import BackendConfig
 from nexus_pretrain.train.backends.base import Backend
+from nexus_pretrain.train.backends.deepspeed import DeepSpeedBackend
+from nexus_pretrain.train.backends.fsdp2 import FSDP2
 from nexus_pretrain.train.backends.single import SingleDevice
 
 
@@ -11,12 +13,8 @@ def build_backend(cfg: BackendConfig, compile: bool = False, activation_checkpoi
     if cfg.name == "single":
         return SingleDevice(cfg, compile=compile, activation_checkpointing=activation_checkpointing)
     if cfg.name == "fsdp2":
-        from nexus_pretrain.train.backends.fsdp2 import FSDP2
-
         return FSDP2(cfg, compile=compile, activation_checkpointing=activation_checkpointing)
     if cfg.name == "deepspeed":
-        from nexus_pretrain.train.backends.deepspeed import DeepSpeedBackend
-
         return DeepSpeedBackend(cfg, compile=compile, activation_checkpointing=activation_checkpointing,
                                 micro_batch=micro_batch)
     raise ValueError(f"backend.name={cfg.name!r} is not one of single, fsdp2, deepspeed")

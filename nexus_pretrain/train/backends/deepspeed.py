@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import os
 from contextlib import AbstractContextManager
 from datetime import timedelta
@@ -67,13 +68,13 @@ import torch
 import torch.distributed as dist
 
 from nexus_pretrain.config import BackendConfig
+from nexus_pretrain.model.llama import compile_regions
 from nexus_pretrain.optim.base import clip_coefficient, record_peak_learning_rates, scale_learning_rates
 from nexus_pretrain.optim.build import build_nexus, weight_decay_groups
 from nexus_pretrain.optim.traits import optimizer_traits
-from nexus_pretrain.train.backends.zero_nexus import NexusClient, dp_norm, fp32_partitions, republish_partition
 from nexus_pretrain.train.backends.launch_env import export_launcher_env, mean_over_ranks, process_group_backend
-from nexus_pretrain.model.llama import compile_regions
 from nexus_pretrain.train.backends.single import autocast_dtype, resolve_device
+from nexus_pretrain.train.backends.zero_nexus import NexusClient, dp_norm, fp32_partitions, republish_partition
 
 if TYPE_CHECKING:
     from nexus_pretrain.config import OptimConfig
@@ -89,7 +90,7 @@ _ZERO3_ONE_SUBGROUP = 10**15
 def import_deepspeed():
     """The deepspeed module, or an ImportError that says how to install it."""
     try:
-        import deepspeed
+        import deepspeed  # optional: gpu extra
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "backend.name=deepspeed needs DeepSpeed: `DS_BUILD_OPS=0 pip install deepspeed==0.19.8` "
@@ -102,7 +103,6 @@ def _skip_cpu_shm_op() -> None:
     """Do not JIT-compile DeepSpeed's CPU shared-memory all-reduce op (minutes of C++ compilation at the
     first init_distributed on a CPU machine). DeepSpeed uses it only in ``inference_all_reduce``; training
     collectives go through torch.distributed (gloo) either way."""
-    import importlib
 
     # importlib: `import deepspeed.comm.torch as m` would bind deepspeed.comm's attribute `torch` (torch itself).
     importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
@@ -157,7 +157,6 @@ def ds_config(cfg: BackendConfig, optim_cfg: "OptimConfig", micro_batch: int = 1
 
 class DeepSpeedStep:
     """The trainer's StepOptimizer over a DeepSpeed engine (see the module docstring)."""
-
     def __init__(self, engine: Any, optim_cfg: "OptimConfig", client: torch.optim.Optimizer,
                  nexus_client: Optional[NexusClient]):
         self.engine = engine
@@ -231,7 +230,6 @@ class DeepSpeedStep:
 
 class DeepSpeedBackend:
     """Backend that runs the model in a DeepSpeed ZeRO engine (stage from backend.zero_stage)."""
-
     name = "deepspeed"
 
     def __init__(self, cfg: BackendConfig, compile: bool = False, activation_checkpointing: bool = False,
@@ -367,7 +365,7 @@ def load_fp32_weights(checkpoint: str | Path) -> Dict[str, torch.Tensor]:
     """The full fp32 model weights of a checkpoint this backend wrote, in one process on CPU (any ZeRO
     stage and world size), through DeepSpeed's own zero_to_fp32 consolidation."""
     import_deepspeed()
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint  # optional: gpu extra
 
     state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=CHECKPOINT_TAG)
     return {name: tensor.float() for name, tensor in state.items()}
