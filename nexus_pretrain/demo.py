@@ -33,7 +33,7 @@ from nexus_pretrain.report.runs import final_metrics
 from nexus_pretrain.report.sweep import compare_runs
 from nexus_pretrain.threads import set_default_threads
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nexus_pretrain.demo")  # also when run as __main__
 
 RUNS = {"adamw": ["optim=adamw"], "nexus": ["optim=nexus"]}
 DEMO_ROOT = Path("runs/demo")

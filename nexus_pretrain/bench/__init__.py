@@ -257,8 +257,7 @@ def _peak_by_phase(batches: List[torch.Tensor], loss_fn, optimizer, autocast, de
                 log.info(f"memory census: {size / 2**30:7.2f} GiB in {count:5d} blocks  {site}")
             before = torch.cuda.memory_allocated(device)
             gc.collect()
-            log.info(f"memory census: gc.collect() freed {(before - torch.cuda.memory_allocated(device)) / 2**30:.2f} GiB",
-                  file=sys.stderr)
+            log.info(f"memory census: gc.collect() freed {(before - torch.cuda.memory_allocated(device)) / 2**30:.2f} GiB")
         (loss / len(batches)).backward()
         del loss
         end_of("backward")

@@ -133,7 +133,7 @@ def _check_sandbox(settings, allow_unisolated: bool) -> None:
     info = isolation()
     if not info["isolated"]:
         log.warning(f"nexus-eval: WARNING: generated code runs WITHOUT isolation ({'; '.join(info['missing'])}), as "
-              "--allow-unisolated-code asked; the results JSON records it", file=sys.stderr)
+                    "--allow-unisolated-code asked; the results JSON records it")
 
 
 def _evaluate_training_checkpoint(args: argparse.Namespace, settings) -> dict:
