@@ -17,8 +17,11 @@ def named_gradients(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
     batches: Mapping[str, Any],
+    accumulate: bool = False,
 ) -> Dict[str, Gradient]:
-    """The fp32 gradient of loss_fn(model, batch) for every named batch, over all trainable parameters.
+    """The fp32 gradient of loss_fn(model, batch) for every named batch, over all trainable parameters; with
+    ``accumulate`` each named batch is a sequence of micro-batches and its gradient is the mean of theirs
+    (one micro-batch's graph in memory at a time).
 
     Taken with torch.autograd.grad: existing .grad fields and the parameters are left untouched. A
     parameter the loss does not reach gets a zero gradient.
@@ -28,9 +31,14 @@ def named_gradients(
         raise ValueError("model has no trainable parameters")
     grads: Dict[str, Gradient] = {}
     for name, batch in batches.items():
-        loss = loss_fn(model, batch)
-        raw = torch.autograd.grad(loss, params, allow_unused=True)
-        grads[name] = [torch.zeros_like(p, dtype=torch.float32) if g is None else g.float() for p, g in zip(params, raw)]
+        parts = list(batch) if accumulate else [batch]
+        total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+        for part in parts:
+            raw = torch.autograd.grad(loss_fn(model, part), params, allow_unused=True)
+            for t, g in zip(total, raw):
+                if g is not None:
+                    t.add_(g.float(), alpha=1 / len(parts))
+        grads[name] = total
     return grads
 
 
@@ -76,8 +84,10 @@ def domain_gradient_cosine(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
     batches: Dict[str, Any],
+    accumulate: bool = False,
 ) -> Dict[str, float]:
-    """Cosine similarity between the gradients of loss_fn(model, batch) for every pair of domains.
+    """Cosine similarity between the gradients of loss_fn(model, batch) for every pair of domains (with
+    ``accumulate``, each domain's batch is a sequence of micro-batches: see named_gradients).
 
     Gradients are over all trainable parameters, in fp32, taken with torch.autograd.grad (existing
     .grad fields and the parameters are left untouched). Returns {"cos/<a>-<b>": ..., "cos/mean": mean
@@ -85,7 +95,7 @@ def domain_gradient_cosine(
     """
     if len(batches) < 2:
         raise ValueError(f"batches has {len(batches)} domain(s); give at least two to compare")
-    result = gradient_cosines(named_gradients(model, loss_fn, batches))
+    result = gradient_cosines(named_gradients(model, loss_fn, batches, accumulate))
     result["cos/mean"] = sum(result.values()) / len(result)
     return result
 

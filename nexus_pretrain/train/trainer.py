@@ -262,12 +262,11 @@ class Trainer:
         batches = {name: [b.to(device) for b in eval_batches(stream, d.seq_len, d.eval_sequences, self.cfg.trainer.micro_batch)]
                    for name, stream in self.data.val_streams.items()}
 
-        def mean_loss(model, micro_batches):
+        def micro_batch_loss(model, batch):
             with self.backend.autocast():
-                losses = [lm_loss(model(b.inputs), b.targets) for b in micro_batches]
-            return torch.stack(losses).mean()
+                return lm_loss(model(batch.inputs), batch.targets)
 
-        return domain_gradient_cosine(self.model, mean_loss, batches)
+        return domain_gradient_cosine(self.model, micro_batch_loss, batches, accumulate=True)
 
     # ------------------------------------------------------------------------------------ loop
     def fit(self, until_step: Optional[int] = None) -> Dict[str, float]:

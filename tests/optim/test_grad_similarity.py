@@ -58,3 +58,13 @@ def test_gradient_is_flattened_over_all_parameters():
 def test_needs_two_domains():
     with pytest.raises(ValueError, match="batches"):
         domain_gradient_cosine(make_model(), loss_fn, {"web": BATCHES["web"]})
+
+
+def test_accumulated_micro_batches_give_the_mean_gradient():
+    """With accumulate, a domain's gradient is the mean of its micro-batches' (one graph in memory at a time):
+    mix = mean((1, 0), (0, -1)) = (0.5, -0.5), orthogonal to code's (3, 3), 45 degrees from web's (1, 0)."""
+    result = domain_gradient_cosine(make_model(), loss_fn, {
+        "mix": [BATCHES["web"], BATCHES["math"]], "code": [BATCHES["code"]], "web": [BATCHES["web"]]}, accumulate=True)
+    assert result["cos/mix-code"] == pytest.approx(0.0, abs=1e-7)
+    assert result["cos/mix-web"] == pytest.approx(1 / math.sqrt(2))
+    assert result["cos/code-web"] == pytest.approx(1 / math.sqrt(2))
