@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="default: cuda, or cpu for smoke")
     p.add_argument("--budget-seconds", type=float, default=560, help="wall time of the phase's training")
     p.add_argument("--max-parallel", type=int, default=None, help="runs at once (default: all; smoke: 2)")
+    p.add_argument("--runs", default=None, help="comma-separated run names: only these of the phase's plan")
     p.add_argument("--workers", type=int, default=max((os.cpu_count() or 2) - 2, 1), help="prepare workers")
     args = p.parse_args(argv)
     smoke = args.phase == "smoke"
@@ -160,6 +161,12 @@ def main(argv=None) -> int:
     else:
         prepare_shards(args.workers)
         runs, extra = PLAN[args.phase], []
+    if args.runs:
+        wanted = args.runs.split(",")
+        unknown = set(wanted) - {run_name(o, s) for o, s in runs}
+        if unknown:
+            raise SystemExit(f"--runs: {', '.join(sorted(unknown))} not in phase {args.phase}")
+        runs = [(o, s) for o, s in runs if run_name(o, s) in wanted]
     codes = train_wave(runs, runs_dir, device, extra, args.budget_seconds - (time.time() - t0),
                        args.max_parallel or (2 if smoke else None))
     info = {"phase": args.phase, "device": device, "runs": [run_name(o, s) for o, s in runs], "exit_codes": codes,
