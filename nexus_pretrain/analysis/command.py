@@ -116,8 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="candidate runs and/or directories of runs (a sweep's)")
     i.add_argument("--baseline", nargs="+", type=Path, required=True, metavar="RUN",
                    help="baseline runs and/or directories of runs")
-    i.add_argument("--metric", default="ood/mean", help="ood/mean (default), ood/<domain>, val/<domain> or "
-                                                        "downstream/<task>")
+    i.add_argument("--metric", default="ood/mean", help="ood/mean (default), ood/<domain>, val/<domain>, "
+                                                        "downstream/<task> or cos/mean")
+    i.add_argument("--points", choices=isoloss.POINTS, default="decayed",
+                   help="decayed (default): each run's final evaluation and its cooldown branches'; all: also "
+                        "every earlier evaluation (stable-phase points, as in the paper's Fig. 7a)")
     i.add_argument("--interpolation", choices=("pchip", "linear"), default="pchip",
                    help="in pretraining loss: monotone piecewise cubic (default; needs scipy) or piecewise linear")
     i.add_argument("--out", type=Path, default=Path("analysis"), help="output directory (default: analysis)")
@@ -276,7 +279,7 @@ def run_fig7a(args: argparse.Namespace) -> Dict[str, Any]:
 
 def run_isoloss(args: argparse.Namespace) -> Dict[str, Any]:
     """analysis.isoloss.compare, its table, JSON and figure (OUT/isoloss_<metric>.json, .png, .pdf)."""
-    result = isoloss.compare(args.paths, args.baseline, args.metric, args.interpolation)
+    result = isoloss.compare(args.paths, args.baseline, args.metric, args.interpolation, args.points)
     show(isoloss.summary_text(result))
     stem = isoloss.file_stem(args.metric)
     try:

@@ -7,6 +7,10 @@ points of (pretraining loss ``val/pretrain``, metric). For each seed, the candid
 (monotone in pretraining loss: PCHIP, or piecewise linear) at the pretraining loss of the baseline's main
 run, never extrapolated; the per-seed differences (candidate - baseline, negative: the candidate is lower)
 get a paired t interval and the reports' significance rule (report.stats).
+
+``points="all"`` also takes every earlier evaluation of a main run (stable-phase ones included), the view of
+the paper's Fig. 7a for runs without branches; such points mix learning-rate states, so the default uses fully
+decayed endpoints only.
 """
 
 from __future__ import annotations
@@ -26,16 +30,18 @@ from nexus_pretrain.train.metrics_file import read_metrics
 from nexus_pretrain.train.run_name import optimizer_label
 
 PRETRAIN = "val/pretrain"
-METRIC_PREFIXES = ("ood/", "val/", "downstream/")
+METRIC_PREFIXES = ("ood/", "val/", "downstream/", "cos/")
 BRANCHES_DIR = "cooldown"
 BRANCH_FILE = "branch.json"
 CONFIG_FILE = "config.yaml"
 INTERPOLATIONS = ("pchip", "linear")
+POINTS = ("decayed", "all")
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A fully decayed evaluation: the final record of a main run (from_step None) or of a cooldown branch."""
+    """An evaluation: the final record of a main run (from_step None) or of a cooldown branch (fully decayed), or
+    with points="all" an earlier evaluation of a main run."""
 
     run_dir: Path
     from_step: Optional[int]
@@ -70,8 +76,9 @@ class Run:
 def check_metric(metric: str) -> None:
     """ValueError unless ``metric`` names a loss compared at matched pretraining loss."""
     if metric == PRETRAIN or not metric.startswith(METRIC_PREFIXES) or metric.endswith("/"):
-        raise ValueError(f"--metric {metric!r}: choose ood/mean, ood/<domain>, val/<domain> or downstream/<task> "
-                         f"(a loss the runs log at their final evaluation; {PRETRAIN} is what is matched)")
+        raise ValueError(f"--metric {metric!r}: choose ood/mean, ood/<domain>, val/<domain>, downstream/<task> or "
+                         f"cos/mean (a loss or gradient cosine the runs log at their final evaluation; {PRETRAIN} "
+                         "is what is matched)")
 
 
 def check_interpolation(method: str) -> None:
@@ -161,12 +168,27 @@ def branch_dirs(run_dir: Path) -> List[Tuple[int, Path]]:
     return sorted(out, key=lambda b: b[0])
 
 
-def load_run(run_dir: Path, metric: str) -> Run:
-    """A run with its fully decayed endpoints: its own final evaluation and each cooldown branch's."""
+def _earlier_evaluations(run_dir: Path, metric: str, before: int) -> List[Endpoint]:
+    """Every evaluation of a run before step ``before`` that logged both its pretraining loss and ``metric``."""
+    by_step: Dict[int, Dict[str, Any]] = {}
+    for record in read_metrics(run_dir):
+        if record["step"] < before:
+            by_step.setdefault(record["step"], {}).update(record)
+    return [Endpoint(run_dir, None, step, float(r[PRETRAIN]), float(r[metric])) for step, r in sorted(by_step.items())
+            if PRETRAIN in r and metric in r and math.isfinite(r[PRETRAIN]) and math.isfinite(r[metric])]
+
+
+def load_run(run_dir: Path, metric: str, points: str = "decayed") -> Run:
+    """A run with its fully decayed endpoints: its own final evaluation and each cooldown branch's; with
+    ``points="all"`` also every earlier evaluation of the run."""
+    if points not in POINTS:
+        raise ValueError(f"points {points!r}: choose {' or '.join(POINTS)}")
     run_dir = Path(run_dir)
     cfg = _config(run_dir)
     endpoints = [_final_endpoint(run_dir, metric, None)]
     endpoints += [_final_endpoint(path, metric, step) for step, path in branch_dirs(run_dir)]
+    if points == "all":
+        endpoints += _earlier_evaluations(run_dir, metric, endpoints[0].step)
     label = optimizer_label(cfg["optim"]) if isinstance(cfg.get("optim"), dict) else "?"
     return Run(run_dir, cfg["trainer"]["seed"], label, tuple(endpoints))
 
@@ -202,7 +224,7 @@ def match(candidate: Run, baseline: Run, method: str) -> Dict[str, Any]:
     if not low <= target <= high:
         fix = ("train it longer" if target < low else "branch it earlier (trainer.cooldown_from)")
         raise ValueError(f"seed {candidate.seed}: the baseline's pretraining loss {target:.5f} ({baseline.path}) "
-                         f"lies outside {candidate.path}'s fully decayed range [{low:.5f}, {high:.5f}] "
+                         f"lies outside {candidate.path}'s range [{low:.5f}, {high:.5f}] "
                          f"({len(candidate.endpoints)} endpoint(s)); no extrapolation: {fix}")
     value = float(interpolant(candidate.endpoints, method)(target))
     return {"seed": candidate.seed, "candidate_run": str(candidate.path), "baseline_run": str(baseline.path),
@@ -256,22 +278,22 @@ def significance(differences: Sequence[float]) -> str:
 
 
 def compare(candidate_paths: Sequence[Path], baseline_paths: Sequence[Path], metric: str,
-            method: str = "pchip") -> Dict[str, Any]:
+            method: str = "pchip", points: str = "decayed") -> Dict[str, Any]:
     """The iso-loss comparison of two arms of runs (each a run or a directory of runs) on one metric: per seed,
     the baseline's metric, the candidate's at the same pretraining loss and their difference; the mean,
     std and paired t 95% interval of the differences and their significance. ValueError (one line) for
-    unpaired seeds, extrapolation, missing or unfinished evaluations."""
+    unpaired seeds, extrapolation, missing or unfinished evaluations. ``points``: see load_run."""
     check_metric(metric)
     check_interpolation(method)
-    candidates = [load_run(p, metric) for p in run_dirs(candidate_paths)]
-    baselines = [load_run(p, metric) for p in run_dirs(baseline_paths)]
+    candidates = [load_run(p, metric, points) for p in run_dirs(candidate_paths)]
+    baselines = [load_run(p, metric, points) for p in run_dirs(baseline_paths)]
     overlap = {r.path.resolve() for r in candidates} & {r.path.resolve() for r in baselines}
     if overlap:
         raise ValueError(f"{sorted(map(str, overlap))[0]} is in both arms")
     seeds = [match(c, b, method) for c, b in pair_by_seed(candidates, baselines)]
     diffs = [s["difference"] for s in seeds]
     diff, spread = paired_difference(diffs), summarize(diffs)
-    return {"metric": metric, "matched_on": PRETRAIN, "interpolation": method,
+    return {"metric": metric, "matched_on": PRETRAIN, "interpolation": method, "points": points,
             "candidate": _arm_label(candidates, "candidate"), "baseline": _arm_label(baselines, "baseline"),
             "difference": f"candidate - baseline {metric} at the baseline's final {PRETRAIN}",
             "seeds": seeds,
@@ -332,7 +354,8 @@ def plot(result: Dict[str, Any], out_dir: Path, name: str) -> List[Path]:
     ax.set_title(f"{result['metric']} at matched pretraining loss\n{result['candidate']} - {result['baseline']} = "
                  f"{sm['mean']:+.4f}{ci}",
                  fontsize=10)
-    ax.set_xlabel(f"pretraining loss ({result['matched_on']}), fully decayed")
+    decayed = ", fully decayed" if result.get("points", "decayed") == "decayed" else ", every evaluation"
+    ax.set_xlabel(f"pretraining loss ({result['matched_on']}){decayed}")
     ax.set_ylabel(result["metric"])
     ax.legend(fontsize=7)
     fig.tight_layout()

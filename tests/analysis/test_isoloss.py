@@ -99,7 +99,7 @@ def test_extrapolation_is_refused(tmp_path, baseline_loss, fix):
         isoloss.compare([candidate], [baseline], "ood/mean")
     message = str(error.value)
     assert f"the baseline's pretraining loss {baseline_loss:.5f}" in message
-    assert f"outside {candidate / '0'}'s fully decayed range [3.00000, 3.50000] (3 endpoint(s))" in message
+    assert f"outside {candidate / '0'}'s range [3.00000, 3.50000] (3 endpoint(s))" in message
     assert "no extrapolation" in message and fix in message and "\n" not in message
 
 
@@ -173,3 +173,27 @@ def test_without_the_optional_packages(tmp_path, monkeypatch, capsys):
                                          r"--interpolation linear\)$"):
         isoloss.compare([candidate], [baseline], "ood/mean", "pchip")
     assert isoloss.compare([candidate], [baseline], "ood/mean", "linear")["summary"]["n"] == 3
+
+
+def test_points_all_adds_earlier_evaluations_of_runs_without_branches(tmp_path):
+    """A run without branches has one decayed endpoint, so matching refuses; with points="all" its earlier
+    evaluation (pretraining loss and metric one above the final's, see write_run) joins, on the same line."""
+    for seed, delta in DELTAS.items():
+        write_run(tmp_path / "nexus" / str(seed), seed, [(3.0, line(3.0, delta))])
+        write_run(tmp_path / "adamw" / str(seed), seed, [(3.5, line(3.5))], optim="adamw")
+    with pytest.raises(ValueError, match="lies outside"):
+        isoloss.compare([tmp_path / "nexus"], [tmp_path / "adamw"], "ood/mean", "linear")
+    # Earlier evaluation of seed s: pretrain 4.0, metric line(3.0, delta) + 1 = 8 + delta; final: (3.0, 7 + delta).
+    # At 3.5 the linear interpolant is 7.5 + delta; the baseline's own final is line(3.5) = 8.0.
+    result = isoloss.compare([tmp_path / "nexus"], [tmp_path / "adamw"], "ood/mean", "linear", points="all")
+    assert result["points"] == "all"
+    assert [s["difference"] for s in result["seeds"]] == pytest.approx([-0.5 + d for d in DELTAS.values()])
+    with pytest.raises(ValueError, match="points 'some'"):
+        isoloss.compare([tmp_path / "nexus"], [tmp_path / "adamw"], "ood/mean", "linear", points="some")
+
+
+def test_gradient_cosine_is_a_metric(tmp_path):
+    write_run(tmp_path / "nexus" / "0", 0, [(3.0, {"cos/mean": 0.1}), (3.4, {"cos/mean": 0.3})])
+    write_run(tmp_path / "adamw" / "0", 0, [(3.2, {"cos/mean": 0.05})], optim="adamw")
+    result = isoloss.compare([tmp_path / "nexus"], [tmp_path / "adamw"], "cos/mean", "linear")
+    assert result["seeds"][0]["candidate_metric"] == pytest.approx(0.2)
