@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "every earlier evaluation (stable-phase points, as in the paper's Fig. 7a)")
     i.add_argument("--interpolation", choices=("pchip", "linear"), default="pchip",
                    help="in pretraining loss: monotone piecewise cubic (default; needs scipy) or piecewise linear")
+    i.add_argument("--skip-out-of-range", action="store_true",
+                   help="leave out (and list) a seed whose matched loss lies outside the candidate's range, "
+                        "instead of refusing the comparison")
     i.add_argument("--out", type=Path, default=Path("analysis"), help="output directory (default: analysis)")
     return parser
 
@@ -279,7 +282,8 @@ def run_fig7a(args: argparse.Namespace) -> Dict[str, Any]:
 
 def run_isoloss(args: argparse.Namespace) -> Dict[str, Any]:
     """analysis.isoloss.compare, its table, JSON and figure (OUT/isoloss_<metric>.json, .png, .pdf)."""
-    result = isoloss.compare(args.paths, args.baseline, args.metric, args.interpolation, args.points)
+    result = isoloss.compare(args.paths, args.baseline, args.metric, args.interpolation, args.points,
+                             args.skip_out_of_range)
     show(isoloss.summary_text(result))
     stem = isoloss.file_stem(args.metric)
     try:

@@ -278,11 +278,13 @@ def significance(differences: Sequence[float]) -> str:
 
 
 def compare(candidate_paths: Sequence[Path], baseline_paths: Sequence[Path], metric: str,
-            method: str = "pchip", points: str = "decayed") -> Dict[str, Any]:
+            method: str = "pchip", points: str = "decayed", skip_out_of_range: bool = False) -> Dict[str, Any]:
     """The iso-loss comparison of two arms of runs (each a run or a directory of runs) on one metric: per seed,
     the baseline's metric, the candidate's at the same pretraining loss and their difference; the mean,
     std and paired t 95% interval of the differences and their significance. ValueError (one line) for
-    unpaired seeds, extrapolation, missing or unfinished evaluations. ``points``: see load_run."""
+    unpaired seeds, extrapolation, missing or unfinished evaluations. ``points``: see load_run. With
+    ``skip_out_of_range`` a seed whose matched loss lies outside the candidate's range is left out and listed
+    under "excluded" (with the reason) instead of failing the comparison."""
     check_metric(metric)
     check_interpolation(method)
     candidates = [load_run(p, metric, points) for p in run_dirs(candidate_paths)]
@@ -290,13 +292,22 @@ def compare(candidate_paths: Sequence[Path], baseline_paths: Sequence[Path], met
     overlap = {r.path.resolve() for r in candidates} & {r.path.resolve() for r in baselines}
     if overlap:
         raise ValueError(f"{sorted(map(str, overlap))[0]} is in both arms")
-    seeds = [match(c, b, method) for c, b in pair_by_seed(candidates, baselines)]
+    seeds, excluded = [], []
+    for c, b in pair_by_seed(candidates, baselines):
+        try:
+            seeds.append(match(c, b, method))
+        except ValueError as error:
+            if not skip_out_of_range:
+                raise
+            excluded.append({"seed": c.seed, "reason": str(error)})
+    if not seeds:
+        raise ValueError(f"every seed lies outside the candidate's range: {excluded[0]['reason']}")
     diffs = [s["difference"] for s in seeds]
     diff, spread = paired_difference(diffs), summarize(diffs)
     return {"metric": metric, "matched_on": PRETRAIN, "interpolation": method, "points": points,
             "candidate": _arm_label(candidates, "candidate"), "baseline": _arm_label(baselines, "baseline"),
             "difference": f"candidate - baseline {metric} at the baseline's final {PRETRAIN}",
-            "seeds": seeds,
+            "seeds": seeds, "excluded": excluded,
             "summary": {"mean": diff.mean, "std": spread.std, "n": diff.n,
                         "ci95": None if diff.ci is None else list(diff.ci), "method": diff.method},
             "significance": significance(diffs)}
@@ -319,6 +330,8 @@ def summary_text(result: Dict[str, Any]) -> str:
     sm = result["summary"]
     ci = "no interval" if sm["ci95"] is None else f"95% CI [{sm['ci95'][0]:+.4f}, {sm['ci95'][1]:+.4f}]"
     lines.append(f"mean {sm['mean']:+.4f}, std {sm['std']:.4f}, {ci} ({sm['method']}); {result['significance']}")
+    for e in result.get("excluded", []):
+        lines.append(f"excluded seed {e['seed']}: {e['reason']}")
     return "\n".join(lines)
 
 

@@ -141,3 +141,19 @@ def pretraining_loss_verdict(gap: Difference) -> str:
     if gap.ci is None or (-LOSS_THRESHOLD <= round(gap.ci[0], 9) and round(gap.ci[1], 9) <= LOSS_THRESHOLD):
         return SAME
     return INCONCLUSIVE
+
+
+def matched_loss_verdict(diff: Optional[Difference], margin: float) -> str:
+    """The iso-loss experiment's rule for a candidate - baseline loss difference at matched pretraining loss:
+    "candidate lower" when the 95% CI lies below 0, "candidate higher" when above, "no difference beyond
+    ±margin" when it lies within [-margin, margin], otherwise "inconclusive"."""
+    if diff is None or diff.ci is None:
+        return "inconclusive (no interval)"
+    low, high = (round(v, 9) for v in diff.ci)
+    if high < 0:
+        return "candidate lower"
+    if low > 0:
+        return "candidate higher"
+    if -margin <= low and high <= margin:
+        return f"no difference beyond ±{margin}"
+    return "inconclusive"

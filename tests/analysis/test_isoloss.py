@@ -197,3 +197,15 @@ def test_gradient_cosine_is_a_metric(tmp_path):
     write_run(tmp_path / "adamw" / "0", 0, [(3.2, {"cos/mean": 0.05})], optim="adamw")
     result = isoloss.compare([tmp_path / "nexus"], [tmp_path / "adamw"], "cos/mean", "linear")
     assert result["seeds"][0]["candidate_metric"] == pytest.approx(0.2)
+
+
+def test_out_of_range_seeds_are_listed_and_left_out_when_asked(tmp_path):
+    candidate, baseline = two_arms(tmp_path)
+    write_run(tmp_path / "nexus" / "3", 3, [(x, line(x)) for x in (3.0, 3.2)])  # ends at 3.2 < baseline's 3.3
+    write_run(tmp_path / "adamw" / "3", 3, [(3.3, line(3.3))], optim="adamw")
+    with pytest.raises(ValueError, match="seed 3"):
+        isoloss.compare([candidate], [baseline], "ood/mean", "linear")
+    result = isoloss.compare([candidate], [baseline], "ood/mean", "linear", skip_out_of_range=True)
+    assert [s["seed"] for s in result["seeds"]] == [0, 1, 2]
+    assert [e["seed"] for e in result["excluded"]] == [3] and "lies outside" in result["excluded"][0]["reason"]
+    assert "excluded seed 3" in isoloss.summary_text(result)

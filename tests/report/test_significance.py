@@ -81,3 +81,12 @@ def test_significant_gain_needs_the_threshold_and_a_ci_above_zero():
     assert paired_difference([0.1, 0.2, 0.3]).method == "paired t over 3 seeds"
     assert unpaired_difference([1.0, 2.0], [1.0, 1.5]).method == "Welch (unpaired)"
     assert paired_difference([]) is None
+
+
+@pytest.mark.parametrize("ci, want", [
+    ((-0.06, -0.001), "candidate lower"), ((0.002, 0.05), "candidate higher"),
+    ((-0.012, 0.014), "no difference beyond ±0.015"), ((-0.0636, 0.0004), "inconclusive"),
+    ((-0.01, 0.02), "inconclusive"), (None, "inconclusive (no interval)")])
+def test_matched_loss_verdict_reads_the_interval(ci, want):
+    """The iso-loss experiment's rule: which side of 0 the 95% CI lies on, or within the equivalence margin."""
+    assert stats.matched_loss_verdict(stats.Difference(0.0, ci, 6, True), 0.015) == want
