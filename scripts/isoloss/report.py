@@ -229,7 +229,7 @@ def report(root: Path) -> Dict[str, Any]:
             controls.append({"label": f"Nexus − {label}", **comparison(paired_nexus, runs, PRIMARY, figures)})
     claims["controls"] = controls
     claims["equal_steps"] = [paired_equal_steps(runs_dir, k) for k in ("val/pretrain", PRIMARY)]
-    if "summary" in claims["primary"]:
+    if "summary" in claims["primary"] and claims["primary"]["summary"]["n"] > 1:
         claims["seeds_for_margin"] = seeds_for(claims["primary"]["summary"]["std"], MARGIN)
     claims["at_130m"] = design_at("llama_130m", {"adamw": len(adamw), "nexus(adamw)": len(nexus) + len(random_)
                                                  + len(parallel)})
@@ -259,9 +259,11 @@ def markdown(root: Path, claims: Dict[str, Any]) -> str:
         out += seed_table(primary)
         sm = primary["summary"]
         hw = _half_width(sm)
-        out += ["", f"95% CI {_fmt_ci(sm)} (paired t over {sm['n']} seeds), half-width {hw:.4f} (target {MARGIN}). "
-                f"**Verdict: {primary['verdict']}.** At this per-seed spread, a half-width of {MARGIN} needs "
-                f"{claims['seeds_for_margin']} paired seeds.", "", f"![primary]({primary['figures'][0]})"]
+        precision = "no interval" if hw is None else \
+            f"half-width {hw:.4f} (target {MARGIN}); at this per-seed spread a half-width of {MARGIN} needs " \
+            f"{claims['seeds_for_margin']} paired seeds"
+        out += ["", f"95% CI {_fmt_ci(sm)} (paired t over {sm['n']} seeds), {precision}. "
+                f"**Verdict: {primary['verdict']}.**", "", f"![primary]({primary['figures'][0]})"]
     out += ["", "## All comparisons at matched pretraining loss", "",
             "Candidate − baseline, interpolated (PCHIP) at the baseline's final pretraining loss; negative: the "
             "candidate is lower.", "",
