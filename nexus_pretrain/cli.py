@@ -50,6 +50,10 @@ def _one_line(error: BaseException) -> str:
         group, value = option.groups()
         choices = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
         return f"{group}={value}: unknown option; choose one of {', '.join(choices)}"
+    choice = re.search(r"Invalid value '([^'$]*)', expected one of \[([^\]]*)\]", text)
+    if choice and key:  # an enum field (config.Choice): Hydra names the allowed values
+        bad, allowed = choice.groups()
+        return f"{key.group(1)}={bad} is not one of {allowed}; set {key.group(1)} to one of them"
     value_error = re.search(r"Value '([^'$]*)'[^\n]*?(could not be converted to \w+|is not a valid [^\n]*)", text)
     if value_error and key:
         bad, problem = value_error.groups()

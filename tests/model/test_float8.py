@@ -43,7 +43,7 @@ def test_float8_values_are_accepted(value, normalized):
 
 @pytest.mark.parametrize("overrides, message", [
     (["model.float8=yes"], "model.float8='yes' is not one of false, true, auto"),
-    (["model.float8_recipe=blockwise"], "model.float8_recipe='blockwise' is not one of tensorwise, rowwise"),
+    (["model.float8_recipe=blockwise"], "model.float8_recipe=blockwise is not one of tensorwise, rowwise"),
     (["model.float8_min_dim=-1"], "model.float8_min_dim=-1 must be >= 0"),
     (["model.float8=true", "backend=deepspeed"], "model.float8=true with backend.name=deepspeed is not supported"),
 ])
