@@ -22,7 +22,6 @@ from tqdm import tqdm
 from nexus_pretrain.config import TrainConfig
 from nexus_pretrain.console import configure_logging, show
 from nexus_pretrain.data import store
-from nexus_pretrain.data.build import build_data
 from nexus_pretrain.data.prepare import ValidationSplitWarning, prepare
 from nexus_pretrain.data.tokens import unigram_entropy
 from nexus_pretrain.extras import MissingExtra
@@ -31,6 +30,7 @@ from nexus_pretrain.paths import asset_dir
 from nexus_pretrain.report.plots import overview
 from nexus_pretrain.report.runs import final_metrics
 from nexus_pretrain.report.sweep import compare_runs
+from nexus_pretrain.run_data import build_data
 from nexus_pretrain.threads import set_default_threads
 
 log = logging.getLogger("nexus_pretrain.demo")  # also when run as __main__

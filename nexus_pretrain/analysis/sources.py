@@ -20,12 +20,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from nexus_pretrain.data.build import build_data, load_tokenizer_for
+from nexus_pretrain.data.build import load_tokenizer_for
 from nexus_pretrain.data.sampler import eval_batches
 from nexus_pretrain.evaluation.benchmarks import data_files, select
 from nexus_pretrain.evaluation.downstream_loss import gold_sequences, load_tasks, sequences_nll
 from nexus_pretrain.evaluation.harness import offline_env, task_manager
 from nexus_pretrain.model.llama import Llama, lm_loss, rope_cache
+from nexus_pretrain.run_data import build_data
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train.checkpoint import read_meta
 from nexus_pretrain.train.export import load_checkpoint_weights

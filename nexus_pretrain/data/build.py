@@ -26,13 +26,9 @@ class RunData:
     ood_streams: Dict[str, np.ndarray]
 
 
-def build_data(cfg: Any, seed: int) -> RunData:
-    """Load the configured source's tokens (data.source=embedded or shards) and build the sampler, or the
-    instruction examples of data.source=sft (nexus_pretrain.sft)."""
-    if cfg.source == "sft":
-        from nexus_pretrain.sft.data import build_sft_data  # cycle: sft.data builds on this module
-
-        return build_sft_data(cfg, seed)
+def build_pretrain_data(cfg: Any, seed: int) -> RunData:
+    """Load the tokens of data.source=embedded or shards and build the mixture sampler (data.source=sft is
+    nexus_pretrain.sft.data's; nexus_pretrain.run_data.build_data picks by source)."""
     weights = dict(cfg.domains)
     if cfg.fixed_shares:
         weights = apply_fixed_shares(weights, dict(cfg.fixed_shares))
@@ -40,7 +36,7 @@ def build_data(cfg: Any, seed: int) -> RunData:
     if cfg.source == "embedded":
         tokenizer, train, val, ood = _embedded_streams(cfg, train_domains)
     elif cfg.source == "shards":
-        tokenizer, train, val, ood = _shard_streams(cfg, train_domains)
+        tokenizer, train, val, ood = shard_streams(cfg, train_domains)
     else:
         raise ValueError(f"data.source={cfg.source!r} is not one of embedded, shards, sft")
     sampler = MixtureSampler(train, weights, cfg.seq_len, seed, cfg.microbatch_domains)
@@ -60,7 +56,8 @@ def _embedded_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams,
     return tokenizer, train, val, ood
 
 
-def _shard_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams, Streams, Streams]:
+def shard_streams(cfg: Any, train_domains: List[str]) -> Tuple[Any, Streams, Streams, Streams]:
+    """The tokenizer and the train, validation and OOD streams of prepared shards under data.path."""
     if not cfg.path:
         raise ValueError("data.path is not set; with data.source=shards set it to the --out folder of "
                          "nexus-data prepare")

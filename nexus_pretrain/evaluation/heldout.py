@@ -12,11 +12,11 @@ from omegaconf import OmegaConf
 
 from nexus_pretrain.config import DataConfig
 from nexus_pretrain.data import embedded
-from nexus_pretrain.data.build import build_data
 from nexus_pretrain.data.sampler import eval_batches
 from nexus_pretrain.data.tokens import domain_tokens
 from nexus_pretrain.model.hf import import_hf
 from nexus_pretrain.model.llama import lm_loss
+from nexus_pretrain.run_data import build_data
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from nexus_pretrain.data import embedded
-from nexus_pretrain.data.build import RunData, _shard_streams
+from nexus_pretrain.data.build import RunData, shard_streams
 from nexus_pretrain.data.prepare import is_validation, load_tokenizer
 from nexus_pretrain.data.tokens import domain_tokens, eos_id
 from nexus_pretrain.sft.examples import check_columns, load_rows, to_messages
@@ -101,7 +101,7 @@ def ood_streams(cfg: Any, tokenizer: Any) -> Dict[str, Any]:
     if not cfg.ood_domains:
         return {}
     if cfg.path:
-        return _shard_streams(cfg, [])[3]
+        return shard_streams(cfg, [])[3]
     if cfg.tokenizer not in (None, "embedded"):
         raise ValueError("data.ood_domains from the embedded corpus need the embedded tokenizer; set data.path to "
                          "shards prepared with data.tokenizer, or data.ood_domains=[]")

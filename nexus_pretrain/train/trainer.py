@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from nexus_pretrain.config import TrainConfig, validate
-from nexus_pretrain.data.build import RunData, build_data
+from nexus_pretrain.data.build import RunData
 from nexus_pretrain.data.layout import batch_layout
 from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
@@ -28,6 +28,7 @@ from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token,
 from nexus_pretrain.model.presets import resolve_model_args
 from nexus_pretrain.optim.grad_similarity import domain_gradient_cosine
 from nexus_pretrain.optim.schedule import lr_multiplier
+from nexus_pretrain.run_data import build_data
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train import run_identity
 from nexus_pretrain.train.backends import build_backend

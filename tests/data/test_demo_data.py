@@ -4,7 +4,7 @@ import numpy as np
 
 from nexus_pretrain import demo
 from nexus_pretrain.data import embedded, store
-from nexus_pretrain.data.build import build_data
+from nexus_pretrain.run_data import build_data
 from nexus_pretrain.demo import compose_config, describe_prepared, prepare_demo_data
 
 

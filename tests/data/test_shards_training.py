@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nexus_pretrain.data import store
-from nexus_pretrain.data.build import build_data
+from nexus_pretrain.run_data import build_data
 from nexus_pretrain.data.prepare import prepare
 from nexus_pretrain.demo import compose_config
 from nexus_pretrain.train.trainer import Trainer

@@ -3,7 +3,7 @@
 import pytest
 
 from nexus_pretrain.config import ConfigError, validate
-from nexus_pretrain.data.build import build_data
+from nexus_pretrain.run_data import build_data
 from nexus_pretrain.data.layout import batch_layout
 from nexus_pretrain.sft.sampler import IGNORE
 
