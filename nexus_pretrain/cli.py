@@ -24,11 +24,11 @@ from nexus_pretrain.data.inline import prepare_sources
 from nexus_pretrain.data.prepare import DEFAULT_SHARD_TOKENS, ValidationSplitWarning, prepare
 from nexus_pretrain.data.tokens import domain_tokens, unigram_entropy
 from nexus_pretrain.data.verify import verify_path
+from nexus_pretrain.errors import RunError
 from nexus_pretrain.extras import MissingExtra, check_run_extras
 from nexus_pretrain.overrides import apply_maps, compose, replacing
 from nexus_pretrain.paths import CONFIG_DIR
 from nexus_pretrain.threads import set_default_threads
-from nexus_pretrain.train.errors import RunError
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def _data_stats() -> None:
 def evaluate(argv: Optional[List[str]] = None) -> None:
     """nexus-eval: benchmarks, downstream and held-out losses of a checkpoint (see nexus-eval --help)."""
     set_default_threads()
-    from nexus_pretrain.evaluation.command import main  # heavy: torch and lm-eval, only for nexus-eval
+    from nexus_pretrain.eval_command import main  # heavy: torch and lm-eval, only for nexus-eval
 
     _run(main, argv)
 

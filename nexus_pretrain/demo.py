@@ -28,9 +28,9 @@ from nexus_pretrain.extras import MissingExtra
 from nexus_pretrain.overrides import compose
 from nexus_pretrain.paths import asset_dir
 from nexus_pretrain.report.plots import overview
-from nexus_pretrain.report.runs import final_metrics
 from nexus_pretrain.report.sweep import compare_runs
 from nexus_pretrain.run_data import build_data
+from nexus_pretrain.rundir.metrics_file import final_metrics
 from nexus_pretrain.threads import set_default_threads
 
 log = logging.getLogger("nexus_pretrain.demo")  # also when run as __main__

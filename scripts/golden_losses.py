@@ -68,7 +68,7 @@ def free_port() -> int:
 
 def curves(out_dir: Path) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Every case's curve: step -> {loss, inner_loss, grad_norm}, read from its metrics.jsonl."""
-    from nexus_pretrain.train.metrics_file import read_metrics
+    from nexus_pretrain.rundir.metrics_file import read_metrics
 
     result = {}
     for name in CASES:

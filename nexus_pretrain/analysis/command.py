@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from nexus_pretrain import eval_command
 from nexus_pretrain.analysis import isoloss
 from nexus_pretrain.analysis import landscape as ls
 from nexus_pretrain.analysis.closeness import GDSettings, parameter_closeness
@@ -32,7 +33,6 @@ from nexus_pretrain.analysis.downstream_cosine import cosines_over_checkpoints
 from nexus_pretrain.analysis.sources import (downstream_sequences, flat_parameters, load_checkpoint_model,
                                              resolve_checkpoints, training_set)
 from nexus_pretrain.console import show
-from nexus_pretrain.evaluation import command as eval_command
 from nexus_pretrain.evaluation.benchmarks import BENCHMARKS, select
 from nexus_pretrain.evaluation.results import load_results
 from nexus_pretrain.extras import MissingExtra

@@ -12,6 +12,8 @@ import yaml
 
 from nexus_pretrain.data.store import sha256_file
 from nexus_pretrain.evaluation.benchmarks import TASKS_DIR, Benchmark, data_files, task_files
+from nexus_pretrain.rundir.metrics_file import read_metrics
+from nexus_pretrain.rundir.run_name import run_optimizer_label
 
 SCHEMA = "nexus_pretrain.eval_results/1"
 
@@ -36,8 +38,6 @@ def run_metadata(run_dir: Optional[Path], step: Optional[int] = None) -> Dict[st
     if run_dir is None:
         return {"run_dir": None, "run_name": None, "config": None, "optimizer": None, "model": None,
                 "data_mixture": None, "step": step, "tokens": None}
-    from nexus_pretrain.report.runs import optimizer_label  # cycle: report imports train, train evaluation
-
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -47,15 +47,13 @@ def run_metadata(run_dir: Optional[Path], step: Optional[int] = None) -> Dict[st
     step, tokens = _step_and_tokens(run_dir / "metrics.jsonl", step)
     return {
         "run_dir": str(run_dir.resolve()), "run_name": run_dir.name, "config": config,
-        "optimizer": optimizer_label(run_dir), "model": config.get("model", {}).get("preset"),
+        "optimizer": run_optimizer_label(run_dir), "model": config.get("model", {}).get("preset"),
         "data_mixture": {k: data.get(k) for k in ("name", "source", "domains", "fixed_shares", "ood_domains")},
         "step": step, "tokens": tokens,
     }
 
 
 def _step_and_tokens(metrics_path: Path, step: Optional[int]) -> tuple:
-    from nexus_pretrain.train.metrics_file import read_metrics  # cycle: train imports evaluation
-
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{metrics_path} not found; the run logged no metrics")
     last_step, tokens = None, None

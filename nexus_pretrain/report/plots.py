@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
 from nexus_pretrain.extras import require
-from nexus_pretrain.report.runs import final_metrics
 from nexus_pretrain.report.sweep import run_labels
-from nexus_pretrain.train.metrics_file import METRICS_FILE, read_metrics
+from nexus_pretrain.rundir.metrics_file import METRICS_FILE, final_metrics, read_metrics
 
 
 def _pyplot():

@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from nexus_pretrain.report.runs import final_metrics
 from nexus_pretrain.report.stats import mean_ci, summarize
-from nexus_pretrain.train.run_name import optimizer_label, run_overrides
+from nexus_pretrain.rundir.metrics_file import final_metrics
+from nexus_pretrain.rundir.run_name import optimizer_label, run_overrides
 
 SEED_KEYS = ("trainer.seed",)
 NOT_SWEPT = ("trainer.run_dir", "hydra", "logging")

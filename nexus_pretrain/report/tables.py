@@ -36,7 +36,7 @@ from nexus_pretrain.report.stats import (ACC_THRESHOLD, LOSS_THRESHOLD, NOT_SAME
                                         unpaired_difference)
 from nexus_pretrain.report.sweep import label as sweep_label
 from nexus_pretrain.report.sweep import swept
-from nexus_pretrain.train.run_name import run_overrides
+from nexus_pretrain.rundir.run_name import run_overrides
 
 BENCH_COLUMNS = ("MMLU", "GPQA", "GPQA-D", "BBH", "GSM8k", "MATH", "HumanEval", "MBPP", "All")
 PRETRAIN = ("loss", "Pretrain")

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set
 import numpy as np
 import torch
 
+from nexus_pretrain.errors import RunError, os_error_cause, write_failed
 from nexus_pretrain.train import manifest
-from nexus_pretrain.train.errors import RunError, os_error_cause, write_failed
 
 log = logging.getLogger(__name__)
 

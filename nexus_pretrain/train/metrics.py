@@ -1,4 +1,4 @@
-"""Throughput accounting and metric sinks (JSONL, terminal progress bar, W&B, TensorBoard); metrics_file.py
+"""Throughput accounting and metric sinks (JSONL, terminal progress bar, W&B, TensorBoard); rundir/metrics_file.py
 reads and truncates the JSONL file."""
 
 from __future__ import annotations
@@ -7,14 +7,15 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from nexus_pretrain.train.errors import write_failed
-from nexus_pretrain.train.metrics_file import METRICS_FILE
-from nexus_pretrain.train.run_name import init_wandb
+from nexus_pretrain.errors import write_failed
+from nexus_pretrain.extras import require
+from nexus_pretrain.rundir.metrics_file import METRICS_FILE
+from nexus_pretrain.rundir.run_name import run_identity
 
 # Dense bf16 peak FLOP/s that MFU is quoted against (H100/H200 SXM datasheet: 989 TFLOP/s).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -75,6 +76,16 @@ class Throughput:
             out["peak_mem_gib"] = mem
         self._t0, self._tokens = now, 0
         return out
+
+
+def init_wandb(cfg: Any, run_dir: Path, run_config: Mapping[str, Any]) -> Any:
+    """A W&B run (logging.wandb_project and wandb_mode) named and grouped by run_identity, with the run's
+    config and its command-line overrides."""
+    wandb = require("wandb", "logging.wandb=true needs")
+    identity = run_identity(run_config, run_dir)
+    return wandb.init(project=cfg.wandb_project, mode=cfg.wandb_mode, dir=str(run_dir), resume="allow",
+                      name=identity["name"], group=identity["group"], tags=identity["tags"],
+                      config={**run_config, "overrides": identity["overrides"]})
 
 
 class MetricsLogger:

@@ -29,10 +29,10 @@ import torch
 from omegaconf import OmegaConf
 
 from nexus_pretrain.config import TrainConfig
+from nexus_pretrain.errors import RunError
 from nexus_pretrain.optim.schedule import lr_multiplier
+from nexus_pretrain.rundir.metrics_file import METRICS_FILE, truncate_metrics
 from nexus_pretrain.train import checkpoint as ckpt
-from nexus_pretrain.train.errors import RunError
-from nexus_pretrain.train.metrics_file import METRICS_FILE, truncate_metrics
 
 OPERATIONAL = (
     "trainer.max_steps", "trainer.micro_batch", "trainer.run_dir", "trainer.resume", "trainer.log_every",

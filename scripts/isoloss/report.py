@@ -30,7 +30,7 @@ from nexus_pretrain.config import ModelConfig
 from nexus_pretrain.experiments.compute import BENCH_VOCAB, throughput
 from nexus_pretrain.model.presets import non_embedding_parameters, resolve_model_args
 from nexus_pretrain.report.stats import matched_loss_verdict, paired_difference, summarize, t975
-from nexus_pretrain.train.metrics_file import read_metrics
+from nexus_pretrain.rundir.metrics_file import read_metrics
 
 PRIMARY = "ood/mean"
 SECONDARY = ("downstream/gsm8k", "downstream/math500")

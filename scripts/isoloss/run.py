@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from nexus_pretrain.experiments.concurrent import cli_command, run_concurrently, train_command
-from nexus_pretrain.report.runs import final_metrics
+from nexus_pretrain.rundir.metrics_file import final_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "data" / "isoloss"

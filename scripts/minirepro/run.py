@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from nexus_pretrain.report.runs import final_metrics
+from nexus_pretrain.rundir.metrics_file import final_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "data" / "minirepro"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from nexus_pretrain import cli
+from nexus_pretrain.eval_command import translate_overrides
 from nexus_pretrain.evaluation.benchmarks import BENCHMARKS, COLUMNS, TASKS_DIR, render_tasks, select
-from nexus_pretrain.evaluation.command import translate_overrides
 from nexus_pretrain.evaluation.heldout import run_heldout_losses
 
 pytest.importorskip("lm_eval")  # the eval extra

@@ -218,7 +218,7 @@ def test_root_without_an_unprivileged_interpreter_or_unshare_is_not_isolated(mon
 
 def test_nexus_eval_refuses_generated_code_without_isolation(monkeypatch, tiny_hf_dir, benchmark_dir, tmp_path,
                                                              capsys):
-    from nexus_pretrain.evaluation.command import _check_sandbox
+    from nexus_pretrain.eval_command import _check_sandbox
     from nexus_pretrain.evaluation.stage import EvalSettings
 
     monkeypatch.setattr(sandbox, "_namespaces", lambda: (False, "unshare refused"))

@@ -8,9 +8,9 @@ from nexus_pretrain.analysis.isoloss import load_run
 from nexus_pretrain.config import ConfigError, validate
 from nexus_pretrain.demo import compose_config
 from nexus_pretrain.optim.schedule import lr_multiplier
+from nexus_pretrain.rundir.metrics_file import read_metrics
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train.cooldown import branch_config, branch_dir, cooldown_steps, run_branches
-from nexus_pretrain.train.metrics_file import read_metrics
 from nexus_pretrain.train.trainer import Trainer
 
 # 10 steps: warmup 2, stable to step 7, decay 3. Branches from steps 4 and 6 (0.6 of 10).

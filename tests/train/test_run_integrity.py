@@ -17,16 +17,15 @@ from omegaconf import OmegaConf
 from nexus_pretrain.cli import export
 from nexus_pretrain.config import BackendConfig, OptimConfig
 from nexus_pretrain.demo import compose_config
+from nexus_pretrain.errors import RunError
 from nexus_pretrain.optim.build import build_optimizer
-from nexus_pretrain.report.runs import final_metrics
+from nexus_pretrain.rundir.metrics_file import final_metrics, read_metrics
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train import manifest, run_identity
 from nexus_pretrain.train.backends import dcp
 from nexus_pretrain.train.backends.single import SingleDevice
-from nexus_pretrain.train.errors import RunError
 from nexus_pretrain.train.init_weights import pretrained_state
 from nexus_pretrain.train.metrics import MetricsLogger
-from nexus_pretrain.train.metrics_file import read_metrics
 from nexus_pretrain.train.trainer import Trainer
 
 from .test_robustness import SMALL

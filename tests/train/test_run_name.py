@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import yaml
 
 from nexus_pretrain.config import LoggingConfig
+from nexus_pretrain.rundir.run_name import run_identity
 from nexus_pretrain.train.metrics import MetricsLogger
-from nexus_pretrain.train.run_name import run_identity
 
 
 def _config(optim, data_name="math40", seed=1, domains=None):

@@ -1,4 +1,5 @@
-"""nexus-eval's command line."""
+"""nexus-eval's command line. It sits above train as well as evaluation: --checkpoint exports a training
+checkpoint (train.export) before evaluating it, and train imports evaluation for in-training evaluation."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from nexus_pretrain.evaluation.results import write_results
 from nexus_pretrain.evaluation.sandbox import (CODE_BENCHMARKS, SandboxUnavailable, isolation, permit_unisolated,
                                                require_isolation)
 from nexus_pretrain.evaluation.stage import EvalSettings, evaluate_checkpoint, resolve_dirs
+from nexus_pretrain.train.checkpoint import read_meta
+from nexus_pretrain.train.export import export_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +141,6 @@ def _check_sandbox(settings, allow_unisolated: bool) -> None:
 
 def _evaluate_training_checkpoint(args: argparse.Namespace, settings) -> dict:
     """evaluate_checkpoint on a training checkpoint, exported with nexus-export's export_checkpoint."""
-    from nexus_pretrain.train.checkpoint import read_meta  # cycle: train imports evaluation
-    from nexus_pretrain.train.export import export_checkpoint  # cycle: train imports evaluation
-
     step = read_meta(args.checkpoint)["step"]
     with tempfile.TemporaryDirectory(prefix="nexus_eval_hf_") as tmp:
         model_dir = export_checkpoint(args.checkpoint, Path(tmp) / "hf")
