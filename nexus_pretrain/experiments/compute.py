@@ -20,7 +20,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from nexus_pretrain.experiments.runner import PlannedRun
+from nexus_pretrain.config import ModelConfig
+from nexus_pretrain.experiments.registry import table_spec
+from nexus_pretrain.experiments.runner import PlannedRun, plan_runs
+from nexus_pretrain.model.llama import flops_per_token as model_flops
+from nexus_pretrain.model.presets import mfu_parameters, resolve_model_args
 from nexus_pretrain.train.metrics import PEAK_BF16_FLOPS
 
 H100_PEAK_FLOPS = PEAK_BF16_FLOPS["H100"]  # the peak of nexus-bench's MFU
@@ -57,8 +61,6 @@ H100_BENCH: Tuple[Measurement, ...] = load_bench()
 
 def _shape(model_cfg, seq_len: int):
     """(ModelArgs, N) of a model config with the benchmarks' vocabulary, N as nexus-bench counts it."""
-    from nexus_pretrain.model.presets import mfu_parameters, resolve_model_args
-
     args = resolve_model_args(model_cfg, BENCH_VOCAB, seq_len)
     return args, mfu_parameters(args)
 
@@ -71,15 +73,11 @@ def n_params(model_cfg) -> int:
 
 def flops_per_token(model_cfg, seq_len: int) -> float:
     """Training FLOPs per token as nexus-bench's MFU counts them: 6N + 12 x layers x dim x seq_len."""
-    from nexus_pretrain.model.llama import flops_per_token as model_flops
-
     args, n = _shape(model_cfg, seq_len)
     return model_flops(args, seq_len, n)
 
 
 def _preset(name: str):
-    from nexus_pretrain.config import ModelConfig
-
     return ModelConfig(preset=name)
 
 
@@ -182,9 +180,6 @@ def run_costs(runs: Sequence[PlannedRun]) -> List[RunCost]:
 def table_costs(names: Sequence[str], seeds: Sequence[int] = (0,), extra_overrides: Sequence[str] = (),
                 run_root: Path = Path("runs/reproduce")) -> Dict[str, List[RunCost]]:
     """{table: its paper-scale training runs with their H100-hours} for registry table names."""
-    from nexus_pretrain.experiments.registry import table_spec
-    from nexus_pretrain.experiments.runner import plan_runs
-
     return {name: run_costs(plan_runs(table_spec(name), "paper", seeds, run_root, extra_overrides))
             for name in names}
 
