@@ -26,8 +26,9 @@ import yaml
 
 from nexus_pretrain.report.stats import (LOSS_THRESHOLD, Difference, paired_difference, significant_gain,
                                         summarize)
-from nexus_pretrain.train.metrics_file import read_metrics
-from nexus_pretrain.train.run_name import optimizer_label
+from nexus_pretrain.report.plots import pyplot, save_figure
+from nexus_pretrain.rundir.metrics_file import read_metrics
+from nexus_pretrain.rundir.run_name import optimizer_label
 
 PRETRAIN = "val/pretrain"
 METRIC_PREFIXES = ("ood/", "val/", "downstream/", "cos/")
@@ -338,9 +339,7 @@ def summary_text(result: Dict[str, Any]) -> str:
 def plot(result: Dict[str, Any], out_dir: Path, name: str) -> List[Path]:
     """Metric against pretraining loss: every run's endpoints and interpolant (one colour per arm), the
     baseline's matched endpoint (square) and the candidate's value at its loss (star), per seed."""
-    from nexus_pretrain.report.plots import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     arms = (("baseline", "C0"), ("candidate", "C1"))
     for arm, colour in arms:
@@ -372,4 +371,4 @@ def plot(result: Dict[str, Any], out_dir: Path, name: str) -> List[Path]:
     ax.set_ylabel(result["metric"])
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, Path(out_dir), name)
+    return save_figure(fig, Path(out_dir), name)

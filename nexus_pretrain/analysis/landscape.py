@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from nexus_pretrain.analysis.sources import TrainingSet, mixture_loss, objective_loss, set_flat_parameters
-from nexus_pretrain.report.plots import _pyplot, _save
+from nexus_pretrain.report.plots import pyplot, save_figure
 
 DIRECTIONS = ("random", "filter")
 
@@ -107,7 +107,7 @@ def save_npz(path: Path, alphas: np.ndarray, betas: np.ndarray, grids: Mapping[s
 def plot(out_dir: Path, name: str, alphas: np.ndarray, betas: np.ndarray, grids: Mapping[str, np.ndarray],
          title: str = "") -> List[Path]:
     """One contour panel per loss; theta_train* marked at (0, 0), theta_T* at (1, 0). PNG and PDF."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(grids), figsize=(4.5 * len(grids), 4), squeeze=False)
     A, B = np.meshgrid(alphas, betas)
     for ax, (key, grid) in zip(axes[0], grids.items()):
@@ -122,4 +122,4 @@ def plot(out_dir: Path, name: str, alphas: np.ndarray, betas: np.ndarray, grids:
     axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, Path(out_dir), name)
+    return save_figure(fig, Path(out_dir), name)

@@ -10,7 +10,8 @@ from nexus_pretrain.report.sweep import run_labels
 from nexus_pretrain.rundir.metrics_file import METRICS_FILE, final_metrics, read_metrics
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend; MissingExtra naming the plots extra without matplotlib."""
     matplotlib = require("matplotlib", "plots need")
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt  # optional: plots extra
@@ -18,12 +19,13 @@ def _pyplot():
     return plt
 
 
-def _save(fig, out_dir: Path, name: str) -> List[Path]:
+def save_figure(fig, out_dir: Path, name: str) -> List[Path]:
+    """Write ``fig`` as OUT_DIR/NAME.png and .pdf, close it, and return the two paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     for path in paths:
         fig.savefig(path, bbox_inches="tight", dpi=150)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return paths
 
 
@@ -46,7 +48,7 @@ def _labels(run_dirs: Sequence[Path]) -> List[str]:
 
 def loss_curves(run_dirs: Sequence[Path], out_dir: Path) -> List[Path]:
     """Training loss and validation (pretrain) loss against step, one line per run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (train, val) = plt.subplots(1, 2, figsize=(10, 4))
     for run_dir, name in zip(run_dirs, _labels(run_dirs)):
         train.plot(*series(run_dir, "loss"), label=name)
@@ -56,12 +58,12 @@ def loss_curves(run_dirs: Sequence[Path], out_dir: Path) -> List[Path]:
         ax.set_ylabel("loss")
         ax.set_title(title)
         ax.legend(fontsize=8)
-    return _save(fig, Path(out_dir), "loss_curves")
+    return save_figure(fig, Path(out_dir), "loss_curves")
 
 
 def domain_losses(run_dirs: Sequence[Path], out_dir: Path) -> List[Path]:
     """One panel per validation/OOD domain (val/<d>, ood/<d>), one line per run."""
-    plt = _pyplot()
+    plt = pyplot()
     keys: List[str] = []
     for run_dir in run_dirs:
         for row in read_metrics(Path(run_dir) / METRICS_FILE):
@@ -80,13 +82,13 @@ def domain_losses(run_dirs: Sequence[Path], out_dir: Path) -> List[Path]:
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
     axes[0][0].legend(fontsize=8)
-    return _save(fig, Path(out_dir), "domain_losses")
+    return save_figure(fig, Path(out_dir), "domain_losses")
 
 
 def overview(run_dirs: Sequence[Path], out_dir: Path, name: str = "loss_curves") -> List[Path]:
     """One figure comparing runs: training loss, then the validation loss of the mixture, of each domain and
     of the OOD domains (mean), one line per run."""
-    plt = _pyplot()
+    plt = pyplot()
     keys = ["loss", "val/pretrain"]
     for run_dir in run_dirs:
         for key in final_metrics(run_dir):
@@ -108,7 +110,7 @@ def overview(run_dirs: Sequence[Path], out_dir: Path, name: str = "loss_curves")
         ax.set_ylabel("loss (nats/token)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, Path(out_dir), name)
+    return save_figure(fig, Path(out_dir), name)
 
 
 def downstream_vs_pretrain(results: Sequence[Mapping[str, Any]], out_dir: Path) -> List[Path]:
@@ -116,7 +118,7 @@ def downstream_vs_pretrain(results: Sequence[Mapping[str, Any]], out_dir: Path) 
 
     Points of one optimizer share a colour; checkpoints of the same run are joined in step order.
     """
-    plt = _pyplot()
+    plt = pyplot()
     runs: Dict[tuple, List[Mapping[str, Any]]] = {}
     for r in results:
         m = r.get("metrics", {})
@@ -138,4 +140,4 @@ def downstream_vs_pretrain(results: Sequence[Mapping[str, Any]], out_dir: Path) 
     ax.set_ylabel("average downstream loss")
     ax.set_title("Implicit bias: downstream vs pretrain loss")
     ax.legend(fontsize=8)
-    return _save(fig, Path(out_dir), "downstream_vs_pretrain")
+    return save_figure(fig, Path(out_dir), "downstream_vs_pretrain")
