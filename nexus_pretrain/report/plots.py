@@ -23,8 +23,9 @@ def save_figure(fig, out_dir: Path, name: str) -> List[Path]:
     """Write ``fig`` as OUT_DIR/NAME.png and .pdf, close it, and return the two paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    for path in paths:
-        fig.savefig(path, bbox_inches="tight", dpi=150)
+    for path in paths:  # no creation date in the PDF: the same figure gives the same file
+        fig.savefig(path, bbox_inches="tight", dpi=150,
+                    metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     pyplot().close(fig)
     return paths
 

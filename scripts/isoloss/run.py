@@ -25,16 +25,18 @@ import os
 import sys
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from nexus_pretrain.experiments.concurrent import cli_command, run_concurrently, train_command
+from nexus_pretrain.optim.schedule import phase_steps
+from nexus_pretrain.overrides import compose
 from nexus_pretrain.rundir.metrics_file import final_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "data" / "isoloss"
 RECIPES = sorted((ROOT / "data_pipelines" / "isoloss" / "recipes").glob("*.yaml"))
-SEQUENCES, SEQ_LEN, STEPS, DECAY, BRANCHES = 256, 512, 680, 136, 2
 CALIBRATION_STEPS = 40  # tokens/s is read over the last 10, after compilation
 
 PLAN: Dict[str, List[Tuple[str, int]]] = {
@@ -51,6 +53,29 @@ SMOKE_OVERRIDES = ["model=tiny", "data=embedded", "data.seq_len=32", "data.eval_
                    "logging.cosine_every=4", "trainer.compile=false", "trainer.eval_task_limit=4"]
 
 log = logging.getLogger("isoloss")
+
+
+@dataclass(frozen=True)
+class Design:
+    """What the runner needs of configs/experiment/isoloss.yaml: tokens per step, and the steps a run
+    trains counting its cooldown branches."""
+
+    tokens_per_step: int
+    steps: int
+    decay_steps: int
+    branches: int
+
+    @property
+    def steps_with_branches(self) -> int:
+        return self.steps + self.branches * self.decay_steps
+
+
+def design(overrides: Sequence[str] = ()) -> Design:
+    """The experiment file's design (with ``overrides``), as nexus-train composes it."""
+    cfg = compose(["+experiment=isoloss", *overrides])
+    _, decay = phase_steps(cfg.schedule, cfg.trainer.max_steps)
+    return Design(cfg.trainer.global_batch * cfg.data.seq_len, cfg.trainer.max_steps, decay,
+                  len(cfg.trainer.cooldown_from))
 
 
 def run_name(optim: str, seed: int) -> str:
@@ -109,13 +134,14 @@ def calibrate(work: Path, device: str, out: Path) -> Dict[str, float]:
     if any(codes.values()):
         raise SystemExit("calibration failed; see the logs above")
     rates = [final_metrics(work / name)["tokens_per_s"] for name in commands]
-    per_run_steps = STEPS + BRANCHES * DECAY
+    plan = design()
     result = {"runs": len(commands), "steps": CALIBRATION_STEPS, "wall_s": time.time() - start,
               "tokens_per_s_per_run_min": min(rates), "tokens_per_s_per_run_max": max(rates),
-              "steps_per_run_with_branches": per_run_steps}
+              "steps_per_run_with_branches": plan.steps_with_branches}
     for phase, runs in PLAN.items():
         # Runs train together; fewer runs share the GPU in wave2, so this overestimates its time.
-        result[f"{phase}_projected_train_s"] = per_run_steps * SEQUENCES * SEQ_LEN / min(rates) * len(runs) / len(commands)
+        result[f"{phase}_projected_train_s"] = (plan.steps_with_branches * plan.tokens_per_step / min(rates)
+                                                * len(runs) / len(commands))
     (out / "calibration.json").write_text(json.dumps(result, indent=1) + "\n")
     log.info("calibration: %s", json.dumps(result))
     return result

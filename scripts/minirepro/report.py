@@ -27,8 +27,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from nexus_pretrain.analysis import isoloss  # noqa: E402
+from nexus_pretrain.report import plots  # noqa: E402
 from nexus_pretrain.report.stats import (LOSS_THRESHOLD, NOT_SAME, paired_difference, pretraining_loss_verdict,  # noqa: E402
                                         summarize)
+from nexus_pretrain.report.tables import build_table, default_layout, to_markdown  # noqa: E402
 
 
 def unpack(archives: Sequence[Path], runs_root: Path) -> None:
@@ -140,8 +143,6 @@ def per_run_table(runs: Mapping[str, Dict], names: Sequence[str], keys: Sequence
 def matched_loss_section(runs: Mapping[str, Dict], figures: Path) -> Tuple[List[str], List[Path], Dict]:
     """Fig. 7a over every seed with nexus-analyze isoloss: Nexus's OOD loss at AdamW's final pretraining loss.
     These runs have no cooldown branches, so only points="all" (stable-phase evaluations too) can match."""
-    from nexus_pretrain.analysis import isoloss
-
     nexus = [runs[n]["dir"] for n in sorted(runs) if n.startswith("nexus_math10_seed")]
     adamw = [runs[n]["dir"] for n in sorted(runs) if n.startswith("adamw_math10_seed")]
     lines = ["`nexus-analyze isoloss` over every seed (the paper's Fig. 7a question for the OOD loss: Nexus's value "
@@ -182,9 +183,6 @@ def main(argv=None) -> int:
     columns = sorted({c for r in runs.values() for c in r["result"]["metrics"]["loss"] if c != "All"})
     seeds = sorted({int(n.rsplit("seed", 1)[1]) for n in runs if n.startswith("adamw_math10_seed")})
     claims_md, claims = claims_table(runs, seeds, columns)
-
-    from nexus_pretrain.report import plots
-    from nexus_pretrain.report.tables import build_table, default_layout, to_markdown
 
     main_results = [runs[n]["result"] for n in sorted(runs) if n.startswith(("adamw_math10_", "nexus_math10_"))]
     table = to_markdown(build_table(default_layout(main_results, "adamw"), main_results)) if main_results else ""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import subprocess
@@ -30,7 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from nexus_pretrain.experiments.concurrent import cli_command, run_concurrently, train_command
 from nexus_pretrain.rundir.metrics_file import final_metrics
+
+log = logging.getLogger("minirepro")
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "data" / "minirepro"
@@ -63,72 +67,30 @@ SMOKE_OVERRIDES = ["model=tiny", "data.seq_len=64", "data.eval_sequences=8", "tr
                    "trainer.micro_batch=4", "trainer.compile=false", "data.num_workers=0"]
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def python(*args: str) -> List[str]:
-    return [sys.executable, *args]
-
-
-def cli(entry: str, *args: str) -> List[str]:
-    """A console script of nexus_pretrain.cli (nexus-data, nexus-eval, nexus-analyze) run by this interpreter."""
-    return python("-c", f"from nexus_pretrain.cli import {entry}; {entry}()", *args)
-
-
-def run_all(commands: Dict[str, List[str]], logs: Path, timeout: float) -> Dict[str, int]:
-    """Start every command at once (output to logs/NAME.log); wait up to ``timeout`` s; return exit codes."""
-    logs.mkdir(parents=True, exist_ok=True)
-    procs = {}
-    for name, cmd in commands.items():
-        with open(logs / f"{name}.log", "w") as out:
-            out.write(" ".join(cmd) + "\n")
-            out.flush()
-            procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.time() + timeout
-    codes = {}
-    for name, proc in procs.items():
-        try:
-            codes[name] = proc.wait(timeout=max(deadline - time.time(), 1))
-        except subprocess.TimeoutExpired:
-            proc.terminate()  # SIGTERM: the trainer checkpoints at its next log step and exits
-            try:
-                codes[name] = proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = -9
-    for name, code in codes.items():
-        if code != 0:
-            tail = (logs / f"{name}.log").read_text().splitlines()[-15:]
-            log(f"{name} exited {code}:\n    " + "\n    ".join(tail))
-    return codes
-
-
 def prepare_shards(workers: int) -> None:
     """nexus-data prepare of the corpus (incremental: a no-op when the shards are complete)."""
     if not (CORPUS / "web.jsonl.gz").is_file():
         raise SystemExit(f"{CORPUS}/web.jsonl.gz not found: run data_pipelines/minirepro/build_corpus.py first")
     start = time.time()
-    subprocess.run(cli("data", "prepare", *map(str, RECIPES), "--out", str(CORPUS / "shards"),
-                       "--workers", str(workers), "--no-progress"), cwd=ROOT, check=True)
-    log(f"shards ready in {time.time() - start:.0f} s")
+    subprocess.run(cli_command("data", "prepare", *map(str, RECIPES), "--out", str(CORPUS / "shards"),
+                               "--workers", str(workers), "--no-progress"), cwd=ROOT, check=True)
+    log.info(f"shards ready in {time.time() - start:.0f} s")
 
 
-def train_command(run: Run, run_dir: Path, extra: Sequence[str]) -> List[str]:
-    return python("-m", "nexus_pretrain", "+experiment=minirepro", *run.overrides, *extra,
-                  f"trainer.run_dir={run_dir}")
+def run_command(run: Run, run_dir: Path, extra: Sequence[str]) -> List[str]:
+    return train_command(["+experiment=minirepro", *run.overrides, *extra, f"trainer.run_dir={run_dir}"])
 
 
 def calibrate(runs: Sequence[Run], work: Path, extra: Sequence[str], device_timeout: float, steps: int) -> float:
     """Tokens/s of one run while all of ``runs`` train together (over the last quarter of ``steps``)."""
     steps = [*step_overrides(steps), "trainer.export_hf=false", "trainer.eval_every=1000000",
              "trainer.checkpoint_every=1000000", "logging.cosine_every=0", f"trainer.log_every={steps // 4}"]
-    commands = {r.name: train_command(r, work / r.name, [*extra, *steps]) for r in runs}
-    codes = run_all(commands, work / "logs", device_timeout)
+    commands = {r.name: run_command(r, work / r.name, [*extra, *steps]) for r in runs}
+    codes = run_concurrently(commands, work / "logs", device_timeout, cwd=ROOT)
     if any(codes.values()):
         raise SystemExit("calibration failed; see the logs above")
     rates = [final_metrics(work / r.name)["tokens_per_s"] for r in runs]
-    log(f"calibration: {len(runs)} concurrent runs at {min(rates):,.0f}-{max(rates):,.0f} tokens/s each")
+    log.info(f"calibration: {len(runs)} concurrent runs at {min(rates):,.0f}-{max(rates):,.0f} tokens/s each")
     return min(rates)
 
 
@@ -143,11 +105,11 @@ def step_overrides(steps: int) -> List[str]:
 def evaluate(runs: Sequence[Run], runs_dir: Path, device: str, limit: int, max_gen_toks: int,
              timeout: float) -> None:
     """nexus-eval of every run: held-out losses, accuracies and downstream losses on TASKS."""
-    commands = {f"eval_{r.name}": cli("evaluate", str(runs_dir / r.name), "--tasks", TASKS, "--data-dir",
+    commands = {f"eval_{r.name}": cli_command("evaluate", str(runs_dir / r.name), "--tasks", TASKS, "--data-dir",
                                       str(BENCHMARKS), "--device", device, "--limit", str(limit),
                                       "--batch-size", "64", "--max-gen-toks", str(max_gen_toks))
                 for r in runs}
-    run_all(commands, runs_dir / "logs", timeout)
+    run_concurrently(commands, runs_dir / "logs", timeout, cwd=ROOT)
 
 
 def analyse(runs: Sequence[Run], runs_dir: Path, device: str, limit: int, timeout: float) -> None:
@@ -159,10 +121,10 @@ def analyse(runs: Sequence[Run], runs_dir: Path, device: str, limit: int, timeou
         out = runs_dir / r.name / "analysis"
         base = ["--data-dir", str(BENCHMARKS), "--device", device, "--limit", str(limit), "--batch-size", "64",
                 "--out", str(out)]
-        commands[f"closeness_{r.name}"] = cli("analyze", "closeness", str(runs_dir / r.name), "--tasks", "gsm8k",
+        commands[f"closeness_{r.name}"] = cli_command("analyze", "closeness", str(runs_dir / r.name), "--tasks", "gsm8k",
                                               *base)
-        commands[f"fig7a_{r.name}"] = cli("analyze", "fig7a", str(runs_dir / r.name), "--tasks", TASKS, *base)
-    run_all(commands, runs_dir / "logs", timeout)
+        commands[f"fig7a_{r.name}"] = cli_command("analyze", "fig7a", str(runs_dir / r.name), "--tasks", TASKS, *base)
+    run_concurrently(commands, runs_dir / "logs", timeout, cwd=ROOT)
 
 
 def pack(runs_dir: Path, out: Path, phase: str, info: Dict) -> Path:
@@ -175,11 +137,12 @@ def pack(runs_dir: Path, out: Path, phase: str, info: Dict) -> Path:
             if path.is_file() and not skip and path.stat().st_size < 4 * 2**20 \
                     and path.suffix in {".json", ".jsonl", ".yaml", ".log", ".png", ".txt", ".md"}:
                 tar.add(path, arcname=str(path.relative_to(runs_dir.parent)))
-    log(f"packed {archive} ({archive.stat().st_size / 2**20:.1f} MiB)")
+    log.info(f"packed {archive} ({archive.stat().st_size / 2**20:.1f} MiB)")
     return archive
 
 
 def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("phase", choices=[*PHASES, "smoke"])
     p.add_argument("--out", type=Path, required=True, help="where the archive goes (e.g. $OUT)")
@@ -207,16 +170,16 @@ def main(argv=None) -> int:
     steps = min(cap, int(args.train_seconds * rate / tokens_per_step) // 10 * 10)
     if steps < (4 if smoke else 100):
         raise SystemExit(f"only {steps} steps fit in {args.train_seconds} s at {rate:,.0f} tokens/s per run")
-    log(f"training {len(runs)} runs x {steps} steps ({steps * tokens_per_step / 1e6:.1f}M tokens each) at once")
-    commands = {r.name: train_command(r, runs_dir / r.name, [*extra, *step_overrides(steps)]) for r in runs}
+    log.info(f"training {len(runs)} runs x {steps} steps ({steps * tokens_per_step / 1e6:.1f}M tokens each) at once")
+    commands = {r.name: run_command(r, runs_dir / r.name, [*extra, *step_overrides(steps)]) for r in runs}
     train_start = time.time()
-    codes = run_all(commands, runs_dir / "logs", timeout=left(150))
+    codes = run_concurrently(commands, runs_dir / "logs", left(150), cwd=ROOT)
     train_seconds = time.time() - train_start
-    log(f"trained in {train_seconds:.0f} s; exit codes {codes}")
+    log.info(f"trained in {train_seconds:.0f} s; exit codes {codes}")
     done = [r for r in runs if codes[r.name] == 0 and (runs_dir / r.name / "hf" / "config.json").is_file()]
     eval_start = time.time()
     evaluate(done, runs_dir, args.device, args.limit, 16 if smoke else 160, timeout=left(75))
-    log(f"evaluated in {time.time() - eval_start:.0f} s")
+    log.info(f"evaluated in {time.time() - eval_start:.0f} s")
     analyse(done, runs_dir, args.device, args.limit, timeout=left(20))
     info = {"phase": args.phase, "device": args.device, "runs": [r.name for r in runs], "steps": steps,
             "calibrated_tokens_per_s_per_run": rate, "train_seconds": train_seconds,

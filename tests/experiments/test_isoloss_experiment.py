@@ -30,7 +30,9 @@ def test_waves_pair_every_seed_and_fit_the_design():
     wave1, wave2 = run.PLAN["wave1"], run.PLAN["wave2"]
     assert sorted(wave1) == sorted((o, s) for o in ("adamw", "nexus") for s in range(6))
     assert sorted(wave2) == sorted((o, s) for o in ("nexus_random", "nexus_parallel") for s in range(4))
-    assert run.STEPS * run.SEQUENCES * run.SEQ_LEN == 89_128_960  # 680 x 256 x 512: 2x Chinchilla of 2.21M
+    plan = run.design()  # from configs/experiment/isoloss.yaml
+    assert plan.steps * plan.tokens_per_step == 89_128_960  # 680 x 256 x 512: 40.3 tokens per parameter of 2.21M
+    assert (plan.decay_steps, plan.branches, plan.steps_with_branches) == (136, 2, 952)
 
 
 def test_seeds_for_a_half_width_is_the_smallest_sufficient_count():
