@@ -54,24 +54,25 @@ def collect(archives: Sequence[Path], into: Path) -> List[str]:
             tar.extractall(tmp, filter="data")
             for phase_file in sorted(Path(tmp).glob("*/phase.json")):
                 info = json.loads(phase_file.read_text())
-                n = len(list(phases.glob(f"{info['phase']}_*.json")))
-                (phases / f"{info['phase']}_{n}.json").write_text(json.dumps(info, indent=1) + "\n")
-                for name, code in sorted(info["exit_codes"].items()):
-                    if code != 0:
-                        continue
-                    target = into / name
-                    if target.exists():
-                        shutil.rmtree(target)
-                    for path in sorted((phase_file.parent / name).rglob("*")):
-                        if path.is_file() and KEPT.search(path.name):
-                            out = target / path.relative_to(phase_file.parent / name)
-                            out.parent.mkdir(parents=True, exist_ok=True)
-                            out.write_text(RUNNER_PREFIX.sub(r"\1", path.read_text()))
-                    where = {k: info[k] for k in ("phase", "gpu", "torch") if k in info}
-                    (target / "run.json").write_text(json.dumps({**where, "phase_record": f"{info['phase']}_{n}"},
-                                                                indent=1) + "\n")
+                record = f"{info['phase']}_{len(list(phases.glob(info['phase'] + '_*.json')))}"
+                (phases / f"{record}.json").write_text(json.dumps(info, indent=1) + "\n")
+                for name in sorted(n for n, code in info["exit_codes"].items() if code == 0):
+                    copy_run(phase_file.parent / name, into / name, info, record)
                     kept.append(name)
     return kept
+
+
+def copy_run(source: Path, target: Path, info: Dict[str, Any], record: str) -> None:
+    """A run's kept files (machine paths made relative) and a run.json naming its phase record and GPU."""
+    if target.exists():
+        shutil.rmtree(target)
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and KEPT.search(path.name):
+            out = target / path.relative_to(source)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(RUNNER_PREFIX.sub(r"\1", path.read_text()))
+    where = {k: info[k] for k in ("phase", "gpu", "torch") if k in info}
+    (target / "run.json").write_text(json.dumps({**where, "phase_record": record}, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -19,6 +19,7 @@ into OUT/isoloss_<phase>.tar.gz. scripts/isoloss/report.py turns the unpacked ar
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -101,11 +102,9 @@ def prepare_shards(workers: int) -> None:
     log.info("shards ready in %.0f s", time.time() - start)
 
 
-def load_report_module():
-    """scripts/isoloss/report.py as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("isoloss_report", Path(__file__).with_name("report.py"))
+def load_script(path: Path, name: str):
+    """A script of this repository (not a package module) loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -113,11 +112,7 @@ def load_report_module():
 
 def smoke_benchmarks(out: Path) -> Path:
     """GSM8k- and MATH500-shaped benchmark files from the corpus builder's generator, for the CPU smoke run."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("build_corpus", ROOT / "data_pipelines/minirepro/build_corpus.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    build = load_script(ROOT / "data_pipelines" / "minirepro" / "build_corpus.py", "build_corpus")
     build.benchmark_files(out, 8, set())
     return out / "benchmarks"
 
@@ -209,12 +204,12 @@ def main(argv=None) -> int:
     info = {"phase": args.phase, "device": device, "runs": [run_name(o, s) for o, s in runs], "exit_codes": codes,
             "total_seconds": time.time() - t0}
     if device.startswith("cuda"):
-        import torch
+        import torch  # heavy: only to name the GPU
 
         info["gpu"], info["torch"] = torch.cuda.get_device_name(0), torch.__version__
     archive = pack(runs_dir, args.out, args.phase, info)
     if smoke:  # the report of the CPU-size experiment, as scripts/isoloss/report.py makes the real one
-        report = load_report_module()
+        report = load_script(Path(__file__).with_name("report.py"), "isoloss_report")
         report.collect([archive], args.out / "report" / "runs")
         report.report(args.out / "report")
         log.info("report: %s", args.out / "report" / "REPORT.md")
