@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run HumanEval/MBPP's generated code even where the sandbox cannot isolate it (no user "
                              "namespaces); refused otherwise. Recorded in the results JSON "
                              "(sandbox.unisolated_allowed)")
-    parser.add_argument("--seq-len", type=int, default=128, help="held-out window length (bare model directory only)")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="held-out window length (bare model directory only; default 128 or the model's "
+                             "context, whichever is shorter)")
     parser.add_argument("--sequences", type=int, default=32,
                         help="held-out windows per domain (bare model directory only)")
     return parser
@@ -99,7 +101,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     except FileNotFoundError as e:
         parser.error(str(e))
     if run_dir is None and args.tasks is None and args.data_dir is None:
-        for name, value in heldout_losses(model_dir, args.seq_len, args.sequences).items():
+        try:
+            losses = heldout_losses(model_dir, args.seq_len, args.sequences)
+        except ValueError as e:
+            parser.error(str(e))
+        for name, value in losses.items():
             show(f"{name:<16} {value:.4f}")
         return
     settings = EvalSettings(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, Mapping
+from typing import Any, Callable, ContextManager, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -55,9 +55,22 @@ def heldout_metrics(model: torch.nn.Module, val_streams: Mapping[str, np.ndarray
     return out
 
 
-def heldout_losses(model_dir: str | Path, seq_len: int = 128, n_sequences: int = 32) -> Dict[str, float]:
-    """Held-out losses of an exported Hugging Face model directory on the embedded corpus."""
+DEFAULT_WINDOW = 128
+"""Held-out window length for a bare model directory, when the model's context allows it."""
+
+
+def heldout_losses(model_dir: str | Path, seq_len: Optional[int] = None, n_sequences: int = 32) -> Dict[str, float]:
+    """Held-out losses of an exported Hugging Face model directory on the embedded corpus, in windows of
+    ``seq_len`` tokens (default: DEFAULT_WINDOW or the model's context, whichever is shorter); ValueError
+    naming the limit when ``seq_len`` exceeds the context."""
     model = import_hf(model_dir)
+    context = model.args.max_seq_len
+    if seq_len is None:
+        seq_len = min(DEFAULT_WINDOW, context)
+    elif seq_len > context:
+        raise ValueError(f"--seq-len {seq_len} exceeds the model's context of {context} tokens "
+                         f"(max_position_embeddings in {Path(model_dir) / 'config.json'}); give --seq-len {context} "
+                         "or less")
     tokenizer = embedded.load_tokenizer()
     val = {d: domain_tokens(d, "val", tokenizer=tokenizer) for d in embedded.TRAIN_DOMAINS}
     ood = {d: domain_tokens(d, "val", tokenizer=tokenizer) for d in embedded.OOD_DOMAINS}

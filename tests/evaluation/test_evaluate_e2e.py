@@ -133,3 +133,21 @@ def test_a_training_checkpoint_evaluates_like_its_final_export(trained_run, benc
     assert ckpt["step"] == 3 and ckpt["checkpoint"] == str(checkpoint.resolve())
     assert ckpt["metrics"]["loss"]["GSM8k"] == pytest.approx(final["metrics"]["loss"]["GSM8k"], rel=1e-6)
     assert ckpt["metrics"]["pretrain"] == pytest.approx(final["metrics"]["pretrain"], rel=1e-6)
+
+
+def test_bare_model_dir_windows_fit_a_short_context(tmp_path, capsys):
+    """A model whose context is below the default 128-token window is scored in windows of its context; a
+    --seq-len beyond it is one line naming the limit."""
+    from nexus_pretrain.data.embedded import load_tokenizer
+    from nexus_pretrain.model.hf import export_hf
+    from nexus_pretrain.model.llama import Llama, ModelArgs
+    from nexus_pretrain.model.presets import PRESETS
+
+    tokenizer = load_tokenizer()
+    args = ModelArgs(**{**PRESETS["tiny"], "vocab_size": -(-len(tokenizer) // 64) * 64, "max_seq_len": 64})
+    model_dir = export_hf(Llama(args).eval(), tmp_path / "hf", tokenizer=tokenizer)
+    cli.evaluate([str(model_dir), "--sequences", "2"])
+    assert "val/pretrain" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.evaluate([str(model_dir), "--seq-len", "65", "--sequences", "2"])
+    assert "--seq-len 65 exceeds the model's context of 64 tokens" in capsys.readouterr().err
