@@ -218,6 +218,11 @@ def report(root: Path) -> Dict[str, Any]:
     adamw, nexus = arm_runs(runs_dir, "adamw"), arm_runs(runs_dir, "nexus")
     random_, parallel = arm_runs(runs_dir, "nexus_random"), arm_runs(runs_dir, "nexus_parallel")
     claims: Dict[str, Any] = {"margin": MARGIN, "primary": comparison(nexus, adamw, PRIMARY, figures)}
+    try:  # sensitivity to the interpolation: the same comparison, piecewise linear between endpoints
+        linear = isoloss.compare(nexus, adamw, PRIMARY, "linear", skip_out_of_range=True)
+        claims["primary_linear"] = {"summary": linear["summary"], "excluded": linear["excluded"]}
+    except ValueError as error:
+        claims["primary_linear"] = {"error": str(error)}
     claims["secondary"] = [comparison(nexus, adamw, m, figures) for m in SECONDARY]
     claims["cosine"] = comparison(nexus, adamw, COSINE, figures)
     controls = []
@@ -264,7 +269,13 @@ def markdown(root: Path, claims: Dict[str, Any]) -> str:
             f"half-width {hw:.4f} (target {MARGIN}); at this per-seed spread a half-width of {MARGIN} needs " \
             f"{claims['seeds_for_margin']} paired seeds"
         out += ["", f"95% CI {_fmt_ci(sm)} (paired t over {sm['n']} seeds), {precision}. "
-                f"**Verdict: {primary['verdict']}.**", "", f"![primary]({primary['figures'][0]})"]
+                f"**Verdict: {primary['verdict']}.**"]
+        linear = claims["primary_linear"]
+        if "summary" in linear:
+            out += ["", f"Interpolating piecewise linearly instead of PCHIP: {linear['summary']['mean']:+.4f}, 95% CI "
+                    f"{_fmt_ci(linear['summary'])}. A gap between the two comparable to the interval would say the "
+                    "endpoints lie too far apart."]
+        out += ["", f"![primary]({primary['figures'][0]})"]
     out += ["", "## All comparisons at matched pretraining loss", "",
             "Candidate − baseline, interpolated (PCHIP) at the baseline's final pretraining loss; negative: the "
             "candidate is lower.", "",
