@@ -15,23 +15,13 @@
 # a package index, put hydra/omegaconf wheels in .whl (scripts/minirepro/fetch_wheels.sh builds such a set).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_bench}; RES=/tmp/gpu_bench_results; mkdir -p "$OUT" "$RES"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1
-# What nexus-train and nexus-bench default to (cli.default_cuda_allocator); python -m imports torch first.
-export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
-clocks() { nvidia-smi --query-gpu=name,memory.total,clocks.sm,power.draw,power.limit,temperature.gpu,clocks_event_reasons.active \
-  --format=csv,noheader | tee -a "$RES/gpu.txt"; }  # before and after: a throttled GPU shows here
+source scripts/gpu_env.sh
+clocks() { gpu_clocks "$RES/gpu.txt"; }
 clocks
 python3 scripts/bench_matmul.py 2>&1 | tee -a "$RES/gpu.txt"  # this GPU's matmul and copy ceilings
-bench() {  # NAME SECONDS ARGS...: one nexus-bench run, its table in NAME.log and results in NAME.json
-  local name=$1 limit=$2; shift 2
-  echo "=== $name: $*"
-  timeout "$limit" python3 -m nexus_pretrain.bench --compile --seq-len 2048 --in-process --json-out "$RES/$name.json" "$@" \
-    > "$RES/$name.log" 2>&1
-  echo "exit $? after ${SECONDS}s"; grep -v Warning "$RES/$name.log" | grep -A20 "^preset="
+bench() {  # NAME SECONDS ARGS...: one nexus-bench run (RES/NAME.log, RES/NAME.json), then the archive refreshed
+  local name=$1; shift
+  nexus_bench "$RES/$name" "$@"
   tar czf "$OUT/gpu_bench.tgz" -C "$RES" .
 }
 train() {  # PRESET MICRO STEPS SECONDS: nexus-train itself with Nexus on the embedded corpus, 256 x 2048 per step

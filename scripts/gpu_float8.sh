@@ -15,25 +15,16 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_float8}; RES=/tmp/gpu_float8_results; mkdir -p "$OUT" "$RES"
 export TMPDIR=${TMPDIR:-$(mktemp -d)}
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1
-export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
+source scripts/gpu_env.sh
 pack() { tar czf "$OUT/gpu_float8.tgz" -C "$RES" .; }
-clocks() { nvidia-smi --query-gpu=name,memory.total,clocks.sm,power.draw,power.limit,temperature.gpu,clocks_event_reasons.active \
-  --format=csv,noheader | tee -a "$RES/gpu.txt"; }
+clocks() { gpu_clocks "$RES/gpu.txt"; }
 clocks
 python3 -c "import torch, torchao; print('torch', torch.__version__, 'torchao', torchao.__version__)" 2>&1 \
   | grep -v "Failed to load\|register_constant" | tee -a "$RES/gpu.txt"
 python3 scripts/bench_matmul.py --iters 20 2>&1 | tee -a "$RES/gpu.txt"
-bench() {  # NAME SECONDS ARGS...: one nexus-bench run, its table in NAME.log and results in NAME.json
-  local name=$1 limit=$2; shift 2
-  echo "=== $name: $*"
-  timeout "$limit" python3 -m nexus_pretrain.bench --compile --seq-len 2048 --in-process --json-out "$RES/$name.json" "$@" \
-    > "$RES/$name.log" 2>&1
-  echo "exit $? after ${SECONDS}s"; grep -v Warning "$RES/$name.log" | grep -A20 "^preset="
+bench() {  # NAME SECONDS ARGS...: one nexus-bench run (RES/NAME.log, RES/NAME.json), then the archive refreshed
+  local name=$1; shift
+  nexus_bench "$RES/$name" "$@"
   pack
 }
 loss_run() {  # NAME SECONDS OVERRIDES...: nexus-train 520M for 500 steps of 32 x 512 tokens, in the background

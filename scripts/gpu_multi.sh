@@ -10,10 +10,7 @@
 set -uo pipefail
 phase=${1:?usage: scripts/gpu_multi.sh equiv|throughput}
 OUT=${OUT:-/tmp/gpu_multi}; mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
+source scripts/gpu_env.sh
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 DS_BUILD_OPS=0
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 
