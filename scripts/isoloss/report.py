@@ -310,7 +310,8 @@ def markdown(root: Path, claims: Dict[str, Any]) -> str:
     out += ["", "## Every run", ""]
     out += every_run_table(runs_dir)
     gpu_s = sum(json.loads(p.read_text())["total_seconds"] for p in (root / "phases").glob("*.json"))
-    out += ["", f"GPU time of the phases above: {gpu_s:,.0f} s."]
+    out += ["", f"The phases' wall times sum to {gpu_s:,.0f} s: the GPU time, or more where phases shared the GPU "
+            "at the same time."]
     out += ["", "## Figures", ""]
     for r in [primary, *claims["secondary"], claims["cosine"], *claims["controls"]]:
         for f in r.get("figures", [])[:1]:
