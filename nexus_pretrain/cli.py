@@ -15,7 +15,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from nexus_pretrain.config import ConfigError, register_configs, validate
+from nexus_pretrain.config import register_configs
+from nexus_pretrain.config_checks import validate
 from nexus_pretrain.console import configure_logging, show
 from nexus_pretrain.data import embedded
 from nexus_pretrain.data.chinchilla import chinchilla_tokens, steps_for
@@ -24,7 +25,7 @@ from nexus_pretrain.data.inline import prepare_sources
 from nexus_pretrain.data.prepare import DEFAULT_SHARD_TOKENS, ValidationSplitWarning, prepare
 from nexus_pretrain.data.tokens import domain_tokens, unigram_entropy
 from nexus_pretrain.data.verify import verify_path
-from nexus_pretrain.errors import RunError
+from nexus_pretrain.errors import ConfigError, RunError
 from nexus_pretrain.extras import MissingExtra, check_run_extras
 from nexus_pretrain.overrides import apply_maps, compose, replacing
 from nexus_pretrain.paths import CONFIG_DIR

@@ -8,7 +8,7 @@ import importlib.util
 from types import ModuleType
 from typing import Any, Dict, Sequence, Tuple
 
-from nexus_pretrain.config import ConfigError
+from nexus_pretrain.errors import ConfigError
 
 EXTRAS: Dict[str, Tuple[str, str]] = {
     # module: (pip package, extra that installs it)

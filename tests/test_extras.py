@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from nexus_pretrain import cli
-from nexus_pretrain.config import ConfigError
+from nexus_pretrain.errors import ConfigError
 from nexus_pretrain.extras import EXTRAS, check_run_extras, install_hint
 from nexus_pretrain.overrides import compose
 

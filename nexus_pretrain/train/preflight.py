@@ -18,10 +18,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from nexus_pretrain.config import ConfigError
 from nexus_pretrain.data.build import RunData, shard_domains
 from nexus_pretrain.data.tokens import default_cache_dir
 from nexus_pretrain.data.verify import BACKGROUND_BYTES, ShardCheck
+from nexus_pretrain.errors import ConfigError
 from nexus_pretrain.train.checkpoint import checkpoint_root
 
 FP32_BYTES = 4

@@ -16,7 +16,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from omegaconf import OmegaConf
 
-from nexus_pretrain.config import TrainConfig, validate
+from nexus_pretrain.config import TrainConfig
+from nexus_pretrain.config_checks import validate
 from nexus_pretrain.data.build import RunData
 from nexus_pretrain.data.layout import batch_layout
 from nexus_pretrain.data.loader import MicroBatchLoader

@@ -9,7 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nexus_pretrain.config import ConfigError, ModelConfig, TrainConfig, TrainerConfig, register_configs, validate
+from nexus_pretrain.config import ModelConfig, TrainConfig, TrainerConfig, register_configs
+from nexus_pretrain.config_checks import validate
+from nexus_pretrain.errors import ConfigError
 from nexus_pretrain.overrides import compose as compose_config
 from nexus_pretrain.paths import CONFIG_DIR
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from nexus_pretrain.cli import check_overrides
-from nexus_pretrain.config import ConfigError
+from nexus_pretrain.errors import ConfigError
 
 
 def test_default_config_is_valid():

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from nexus_pretrain.config import ConfigError, validate
+from nexus_pretrain.config_checks import validate
 from nexus_pretrain.data.layout import batch_layout
 from nexus_pretrain.data.loader import MicroBatchDataset, MicroBatchLoader
 from nexus_pretrain.data.sampler import MixtureSampler
 from nexus_pretrain.demo import compose_config
+from nexus_pretrain.errors import ConfigError
 from nexus_pretrain.train.trainer import Trainer
 
 

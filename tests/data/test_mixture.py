@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from nexus_pretrain.cli import check_overrides, data as data_cli
-from nexus_pretrain.config import ConfigError
 from nexus_pretrain.data.chinchilla import chinchilla_tokens, steps_for
 from nexus_pretrain.data.mixture import apply_fixed_shares
 from nexus_pretrain.data.sampler import MixtureSampler
 from nexus_pretrain.demo import compose_config
+from nexus_pretrain.errors import ConfigError
 
 
 def test_fixed_share_scales_the_other_domains_proportionally():

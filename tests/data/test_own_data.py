@@ -5,9 +5,9 @@ import json
 import pytest
 
 from nexus_pretrain import cli
-from nexus_pretrain.config import ConfigError
 from nexus_pretrain.data import store
 from nexus_pretrain.data.inline import inline_recipe
+from nexus_pretrain.errors import ConfigError
 from nexus_pretrain.overrides import compose, replacing
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from nexus_pretrain.cli import data as data_cli
-from nexus_pretrain.config import ConfigError
 from nexus_pretrain.data import store, verify
+from nexus_pretrain.errors import ConfigError
 from nexus_pretrain.run_data import build_data
 from nexus_pretrain.data.prepare import ValidationSplitWarning, prepare
 from nexus_pretrain.data.tokens import cache_key, default_cache_dir

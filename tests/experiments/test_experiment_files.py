@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from nexus_pretrain.config import validate
+from nexus_pretrain.config_checks import validate
 from nexus_pretrain.experiments.files import (SCALES, budget_spec, compose_many, experiment_name,
                                               experiment_names, experiment_path, point_overrides, sweep_points)
 from nexus_pretrain.experiments.registry import SFT_BRANCH_STEP, TABLES, table_spec

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from nexus_pretrain.cli import check_overrides
-from nexus_pretrain.config import ConfigError, ModelConfig
+from nexus_pretrain.config import ModelConfig
+from nexus_pretrain.errors import ConfigError
 from nexus_pretrain.model import float8
 from nexus_pretrain.model.llama import Llama, QKVProjection
 from nexus_pretrain.model.presets import resolve_model_args

@@ -2,7 +2,8 @@
 
 import pytest
 
-from nexus_pretrain.config import ConfigError, validate
+from nexus_pretrain.config_checks import validate
+from nexus_pretrain.errors import ConfigError
 from nexus_pretrain.run_data import build_data
 from nexus_pretrain.data.layout import batch_layout
 from nexus_pretrain.sft.sampler import IGNORE

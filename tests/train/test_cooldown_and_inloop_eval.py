@@ -5,8 +5,9 @@ import json
 import pytest
 
 from nexus_pretrain.analysis.isoloss import load_run
-from nexus_pretrain.config import ConfigError, validate
+from nexus_pretrain.config_checks import validate
 from nexus_pretrain.demo import compose_config
+from nexus_pretrain.errors import ConfigError
 from nexus_pretrain.optim.schedule import lr_multiplier
 from nexus_pretrain.rundir.metrics_file import read_metrics
 from nexus_pretrain.train import checkpoint as ckpt

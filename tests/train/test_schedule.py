@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 
 from nexus_pretrain.cli import check_overrides
-from nexus_pretrain.config import ConfigError, phase_steps, resolve_steps, validate
-from nexus_pretrain.optim.schedule import cosine, lr_multiplier, wsd
+from nexus_pretrain.config_checks import validate
+from nexus_pretrain.errors import ConfigError
+from nexus_pretrain.optim.schedule import cosine, lr_multiplier, phase_steps, resolve_steps, wsd
 
 
 def test_wsd_hand_computed():
