@@ -24,10 +24,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from nexus_pretrain.report.plots import pyplot, save_figure
 from nexus_pretrain.report.stats import (LOSS_THRESHOLD, Difference, paired_difference, significant_gain,
                                         summarize)
-from nexus_pretrain.report.plots import pyplot, save_figure
-from nexus_pretrain.rundir.metrics_file import read_metrics
+from nexus_pretrain.rundir.metrics_file import records_by_step
 from nexus_pretrain.rundir.run_name import optimizer_label
 
 PRETRAIN = "val/pretrain"
@@ -134,13 +134,10 @@ def run_dirs(paths: Sequence[Path]) -> List[Path]:
 def _final_endpoint(run_dir: Path, metric: str, from_step: Optional[int]) -> Endpoint:
     """The record(s) at the run's trainer.max_steps, with its pretraining loss and ``metric``."""
     max_steps = _config(run_dir)["trainer"]["max_steps"]
-    records = read_metrics(run_dir)
-    final: Dict[str, Any] = {}
-    for record in records:
-        if record["step"] == max_steps:
-            final.update(record)
+    by_step = records_by_step(run_dir)
+    final = by_step.get(max_steps, {})
     if PRETRAIN not in final:
-        last = records[-1]["step"] if records else None
+        last = max(by_step) if by_step else None
         raise ValueError(f"{run_dir}: no evaluation ({PRETRAIN}) at its final step {max_steps} (last step "
                          f"logged: {last}); let it finish (a run that stopped early resumes with "
                          "trainer.resume=auto)")
@@ -171,12 +168,10 @@ def branch_dirs(run_dir: Path) -> List[Tuple[int, Path]]:
 
 def _earlier_evaluations(run_dir: Path, metric: str, before: int) -> List[Endpoint]:
     """Every evaluation of a run before step ``before`` that logged both its pretraining loss and ``metric``."""
-    by_step: Dict[int, Dict[str, Any]] = {}
-    for record in read_metrics(run_dir):
-        if record["step"] < before:
-            by_step.setdefault(record["step"], {}).update(record)
-    return [Endpoint(run_dir, None, step, float(r[PRETRAIN]), float(r[metric])) for step, r in sorted(by_step.items())
-            if PRETRAIN in r and metric in r and math.isfinite(r[PRETRAIN]) and math.isfinite(r[metric])]
+    return [Endpoint(run_dir, None, step, float(r[PRETRAIN]), float(r[metric]))
+            for step, r in records_by_step(run_dir).items()
+            if step < before and PRETRAIN in r and metric in r
+            and math.isfinite(r[PRETRAIN]) and math.isfinite(r[metric])]
 
 
 def load_run(run_dir: Path, metric: str, points: str = "decayed") -> Run:

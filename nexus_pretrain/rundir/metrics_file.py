@@ -83,6 +83,14 @@ def final_metrics(run_dir: str | Path) -> Dict[str, float]:
     return merged
 
 
+def records_by_step(run_dir: str | Path) -> Dict[float, Dict[str, Any]]:
+    """Every logged step's records merged into one (a step's training and evaluation rows), in step order."""
+    merged: Dict[float, Dict[str, Any]] = {}
+    for record in read_metrics(run_dir):
+        merged.setdefault(record["step"], {}).update(record)
+    return merged
+
+
 def truncate_metrics(path: str | Path, step: int) -> Tuple[int, List[int]]:
     """Drop the records after ``step``, unreadable lines and a torn last line from a metrics.jsonl,
     atomically, as a run resumed at ``step`` does; (records dropped, numbers of the unreadable lines)."""

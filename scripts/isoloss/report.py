@@ -30,7 +30,7 @@ from nexus_pretrain.config import ModelConfig
 from nexus_pretrain.experiments.compute import BENCH_VOCAB, throughput
 from nexus_pretrain.model.presets import non_embedding_parameters, resolve_model_args
 from nexus_pretrain.report.stats import matched_loss_verdict, paired_difference, summarize, t975
-from nexus_pretrain.rundir.metrics_file import read_metrics
+from nexus_pretrain.rundir.metrics_file import records_by_step
 
 PRIMARY = "ood/mean"
 SECONDARY = ("downstream/gsm8k", "downstream/math500")
@@ -84,13 +84,8 @@ def arm_runs(runs_dir: Path, arm: str) -> List[Path]:
 
 def final_record(run_dir: Path) -> Dict[str, Any]:
     """The merged records of a run's final step."""
-    records = read_metrics(run_dir)
-    last = records[-1]["step"]
-    merged: Dict[str, Any] = {}
-    for r in records:
-        if r["step"] == last:
-            merged.update(r)
-    return merged
+    by_step = records_by_step(run_dir)
+    return by_step[max(by_step)]
 
 
 def comparison(candidate: List[Path], baseline: List[Path], metric: str, figures: Path) -> Dict[str, Any]:

@@ -19,7 +19,7 @@ from nexus_pretrain.config import BackendConfig, OptimConfig
 from nexus_pretrain.demo import compose_config
 from nexus_pretrain.errors import RunError
 from nexus_pretrain.optim.build import build_optimizer
-from nexus_pretrain.rundir.metrics_file import final_metrics, read_metrics
+from nexus_pretrain.rundir.metrics_file import final_metrics, read_metrics, records_by_step
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train import manifest, run_identity
 from nexus_pretrain.train.backends import dcp
@@ -394,3 +394,11 @@ def test_a_full_disk_while_logging_is_one_line_naming_the_file(tmp_path):
                                       "device [ENOSPC]; free space")
     logger.close()
     assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.0}]
+
+
+def test_records_by_step_merges_each_steps_rows_in_step_order(tmp_path):
+    rows = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5}, {"step": 2, "val/pretrain": 2.7}, {"step": 3, "loss": 2.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert records_by_step(tmp_path) == {1: {"step": 1, "loss": 3.0}, 2: {"step": 2, "loss": 2.5, "val/pretrain": 2.7},
+                                         3: {"step": 3, "loss": 2.0}}
+    assert list(records_by_step(tmp_path)) == [1, 2, 3]
