@@ -128,7 +128,12 @@ class ModelConfig(Section):
     """tensorwise (one scale per tensor, fastest) or rowwise (one scale per row)."""
     float8_min_dim: Optional[int] = None
     """A linear layer converts when its input and output sizes are both at least this; null: 2048, where
-    FP8 was measured to pay (model/float8.py DEFAULT_MIN_DIM). The output head always stays bf16."""
+    FP8 was measured to pay (model/float8.py DEFAULT_MIN_DIM)."""
+    float8_fast_accum: bool = False
+    """The FP8 matmuls of the backward pass (input and weight gradients) accumulate in the GPU's fast,
+    lower-precision mode, as the forward's always do."""
+    float8_head: bool = False
+    """The output head's matmul in FP8 too (when its sizes pass float8_min_dim); false keeps it bf16."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -49,11 +49,13 @@ def layer_shapes(preset: str, vocab: int, seq_len: int, head: bool) -> Dict[str,
 def time_layer(k: int, n: int, tokens: int, recipe: Optional[str], device: torch.device, iters: int,
                compile: bool = True) -> float:
     """Median milliseconds of one (compiled) forward + backward of a (k -> n) linear layer over ``tokens``
-    rows; recipe None: bf16 (autocast), else FP8 with that recipe."""
+    rows; recipe None: bf16 (autocast), else FP8 with that recipe ("+fast": fast accumulation in the
+    backward matmuls too, model.float8_fast_accum)."""
     torch._dynamo.reset()
     holder = nn.Sequential(nn.Linear(k, n, bias=False)).to(device)
     if recipe is not None:
-        float8.convert(holder, recipe, min_dim=0, emulate=device.type != "cuda")
+        name, _, fast = recipe.partition("+")
+        float8.convert(holder, name, min_dim=0, emulate=device.type != "cuda", fast_accum=fast == "fast")
     layer = torch.compile(holder[0]) if compile else holder[0]
     x = torch.randn(tokens, k, device=device, dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn(tokens, n, device=device, dtype=torch.bfloat16)
@@ -100,7 +102,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
                    help="comma list of PRESET:MICRO_BATCH (sequences per micro-batch)")
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--recipes", default="tensorwise,rowwise")
+    p.add_argument("--recipes", default="tensorwise,rowwise",
+                   help="comma list of FP8 recipes; RECIPE+fast adds fast accumulation in the backward matmuls")
     p.add_argument("--head", action="store_true", help="also the output head (of the first preset)")
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--device", default="cuda")

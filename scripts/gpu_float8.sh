@@ -8,7 +8,14 @@
 #          model.float8_min_dim=0), both at once on the GPU; then where FP8 pays per layer
 #          (bench_float8_layers.py: every distinct linear layer of 1B, 3B, 520M and 130M at its micro-batch,
 #          bf16 against tensorwise and rowwise FP8), as far as the time allows;
-#   sizes: nexus-bench --float8 at 3B and 520M, then 1B with the rowwise recipe if the time allows.
+#   sizes: nexus-bench --float8 at 3B and 520M, then 1B with the rowwise recipe if the time allows;
+#   levers: the GPU tests of model.float8; the same-loss check at 1B (nexus-train llama_1b, 500 steps of
+#          16 x 512 tokens, AdamW, bf16 against FP8 as model.float8=true converts by default and against FP8
+#          with the output head and fast backward accumulation too, the three at once on the GPU); then per
+#          layer (1B at micro-batch 16, 3B at 4 and 8, the output heads) bf16 against tensorwise FP8 with and
+#          without fast accumulation in the backward matmuls;
+#   table: nexus-bench --float8 at 1B (micro-batch 16) and 3B (micro-batch 4) with the default FP8 settings,
+#          AdamW and Nexus, global batch 256 x 2048, two timed steps each; then 520M if the time allows.
 # Each invocation prints the GPU's clocks and its measured matmul and copy ceilings first, and the torch and
 # torchao versions. Results (JSON, logs, metrics) go to $OUT/gpu_float8.tgz, refreshed after each run. On
 # machines without a package index, hydra/omegaconf/torchao travel as wheels in .whl.
@@ -27,7 +34,7 @@ bench() {  # NAME SECONDS ARGS...: one nexus-bench run (RES/NAME.log, RES/NAME.j
   nexus_bench "$RES/$name" "$@"
   pack
 }
-loss_run() {  # NAME SECONDS OVERRIDES...: nexus-train 520M for 500 steps of 32 x 512 tokens, in the background
+loss_run() {  # NAME SECONDS OVERRIDES...: nexus-train for 500 steps (520M, 32 x 512 tokens unless overridden)
   local name=$1 limit=$2; shift 2
   timeout "$limit" python3 -m nexus_pretrain model=llama_520m data=minirepro optim=adamw optim.lr=1e-3 \
     trainer.global_batch=32 trainer.micro_batch=32 trainer.max_steps=500 trainer.log_every=5 trainer.eval_every=250 \
@@ -56,5 +63,27 @@ case "${1:-main}" in
       --float8 rowwise --models ours_fp8 --optimizers adamw --steps 1 --warmup 1
     clocks; pack
     ;;
-  *) echo "usage: $0 main|sizes"; exit 2 ;;
+  levers)
+    python3 -m pytest -q -p no:cacheprovider -m gpu tests/model/test_float8.py 2>&1 | tail -n 5 | tee "$RES/gpu_tests.log"
+    pack
+    b1="model=llama_1b optim.lr=5e-4 trainer.global_batch=16 trainer.micro_batch=16"
+    loss_run loss1b_bf16 300 $b1 &
+    loss_run loss1b_fp8 300 $b1 model.float8=true &
+    # three 1B runs need about 90 GiB: on a smaller GPU the third waits for the first two
+    [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -n 1)" -lt 100000 ] && wait
+    loss_run loss1b_fp8_head_fast 300 $b1 model.float8=true model.float8_head=true model.float8_fast_accum=true &
+    wait
+    tail -n 2 "$RES"/loss1b_*.log; pack
+    [ "$(left)" -gt 40 ] && timeout "$(left)" python3 scripts/bench_float8_layers.py \
+      --presets llama_1b:16,llama_3b:4,llama_3b:8 --head --recipes tensorwise,tensorwise+fast --iters 10 \
+      --json-out "$RES/layers.json" 2>&1 | grep -v "Failed to load\|register_constant\|Warning" | tee "$RES/layers.log"
+    clocks; pack
+    ;;
+  table)
+    bench 1b 230 --preset llama_1b --micro-batch 16 $paper --steps 2 --warmup 1
+    bench 3b "$(left)" --preset llama_3b --micro-batch 4 $paper --steps 2 --warmup 1
+    [ "$(left)" -gt 120 ] && bench 520m "$(left)" --preset llama_520m --micro-batch 16 $paper --steps 2 --warmup 1
+    clocks; pack
+    ;;
+  *) echo "usage: $0 main|sizes|levers|table"; exit 2 ;;
 esac

@@ -82,7 +82,10 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="also run our model with FP8 training linears (model.float8=true, recipe tensorwise unless "
                         "named) right after the bf16 one, and print the FP8/bf16 ratios")
     p.add_argument("--float8-min-dim", type=int, metavar="N",
-                   help="model.float8_min_dim: convert linear layers with 2KN/(K+N) >= N (default: the recipe's)")
+                   help="model.float8_min_dim: convert linear layers whose sizes are both >= N (default: 2048)")
+    p.add_argument("--float8-fast-accum", action="store_true",
+                   help="model.float8_fast_accum=true: the FP8 backward matmuls accumulate in the fast mode too")
+    p.add_argument("--float8-head", action="store_true", help="model.float8_head=true: the output head in FP8 too")
     p.add_argument("--models", default="ours", help=f"comma list of {', '.join(MODELS)}")
     p.add_argument("--optimizers", default="adamw,nexus", help=f"comma list of {', '.join(OPTIMIZERS)}")
     p.add_argument("--in-process", action="store_true",
@@ -162,7 +165,8 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
             getattr(torch.backends.cuda, f"enable_{backend}_sdp")(backend.startswith(args.sdpa_backend))
     model_cfg = ModelConfig(preset=args.preset, attention=args.attention, residual_dtype=args.residual_dtype,
                             float8="true" if model_name == "ours_fp8" else "false",
-                            float8_recipe=args.float8 or "tensorwise", float8_min_dim=args.float8_min_dim)
+                            float8_recipe=args.float8 or "tensorwise", float8_min_dim=args.float8_min_dim,
+                            float8_fast_accum=args.float8_fast_accum, float8_head=args.float8_head)
     model_args = resolve_model_args(model_cfg, args.vocab, args.seq_len)
     bench = build_model(model_name, model_args, device, args.compile, args.activation_checkpointing)
     if args.eager_head and model_name == "ours":
@@ -278,7 +282,8 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
     show(f"preset={args.preset} device={device} seq_len={args.seq_len} micro_batch={args.micro_batch} "
           f"accum={args.accum} steps={args.steps} compile={args.compile} attention={args.attention} "
           f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing} "
-          f"float8={args.float8} float8_min_dim={args.float8_min_dim} (MFU against the dense bf16 peak)")
+          f"float8={args.float8} float8_min_dim={args.float8_min_dim} float8_fast_accum={args.float8_fast_accum} "
+          f"float8_head={args.float8_head} (MFU against the dense bf16 peak)")
     show(f"{'model':<8} {'optimizer':<14} {'micro':>5} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "
           f"{'boundary ms':>12} {'time vs ' + next(iter(next(iter(results.values())))):>14} {'mem vs same':>12} "
           f"{'tok/s vs HF':>12} {'tok/s vs bf16':>13} {'fp8 layers':>10}")

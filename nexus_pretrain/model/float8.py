@@ -2,15 +2,15 @@
 (``model.float8``): the matmuls of forward and backward run in FP8 with dynamic scaling, the weights,
 their gradients and the optimizer (Nexus's fp32 master weights and inner step included) are unchanged.
 
-Only layers large enough to gain convert (``model.float8_min_dim``); the output head stays in bf16.
-The backends call :func:`apply_float8` after placing the model and before compiling or sharding it.
+Only layers large enough to gain convert (``model.float8_min_dim``); the output head stays in bf16
+unless ``model.float8_head``. The backends call :func:`apply_float8` after placing the model and before compiling or sharding it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 if TYPE_CHECKING:  # config validation reads the constants below without paying for importing torch
     import torch
@@ -28,7 +28,7 @@ this. On an H100 (docs/performance-fp8.md) each 1B layer (smallest size 2048) ga
 gained as wholes, while 520M with its layers of smallest size 1280 converted ran 4% slower."""
 
 HEAD = "output"
-"""The output head's name: it stays in bf16 (see docs/performance-fp8.md)."""
+"""The output head's name: it stays in bf16 unless model.float8_head (see docs/performance-fp8.md)."""
 
 
 def float8_mode(value: Any) -> str:
@@ -77,27 +77,32 @@ def wants_float8(mode: str, device: torch.device) -> bool:
     return True
 
 
-def converts(module: nn.Module, fqn: str, min_dim: float) -> bool:
-    """Whether a module of the model becomes an FP8 linear: a linear layer other than the output head,
-    both sizes multiples of 16 (FP8 matmuls need it) and at least ``min_dim``."""
+def converts(module: nn.Module, fqn: str, min_dim: float, head: bool = False) -> bool:
+    """Whether a module of the model computes in FP8: a linear layer (the output head only with
+    ``head``), both sizes multiples of 16 (FP8 matmuls need it) and at least ``min_dim``."""
     from torch import nn  # noqa: PLC0415 (heavy: keeps the config import torch-free)
 
-    if not isinstance(module, nn.Linear) or fqn.split(".")[-1] == HEAD:
+    if not isinstance(module, nn.Linear) or (fqn == HEAD and not head):
         return False
     k, n = module.in_features, module.out_features
     return k % 16 == 0 and n % 16 == 0 and min(k, n) >= min_dim
 
 
-def float8_config(recipe: str, fsdp_all_gather: bool = False, emulate: bool = False):
+def float8_config(recipe: str, fsdp_all_gather: bool = False, emulate: bool = False, fast_accum: bool = False):
     """torchao's Float8LinearConfig of a recipe; ``fsdp_all_gather`` has FSDP2 gather the weights in
     FP8 (tensorwise only: rowwise scales cannot be computed on shards); ``emulate`` rounds the operands
-    to FP8 as on a GPU but multiplies them in high precision."""
-    from torchao.float8 import Float8LinearConfig  # noqa: PLC0415 (optional: torchao)
+    to FP8 as on a GPU but multiplies them in high precision; ``fast_accum`` has the backward matmuls
+    accumulate in the fast mode too (torchao's recipes use it for the forward only)."""
+    from torchao.float8 import Float8GemmConfig, Float8LinearConfig  # noqa: PLC0415 (optional: torchao)
 
     if recipe not in FLOAT8_RECIPES:
         raise ValueError(f"model.float8_recipe={recipe!r} is not one of {', '.join(FLOAT8_RECIPES)}")
     config = Float8LinearConfig.from_recipe_name(recipe)
-    return dataclasses.replace(config, emulate=emulate,
+    backward = {}
+    if fast_accum:
+        fast = Float8GemmConfig(use_fast_accum=True)
+        backward = {"gemm_config_grad_input": fast, "gemm_config_grad_weight": fast}
+    return dataclasses.replace(config, emulate=emulate, **backward,
                                enable_fsdp_float8_all_gather=fsdp_all_gather and recipe == "tensorwise")
 
 
@@ -130,43 +135,69 @@ def _qkv_class():
 _QKV_CLASS = None
 
 
+def float8_head_linear(config) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The output head's matmul ``(x, weight) -> x @ weight.T`` in FP8 under torchao's ``config``, as
+    its Float8Linear computes it, for Llama.head_linear: the head keeps its plain weight, so the fused
+    norm-head-loss region, FSDP2's handling of the root and checkpoints stay as they are."""
+    import torch  # noqa: PLC0415 (heavy: keeps the config import torch-free)
+    from torchao.float8.float8_linear import Float8Linear, matmul_with_hp_or_float8_args  # noqa: PLC0415
+
+    from nexus_pretrain.model.llama import to_autocast_dtype  # noqa: PLC0415 (heavy, see above)
+
+    with torch.device("meta"):
+        mm_config = Float8Linear(16, 16, bias=False, config=config).linear_mm_config
+
+    def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return matmul_with_hp_or_float8_args.apply(to_autocast_dtype(x), weight.t(), mm_config, config)
+
+    linear.float8 = True  # what float8_layers reads
+    return linear
+
+
 def convert(model: nn.Module, recipe: str = "tensorwise", min_dim: Optional[float] = None,
-            fsdp_all_gather: bool = False, emulate: bool = False) -> List[str]:
+            fsdp_all_gather: bool = False, emulate: bool = False, fast_accum: bool = False,
+            head: bool = False) -> List[str]:
     """Swap the model's qualifying linear layers (see converts) for torchao's FP8 training linears, in
-    place; ``min_dim`` None takes DEFAULT_MIN_DIM; for fsdp_all_gather and emulate see
-    float8_config. Returns the converted modules' names."""
+    place, and with ``head`` the output head's matmul (a Llama's head_linear); ``min_dim`` None takes
+    DEFAULT_MIN_DIM; for fsdp_all_gather, emulate and fast_accum see float8_config. Returns the
+    converted modules' names."""
     from torchao.float8 import convert_to_float8_training  # noqa: PLC0415 (optional: torchao)
 
     from nexus_pretrain.model.llama import QKVProjection  # noqa: PLC0415 (heavy: keeps the config import torch-free)
 
     min_dim = DEFAULT_MIN_DIM if min_dim is None else min_dim
-    config = float8_config(recipe, fsdp_all_gather, emulate)
-    chosen = [name for name, module in model.named_modules() if converts(module, name, min_dim)]
+    config = float8_config(recipe, fsdp_all_gather, emulate, fast_accum)
+    head = head and hasattr(model, "head_linear")
+    chosen = [name for name, module in model.named_modules() if converts(module, name, min_dim, head)]
     qkv = [name for name in chosen if isinstance(model.get_submodule(name), QKVProjection)]
-    plain = set(chosen) - set(qkv)
+    plain = set(chosen) - set(qkv) - {HEAD}
     convert_to_float8_training(model, module_filter_fn=lambda module, fqn: fqn in plain, config=config)
     for name in qkv:
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
         setattr(owner, child, _qkv_class().from_float(getattr(owner, child), config=config))
+    if HEAD in chosen:
+        model.head_linear = float8_head_linear(config)
     return chosen
 
 
 def apply_float8(model: nn.Module, device: torch.device, fsdp_all_gather: bool = False) -> List[str]:
     """Convert a Llama (on ``device``, not yet compiled or sharded) as its model.float8,
-    float8_recipe and float8_min_dim ask, emulated off the GPU (PyTorch's CPU FP8 matmuls are ~200x
-    slower than emulation); returns the converted layers' names ([] when it stays bf16)."""
+    float8_recipe, float8_min_dim, float8_fast_accum and float8_head ask, emulated off the GPU
+    (PyTorch's CPU FP8 matmuls are ~200x slower than emulation); returns the converted layers' names
+    ([] when it stays bf16)."""
     args = getattr(model, "args", None)  # a Llama's ModelArgs; other modules stay as they are
     if args is None or not wants_float8(args.float8, device):
         return []
     return convert(model, args.float8_recipe, args.float8_min_dim, fsdp_all_gather=fsdp_all_gather,
-                   emulate=device.type != "cuda")
+                   emulate=device.type != "cuda", fast_accum=args.float8_fast_accum, head=args.float8_head)
 
 
 def float8_layers(model: nn.Module) -> List[str]:
-    """Names of the model's FP8 linear layers."""
+    """Names of the model's FP8 linear layers (the output head's name too when its matmul is FP8)."""
     if not torchao_available():
         return []
     from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415 (optional: torchao)
 
-    return [name for name, module in model.named_modules() if isinstance(module, Float8Linear)]
+    names = [name for name, module in model.named_modules() if isinstance(module, Float8Linear)]
+    return names + [HEAD] if getattr(getattr(model, "head_linear", None), "float8", False) else names

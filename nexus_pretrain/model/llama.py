@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,10 @@ class ModelArgs:
     float8_recipe: str = "tensorwise"
     float8_min_dim: int | None = None
     """Smallest input and output size of a linear layer that converts; None: the measured default."""
+    float8_fast_accum: bool = False
+    """FP8 backward matmuls accumulate in the fast, lower-precision mode too (the forward's always do)."""
+    float8_head: bool = False
+    """The output head's matmul in FP8 as well (when its sizes qualify)."""
 
     @property
     def head_dim(self) -> int:
@@ -168,6 +173,8 @@ class Llama(nn.Module):
         """With activation_checkpointing, recompute every n-th block (1: all; 2: half, ...)."""
         self.head_losses = head_sequence_losses
         """The final norm, output head and loss; compile_regions swaps in a compiled copy."""
+        self.head_linear: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.linear
+        """The output head's matmul (x, weight) -> x @ weight.T; model/float8.py swaps in an FP8 one."""
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
         self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
         self.norm = nn.RMSNorm(args.dim, eps=args.norm_eps)
@@ -205,8 +212,8 @@ class Llama(nn.Module):
             else:
                 h = layer(h, cos, sin)
         if targets is not None:
-            return self.head_losses(h, self.norm.weight, self.norm.eps, self.output.weight, targets)
-        return self.output(self.norm(h))
+            return self.head_losses(h, self.norm.weight, self.norm.eps, self.output.weight, targets, self.head_linear)
+        return self.head_linear(self.norm(h), self.output.weight)
 
 
 def to_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
@@ -217,11 +224,12 @@ def to_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
 
 
 def head_sequence_losses(h: torch.Tensor, norm_weight: torch.Tensor, norm_eps: float | None,
-                         output_weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Final RMSNorm, output projection and each sequence's mean loss (sequence_losses), as one
-    function of tensors so that torch.compile can fuse it whatever wraps the module (FSDP2, DeepSpeed):
-    compiled, the fp32 logits are never written out."""
-    logits = F.linear(F.rms_norm(h, (h.shape[-1],), norm_weight, norm_eps), output_weight)
+                         output_weight: torch.Tensor, targets: torch.Tensor,
+                         linear: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.linear) -> torch.Tensor:
+    """Final RMSNorm, output projection (``linear``: bf16, or FP8 with model.float8_head) and each
+    sequence's mean loss (sequence_losses), as one function of tensors so that torch.compile can fuse it
+    whatever wraps the module (FSDP2, DeepSpeed): compiled, the fp32 logits are never written out."""
+    logits = linear(F.rms_norm(h, (h.shape[-1],), norm_weight, norm_eps), output_weight)
     return sequence_losses(logits, targets)
 
 

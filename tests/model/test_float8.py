@@ -99,6 +99,36 @@ def test_conversion_swaps_the_chosen_modules_and_keeps_the_weights():
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
+def test_head_converts_only_when_asked_and_keeps_its_plain_weight():
+    pytest.importorskip("torchao")
+    assert float8.converts(meta_model("llama_1b").output, "output", float8.DEFAULT_MIN_DIM, head=True)
+    assert not float8.converts(meta_model("llama_520m").output, "output", float8.DEFAULT_MIN_DIM, head=True)
+    model = Llama(resolve_model_args(ModelConfig(preset="tiny"), 256, 32))
+    weight = model.output.weight
+    assert float8.convert(model, "tensorwise", min_dim=0, emulate=True, head=True) == block_names(4) + ["output"]
+    assert float8.float8_layers(model) == block_names(4) + ["output"]
+    assert type(model.output) is nn.Linear and model.output.weight is weight  # same checkpoint, same parameter
+    x = torch.randn(8, 128)
+    expected = fp8_round(x) @ fp8_round(weight.detach()).t()
+    assert torch.allclose(model.head_linear(x, weight), expected, rtol=1e-5, atol=1e-6)
+    tokens = torch.randint(0, 256, (2, 17))
+    model(tokens[:, :-1], tokens[:, 1:]).mean().backward()
+    assert weight.grad is not None and weight.grad.abs().sum() > 0
+    assert model(tokens[:, :-1]).shape == (2, 16, 256)  # logits (evaluation) go through the FP8 head too
+
+
+def test_fast_accumulation_reaches_the_backward_matmuls_only_when_asked():
+    pytest.importorskip("torchao")
+    default, fast = float8.float8_config("tensorwise"), float8.float8_config("tensorwise", fast_accum=True)
+    assert default.gemm_config_output.use_fast_accum and fast.gemm_config_output.use_fast_accum
+    assert not default.gemm_config_grad_input.use_fast_accum and not default.gemm_config_grad_weight.use_fast_accum
+    assert fast.gemm_config_grad_input.use_fast_accum and fast.gemm_config_grad_weight.use_fast_accum
+    model = Llama(resolve_model_args(ModelConfig(preset="tiny", float8="true", float8_min_dim=0,
+                                                 float8_fast_accum=True, float8_head=True), 256, 32))
+    assert float8.apply_float8(model, torch.device("cpu")) == block_names(4) + ["output"]
+    assert model.layers[0].feed_forward.w13.config.gemm_config_grad_weight.use_fast_accum
+
+
 # ------------------------------------------------------------------------------------- arithmetic
 def test_fp8_linear_rounds_operands_to_fp8():
     pytest.importorskip("torchao")
@@ -150,8 +180,9 @@ def test_trainer_with_nexus_trains_fp8_linears_on_fp32_master_weights(tmp_path):
 
     _, reference = train_losses(tmp_path / "fp32", "optim=nexus")
     trainer, losses = train_losses(tmp_path / "fp8", "optim=nexus", "model.float8=true", "model.float8_min_dim=0",
+                                   "model.float8_head=true", "model.float8_fast_accum=true",
                                    "trainer.activation_checkpointing=true")
-    assert sum(isinstance(m, Float8Linear) for m in trainer.model.modules()) == 8
+    assert sum(isinstance(m, Float8Linear) for m in trainer.model.modules()) == 8 and trainer.model.head_linear.float8
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     assert len(losses) == len(reference) == 4
     for fp8, exact in zip(losses, reference):  # same seed and batches: FP8 rounding moves the loss by < 1%
@@ -174,19 +205,21 @@ def test_bench_float8_adds_the_fp8_model_and_its_ratio(capsys):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
                     reason="needs a GPU with FP8 (compute capability 8.9+)")
-@pytest.mark.parametrize("recipe", float8.FLOAT8_RECIPES)
-def test_compiled_fp8_model_on_gpu_matches_bf16(recipe):
+@pytest.mark.parametrize("recipe, fast_accum, head", [("tensorwise", False, False), ("rowwise", False, False),
+                                                      ("tensorwise", True, True)])
+def test_compiled_fp8_model_on_gpu_matches_bf16(recipe, fast_accum, head):
     pytest.importorskip("torchao")
     from nexus_pretrain.model.llama import compile_regions
 
     device = torch.device("cuda")
     args = resolve_model_args(ModelConfig(preset="tiny", dim=256, ffn_dim=768, float8="auto", float8_recipe=recipe,
-                                          float8_min_dim=0), 256, 128)
+                                          float8_min_dim=0, float8_fast_accum=fast_accum, float8_head=head), 256, 128)
     torch.manual_seed(0)
     with device:
         fp8, bf16 = Llama(args), Llama(args)
     bf16.load_state_dict(fp8.state_dict())
-    assert float8.apply_float8(fp8, device) == block_names(4)  # auto converts on an FP8 GPU
+    converted = block_names(4) + (["output"] if head else [])
+    assert float8.apply_float8(fp8, device) == converted  # auto converts on an FP8 GPU
     for model in (fp8, bf16):
         compile_regions(model)
     tokens = torch.randint(0, 256, (8, 129), device=device)
