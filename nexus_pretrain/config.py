@@ -129,11 +129,12 @@ class ModelConfig(Section):
     float8_min_dim: Optional[int] = None
     """A linear layer converts when its input and output sizes are both at least this; null: 2048, where
     FP8 was measured to pay (model/float8.py DEFAULT_MIN_DIM)."""
-    float8_fast_accum: bool = False
+    float8_fast_accum: Optional[bool] = None
     """The FP8 matmuls of the backward pass (input and weight gradients) accumulate in the GPU's fast,
-    lower-precision mode, as the forward's always do."""
-    float8_head: bool = False
-    """The output head's matmul in FP8 too (when its sizes pass float8_min_dim); false keeps it bf16."""
+    lower-precision mode, as the forward's always do; null: true (model/float8.py DEFAULT_FAST_ACCUM)."""
+    float8_head: Optional[bool] = None
+    """The output head's matmul in FP8 too (when its sizes pass float8_min_dim); false keeps it bf16;
+    null: true (model/float8.py DEFAULT_HEAD)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

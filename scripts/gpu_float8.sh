@@ -14,8 +14,9 @@
 #          with the output head and fast backward accumulation too, the three at once on the GPU); then per
 #          layer (1B at micro-batch 16, 3B at 4 and 8, the output heads) bf16 against tensorwise FP8 with and
 #          without fast accumulation in the backward matmuls;
-#   table: nexus-bench --float8 at 1B (micro-batch 16) and 3B (micro-batch 4) with the default FP8 settings,
-#          AdamW and Nexus, global batch 256 x 2048, two timed steps each; then 520M if the time allows.
+#   table: nexus-bench --float8 at 1B (micro-batch 16, two timed steps) and 3B (micro-batch 4, one) with the
+#          default FP8 settings, AdamW and Nexus, global batch 256 x 2048; the GPU tests; then 520M if the
+#          time allows.
 # Each invocation prints the GPU's clocks and its measured matmul and copy ceilings first, and the torch and
 # torchao versions. Results (JSON, logs, metrics) go to $OUT/gpu_float8.tgz, refreshed after each run. On
 # machines without a package index, hydra/omegaconf/torchao travel as wheels in .whl.
@@ -42,6 +43,11 @@ loss_run() {  # NAME SECONDS OVERRIDES...: nexus-train for 500 steps (520M, 32 x
     trainer.run_dir=/tmp/$name "$@" > "$RES/$name.log" 2>&1
   echo "$name exit $? after ${SECONDS}s"; cp /tmp/$name/metrics.jsonl "$RES/${name}_metrics.jsonl"
 }
+gpu_tests() {  # the GPU tests of model.float8, with pytest's summary line
+  timeout 150 python3 -m pytest -o addopts="" -q -rfEs -p no:cacheprovider -m gpu tests/model/test_float8.py 2>&1 \
+    | grep -E "passed|failed|error|FAILED|ERROR|SKIPPED" | tee "$RES/gpu_tests.log"
+  pack
+}
 paper="--global-batch 256 --float8 --optimizers adamw,nexus"
 left() { echo $(( ${LIMIT:-570} - SECONDS )); }  # seconds left of LIMIT; later parts run only if they fit
 case "${1:-main}" in
@@ -64,7 +70,7 @@ case "${1:-main}" in
     clocks; pack
     ;;
   levers)
-    python3 -m pytest -q -p no:cacheprovider -m gpu tests/model/test_float8.py 2>&1 | tail -n 5 | tee "$RES/gpu_tests.log"
+    gpu_tests
     pack
     b1="model=llama_1b optim.lr=5e-4 trainer.global_batch=16 trainer.micro_batch=16"
     loss_run loss1b_bf16 300 $b1 &
@@ -81,7 +87,8 @@ case "${1:-main}" in
     ;;
   table)
     bench 1b 230 --preset llama_1b --micro-batch 16 $paper --steps 2 --warmup 1
-    bench 3b "$(left)" --preset llama_3b --micro-batch 4 $paper --steps 2 --warmup 1
+    bench 3b "$(left)" --preset llama_3b --micro-batch 4 $paper --steps 1 --warmup 1
+    gpu_tests
     [ "$(left)" -gt 120 ] && bench 520m "$(left)" --preset llama_520m --micro-batch 16 $paper --steps 2 --warmup 1
     clocks; pack
     ;;

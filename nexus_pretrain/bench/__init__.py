@@ -83,9 +83,11 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
                         "named) right after the bf16 one, and print the FP8/bf16 ratios")
     p.add_argument("--float8-min-dim", type=int, metavar="N",
                    help="model.float8_min_dim: convert linear layers whose sizes are both >= N (default: 2048)")
-    p.add_argument("--float8-fast-accum", action="store_true",
-                   help="model.float8_fast_accum=true: the FP8 backward matmuls accumulate in the fast mode too")
-    p.add_argument("--float8-head", action="store_true", help="model.float8_head=true: the output head in FP8 too")
+    p.add_argument("--float8-fast-accum", action=argparse.BooleanOptionalAction,
+                   help="model.float8_fast_accum: the FP8 backward matmuls accumulate in the fast mode too "
+                        "(default: model/float8.py's)")
+    p.add_argument("--float8-head", action=argparse.BooleanOptionalAction,
+                   help="model.float8_head: the output head in FP8 too (default: model/float8.py's)")
     p.add_argument("--models", default="ours", help=f"comma list of {', '.join(MODELS)}")
     p.add_argument("--optimizers", default="adamw,nexus", help=f"comma list of {', '.join(OPTIMIZERS)}")
     p.add_argument("--in-process", action="store_true",

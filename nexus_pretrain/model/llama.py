@@ -52,10 +52,10 @@ class ModelArgs:
     float8_recipe: str = "tensorwise"
     float8_min_dim: int | None = None
     """Smallest input and output size of a linear layer that converts; None: the measured default."""
-    float8_fast_accum: bool = False
-    """FP8 backward matmuls accumulate in the fast, lower-precision mode too (the forward's always do)."""
-    float8_head: bool = False
-    """The output head's matmul in FP8 as well (when its sizes qualify)."""
+    float8_fast_accum: bool | None = None
+    """FP8 backward matmuls accumulate in the fast, lower-precision mode too; None: the measured default."""
+    float8_head: bool | None = None
+    """The output head's matmul in FP8 as well (when its sizes qualify); None: the measured default."""
 
     @property
     def head_dim(self) -> int:

@@ -89,7 +89,7 @@ def test_conversion_swaps_the_chosen_modules_and_keeps_the_weights():
     model = Llama(resolve_model_args(ModelConfig(preset="tiny"), 256, 32))
     weights = {name: p for name, p in model.named_parameters()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    chosen = float8.convert(model, "tensorwise", min_dim=0, emulate=True)
+    chosen = float8.convert(model, "tensorwise", min_dim=0, emulate=True, head=False)
     assert chosen == block_names(4) == float8.float8_layers(model)
     assert all(isinstance(model.get_submodule(name), Float8Linear) for name in chosen)
     assert type(model.output) is nn.Linear
@@ -105,7 +105,7 @@ def test_head_converts_only_when_asked_and_keeps_its_plain_weight():
     assert not float8.converts(meta_model("llama_520m").output, "output", float8.DEFAULT_MIN_DIM, head=True)
     model = Llama(resolve_model_args(ModelConfig(preset="tiny"), 256, 32))
     weight = model.output.weight
-    assert float8.convert(model, "tensorwise", min_dim=0, emulate=True, head=True) == block_names(4) + ["output"]
+    assert float8.convert(model, "tensorwise", min_dim=0, emulate=True) == block_names(4) + ["output"]  # default
     assert float8.float8_layers(model) == block_names(4) + ["output"]
     assert type(model.output) is nn.Linear and model.output.weight is weight  # same checkpoint, same parameter
     x = torch.randn(8, 128)
@@ -120,12 +120,16 @@ def test_head_converts_only_when_asked_and_keeps_its_plain_weight():
 def test_fast_accumulation_reaches_the_backward_matmuls_only_when_asked():
     pytest.importorskip("torchao")
     default, fast = float8.float8_config("tensorwise"), float8.float8_config("tensorwise", fast_accum=True)
+    assert float8.DEFAULT_FAST_ACCUM  # model.float8_fast_accum=null: convert passes fast_accum=True
     assert default.gemm_config_output.use_fast_accum and fast.gemm_config_output.use_fast_accum
     assert not default.gemm_config_grad_input.use_fast_accum and not default.gemm_config_grad_weight.use_fast_accum
     assert fast.gemm_config_grad_input.use_fast_accum and fast.gemm_config_grad_weight.use_fast_accum
     model = Llama(resolve_model_args(ModelConfig(preset="tiny", float8="true", float8_min_dim=0,
-                                                 float8_fast_accum=True, float8_head=True), 256, 32))
-    assert float8.apply_float8(model, torch.device("cpu")) == block_names(4) + ["output"]
+                                                 float8_fast_accum=False, float8_head=False), 256, 32))
+    assert float8.apply_float8(model, torch.device("cpu")) == block_names(4)
+    assert not model.layers[0].feed_forward.w13.config.gemm_config_grad_weight.use_fast_accum
+    model = Llama(resolve_model_args(ModelConfig(preset="tiny", float8="true", float8_min_dim=0), 256, 32))
+    assert float8.apply_float8(model, torch.device("cpu")) == block_names(4) + ["output"]  # the defaults
     assert model.layers[0].feed_forward.w13.config.gemm_config_grad_weight.use_fast_accum
 
 
@@ -197,7 +201,7 @@ def test_bench_float8_adds_the_fp8_model_and_its_ratio(capsys):
                     "--steps", "1", "--warmup", "1", "--device", "cpu", "--optimizers", "adamw", "--float8",
                     "--float8-min-dim", "0", "--in-process"])
     assert list(results) == ["ours", "ours_fp8"]
-    assert results["ours"]["adamw"]["float8_layers"] == 0 and results["ours_fp8"]["adamw"]["float8_layers"] == 16
+    assert results["ours"]["adamw"]["float8_layers"] == 0 and results["ours_fp8"]["adamw"]["float8_layers"] == 17
     assert "tok/s vs bf16" in capsys.readouterr().out
 
 
