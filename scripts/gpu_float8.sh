@@ -45,7 +45,7 @@ loss_run() {  # NAME SECONDS OVERRIDES...: nexus-train for 500 steps (520M, 32 x
 }
 gpu_tests() {  # the GPU tests of model.float8, with pytest's summary line
   timeout 150 python3 -m pytest -o addopts="" -q -rfEs -p no:cacheprovider -m gpu tests/model/test_float8.py 2>&1 \
-    | grep -E "passed|failed|error|FAILED|ERROR|SKIPPED" | tee "$RES/gpu_tests.log"
+    | grep -E "passed|failed|error|FAILED|ERROR|SKIPPED" | tee "$RES/gpu_tests.txt"
   pack
 }
 paper="--global-batch 256 --float8 --optimizers adamw,nexus"

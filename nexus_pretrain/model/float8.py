@@ -1,9 +1,11 @@
-"""FP8 training of the transformer blocks' linear layers through torchao's float8 training
-(``model.float8``): the matmuls of forward and backward run in FP8 with dynamic scaling, the weights,
-their gradients and the optimizer (Nexus's fp32 master weights and inner step included) are unchanged.
+"""FP8 training of the transformer blocks' linear layers and the output head through torchao's float8
+training (``model.float8``): the matmuls of forward and backward run in FP8 with dynamic scaling, the
+weights, their gradients and the optimizer (Nexus's fp32 master weights and inner step included) are
+unchanged.
 
-Only layers large enough to gain convert (``model.float8_min_dim``); the output head stays in bf16
-unless ``model.float8_head``. The backends call :func:`apply_float8` after placing the model and before compiling or sharding it.
+Only layers large enough to gain convert (``model.float8_min_dim``); the head's matmul with
+``model.float8_head``. The backends call :func:`apply_float8` after placing the model and before
+compiling or sharding it.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def test_auto_with_deepspeed_is_accepted_and_leaves_cpu_runs_untouched():
 
 
 # ---------------------------------------------------------------------------------- layer selection
-def test_large_presets_convert_every_block_linear_and_never_the_head():
+def test_large_presets_convert_every_block_linear_and_the_head_only_when_asked():
     for preset, n_layers in (("llama_1b", 24), ("llama_3b", 34)):
         model = meta_model(preset)
         chosen = [name for name, m in model.named_modules() if float8.converts(m, name, float8.DEFAULT_MIN_DIM)]
