@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from hydra.core.config_store import ConfigStore
 
 from nexus_pretrain.data.layout import MIXTURE_MODES
-from nexus_pretrain.model.float8 import FLOAT8_RECIPES, float8_mode
+from nexus_pretrain.model.float8 import DEFAULT_FAST_ACCUM, DEFAULT_HEAD, FLOAT8_RECIPES, float8_mode
 from nexus_pretrain.model.presets import RESIDUAL_DTYPES
 from nexus_pretrain.optim.schedule import DECAY_SHAPES, SCHEDULES
 from nexus_pretrain.optim.traits import NEXUS_VARIANTS, OPTIMIZERS, OUTER_OPTIMIZERS
@@ -129,12 +129,13 @@ class ModelConfig(Section):
     float8_min_dim: Optional[int] = None
     """A linear layer converts when its input and output sizes are both at least this; null: 2048, where
     FP8 was measured to pay (model/float8.py DEFAULT_MIN_DIM)."""
-    float8_fast_accum: Optional[bool] = None
+    float8_fast_accum: bool = DEFAULT_FAST_ACCUM
     """The FP8 matmuls of the backward pass (input and weight gradients) accumulate in the GPU's fast,
-    lower-precision mode, as the forward's always do; null: true (model/float8.py DEFAULT_FAST_ACCUM)."""
-    float8_head: Optional[bool] = None
-    """The output head's matmul in FP8 too (when its sizes pass float8_min_dim); false keeps it bf16;
-    null: true (model/float8.py DEFAULT_HEAD)."""
+    lower-precision mode, as the forward's always do (the default: model/float8.py DEFAULT_FAST_ACCUM).
+    A plain value, not null, so that a run's config.yaml records what it trained with."""
+    float8_head: bool = DEFAULT_HEAD
+    """The output head's matmul in FP8 too (when its sizes pass float8_min_dim); false keeps it bf16 (the
+    default: model/float8.py DEFAULT_HEAD)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -50,6 +50,15 @@ other key, present or future, is part of what the run is (backend.precision and 
 change the numbers). trainer.max_steps is operational as long as the learning rate of the steps already
 taken stays the same (see :func:`config_changes`)."""
 
+ABSENT_MEANT = {"model.float8_head": False, "model.float8_fast_accum": False}
+"""Keys added to the config after runs were saved without them, where their absence in such a run's
+config meant something other than today's default: before these keys existed, FP8 runs kept the output
+head in bf16 and accumulated the backward matmuls exactly."""
+
+FLOAT8_DETAIL = "model.float8_"
+"""The FP8 settings (recipe, threshold, head, accumulation): they change nothing while model.float8 is
+false before and after, so a bf16 run resumes whatever they say."""
+
 CHANGES_FILE = "config_changes.jsonl"
 OVERRIDE_KEY = "trainer.allow_config_change"
 NOT_REPORTED = ("trainer.resume", OVERRIDE_KEY)  # differ by design; the override is recorded on its own
@@ -77,9 +86,20 @@ def _leaves(defaults: Any, values: Dict[str, Any], prefix: str = "") -> Dict[str
     return out
 
 
+def _has(config: Dict[str, Any], key: str) -> bool:
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return False
+        config = config[part]
+    return True
+
+
 def config_leaves(config: Dict[str, Any]) -> Dict[str, Any]:
-    """Dotted key -> value of a resolved run config (as meta.json and config.yaml store it)."""
-    return _leaves(TrainConfig(), config)
+    """Dotted key -> value of a resolved run config (as meta.json and config.yaml store it); a key the
+    config lacks takes today's default, or what its absence meant (ABSENT_MEANT)."""
+    leaves = _leaves(TrainConfig(), config)
+    leaves.update({key: meant for key, meant in ABSENT_MEANT.items() if not _has(config, key)})
+    return leaves
 
 
 def resolved(cfg: TrainConfig) -> Dict[str, Any]:
@@ -110,8 +130,9 @@ def config_changes(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int) -
     taken counts as an identity change."""
     a, b = config_leaves(old), config_leaves(new)
     identity, operational = [], []
+    bf16_throughout = a["model.float8"] == b["model.float8"] == "false"
     for key in b:
-        if _same(key, a[key], b[key]) or key in NOT_REPORTED:
+        if _same(key, a[key], b[key]) or key in NOT_REPORTED or (bf16_throughout and key.startswith(FLOAT8_DETAIL)):
             continue
         (operational if is_operational(key) else identity).append((key, a[key], b[key]))
     if not any(key.startswith("schedule.") for key, _, _ in identity) and a["trainer.max_steps"] != b["trainer.max_steps"]:

@@ -133,6 +133,27 @@ def test_a_deliberate_change_resumes_and_is_recorded_while_config_yaml_never_cha
     assert [r["step"] for r in read_metrics(run) if "loss" in r] == [1, 2, 3, 4]
 
 
+def test_fp8_runs_saved_before_the_head_and_fast_accumulation_keys_do_not_resume_into_them(tmp_path):
+    """Those keys came later with true as their default; an FP8 run saved without them trained with neither."""
+    def saved_without_them(cfg):
+        old = run_identity.resolved(cfg)
+        del old["model"]["float8_head"], old["model"]["float8_fast_accum"]
+        return old
+
+    fp8 = config(tmp_path, "model.float8=true")
+    identity, _ = run_identity.config_changes(saved_without_them(fp8), run_identity.resolved(fp8), 2)
+    assert run_identity.describe(identity) == "model.float8_fast_accum: false -> true; model.float8_head: false -> true"
+    as_then = config(tmp_path, "model.float8=true", "model.float8_head=false", "model.float8_fast_accum=false")
+    assert run_identity.config_changes(saved_without_them(fp8), run_identity.resolved(as_then), 2) == ([], [])
+    # A bf16 run resumes whatever the FP8 settings say; turning FP8 on is a change of what it is.
+    bf16 = saved_without_them(config(tmp_path))
+    assert run_identity.config_changes(bf16, run_identity.resolved(config(tmp_path, "model.float8_recipe=rowwise")),
+                                       2) == ([], [])
+    identity, _ = run_identity.config_changes(bf16, run_identity.resolved(fp8), 2)
+    assert run_identity.describe(identity) == ("model.float8: false -> true; model.float8_fast_accum: false -> true; "
+                                               "model.float8_head: false -> true")
+
+
 def test_allow_config_change_must_name_config_keys(tmp_path):
     run = tmp_path / "run"
     write_checkpoints(run, config(run))
