@@ -16,7 +16,10 @@
 #          without fast accumulation in the backward matmuls;
 #   table: nexus-bench --float8 at 1B (micro-batch 16, two timed steps) and 3B (micro-batch 4, one) with the
 #          default FP8 settings, AdamW and Nexus, global batch 256 x 2048; the GPU tests; then 520M if the
-#          time allows.
+#          time allows;
+#   profile: where the FP8 step's time goes: nexus-bench --float8 --profile at 1B (AdamW, four micro-batches
+#          per step), the device time by kernel category (FP8 scaling and casts among them) in profile/;
+#          then per layer as in levers, and 3B at micro-batch 8 on a GPU with the memory for it.
 # Each invocation prints the GPU's clocks and its measured matmul and copy ceilings first, and the torch and
 # torchao versions. Results (JSON, logs, metrics) go to $OUT/gpu_float8.tgz, refreshed after each run. On
 # machines without a package index, hydra/omegaconf/torchao travel as wheels in .whl.
@@ -92,5 +95,18 @@ case "${1:-main}" in
     [ "$(left)" -gt 120 ] && bench 520m "$(left)" --preset llama_520m --micro-batch 16 $paper --steps 2 --warmup 1
     clocks; pack
     ;;
-  *) echo "usage: $0 main|sizes|levers|table"; exit 2 ;;
+  profile)
+    bench 1b_profile 200 --preset llama_1b --micro-batch 16 --accum 4 --float8 --optimizers adamw --steps 2 \
+      --warmup 1 --profile "$RES/profile"
+    [ "$(left)" -gt 60 ] && timeout "$(left)" python3 scripts/bench_float8_layers.py \
+      --presets llama_1b:16,llama_3b:4,llama_3b:8 --head --recipes tensorwise,tensorwise+fast --iters 10 \
+      --json-out "$RES/layers.json" 2>&1 | grep -v "Failed to load\|register_constant\|Warning" | tee "$RES/layers.log"
+    pack
+    if [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -n 1)" -ge 100000 ] \
+       && [ "$(left)" -gt 150 ]; then
+      bench 3b_micro8 "$(left)" --preset llama_3b --micro-batch 8 $paper --steps 1 --warmup 1
+    fi
+    clocks; pack
+    ;;
+  *) echo "usage: $0 main|sizes|levers|table|profile"; exit 2 ;;
 esac

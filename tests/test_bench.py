@@ -55,6 +55,8 @@ def test_profile_categories():
     assert categorize("nvjet_tst_128x256_64x4_2x1_v_bz_TNT") == "matmul"
     assert categorize("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention"
     assert categorize("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0") == "fused elementwise (compiled)"
+    assert categorize("triton_red_fused_abs_max_3") == "fp8 scaling and casts (compiled)"
+    assert categorize("triton_poi_fused__to_copy_clamp_mul_reciprocal_7") == "fp8 scaling and casts (compiled)"
     assert categorize("void at::native::elementwise_kernel<128, 2, direct_copy_kernel_cuda>") == "copy/cast"
     assert categorize("triton_poi_fused_mul_silu_3") == "fused elementwise (compiled)"
     assert categorize("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>") == "optimizer"

@@ -17,6 +17,9 @@ CATEGORIES: List[Tuple[str, str]] = [
     ("matmul", r"gemm|nvjet|cutlass|xmma|cublas|sm90_|sm80_|wgmma|matmul|\bmm\b"),
     ("optimizer", r"adam|multi_tensor|foreach|_amp_|lerp"),
     ("loss", r"nll|log_softmax|cross_entropy|logsumexp"),
+    # FP8 training's scales (abs-max reductions) and casts (scale, clamp to the format's range), with any
+    # elementwise work Inductor fused into them.
+    ("fp8 scaling and casts (compiled)", r"^triton_.*(abs_max|amax|clamp)"),
     ("fused elementwise (compiled)", r"^triton_"),
     ("copy/cast", r"memcpy|memset|copy|to_copy|cast|fill"),
     ("norm", r"norm"),
