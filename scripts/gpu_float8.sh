@@ -11,7 +11,7 @@
 #   sizes: nexus-bench --float8 at 3B and 520M, then 1B with the rowwise recipe if the time allows;
 #   levers: the GPU tests of model.float8; the same-loss check at 1B (nexus-train llama_1b, 500 steps of
 #          16 x 512 tokens, AdamW, bf16 against FP8 as model.float8=true converts by default and against FP8
-#          with the output head and fast backward accumulation too, the three at once on the GPU); then per
+#          on the block linears only, without the head and fast accumulation; at once on the GPU); then per
 #          layer (1B at micro-batch 16, 3B at 4 and 8, the output heads) bf16 against tensorwise FP8 with and
 #          without fast accumulation in the backward matmuls;
 #   table: nexus-bench --float8 at 1B (micro-batch 16, two timed steps) and 3B (micro-batch 4, one) with the
@@ -80,7 +80,7 @@ case "${1:-main}" in
     loss_run loss1b_fp8 300 $b1 model.float8=true &
     # three 1B runs need about 90 GiB: on a smaller GPU the third waits for the first two
     [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -n 1)" -lt 100000 ] && wait
-    loss_run loss1b_fp8_head_fast 300 $b1 model.float8=true model.float8_head=true model.float8_fast_accum=true &
+    loss_run loss1b_fp8_blocks_only 300 $b1 model.float8=true model.float8_head=false model.float8_fast_accum=false &
     wait
     tail -n 2 "$RES"/loss1b_*.log; pack
     [ "$(left)" -gt 40 ] && timeout "$(left)" python3 scripts/bench_float8_layers.py \

@@ -99,7 +99,7 @@ def test_conversion_swaps_the_chosen_modules_and_keeps_the_weights():
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
-def test_head_converts_only_when_asked_and_keeps_its_plain_weight():
+def test_head_matmul_converts_by_default_and_keeps_its_plain_weight():
     pytest.importorskip("torchao")
     assert float8.converts(meta_model("llama_1b").output, "output", float8.DEFAULT_MIN_DIM, head=True)
     assert not float8.converts(meta_model("llama_520m").output, "output", float8.DEFAULT_MIN_DIM, head=True)

@@ -4,10 +4,12 @@ Nexus, and save -> load into a fresh engine -> continue is bit-identical to the 
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -152,17 +154,14 @@ def test_ds_config_from_our_config():
 
 
 @pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed (DS_BUILD_OPS=0 pip install deepspeed==0.19.8)")
-def test_zero_stages_match_single_device_and_resume_exactly(tmp_path):
-    script, out = tmp_path / "worker.py", tmp_path / "result.json"
-    script.write_text(WORKER)
+def run_two_ranks(script: Path, args: list) -> tuple:
+    """Both ranks of the worker on a fresh port: (return codes, their output without warning lines)."""
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2",
                OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(out), str(tmp_path / "ckpt"), json.dumps(CASES)],
-                         env=dict(env, RANK=str(r), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE="2"),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for r in range(2)
-    ]
+    procs = [subprocess.Popen([sys.executable, str(script), *args],
+                              env=dict(env, RANK=str(r), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE="2"),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(2)]
     logs = []
     try:
         for p in procs:
@@ -171,7 +170,20 @@ def test_zero_stages_match_single_device_and_resume_exactly(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)[-6000:]
+    output = "\n".join(line for log in logs for line in log.splitlines()
+                       if "Warning" not in line and "return func(" not in line)
+    return [p.returncode for p in procs], output
+
+
+def test_zero_stages_match_single_device_and_resume_exactly(tmp_path):
+    script, out = tmp_path / "worker.py", tmp_path / "result.json"
+    script.write_text(WORKER)
+    args = [str(out), str(tmp_path / "ckpt"), json.dumps(CASES)]
+    codes, output = run_two_ranks(script, args)
+    if any(codes) and "address already in use" in output.lower():  # the free port was taken meanwhile
+        shutil.rmtree(tmp_path / "ckpt", ignore_errors=True)
+        codes, output = run_two_ranks(script, args)
+    assert not any(codes), output[-6000:]
     results = json.loads(out.read_text())
     for case, res in results.items():  # shown with pytest -s
         print(case, {k: res[k] for k in ("rel_diff", "fp32_floor", "resume_bitwise", "seconds") if k in res})
