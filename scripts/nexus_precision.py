@@ -95,7 +95,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     rms = torch.cat([q.flatten() for q in model.parameters() if q.dim() == 2]).pow(2).mean().sqrt().item()
     gen = torch.Generator().manual_seed(a.seed + 1)
     batches = [torch.randint(0, a.vocab, (a.batch, a.seq_len + 1), generator=gen) for _ in range(a.inner_steps)]
-    print(f"{n_params:,} parameters, weight rms {rms:.4f}, K={a.inner_steps}, {a.batch} x {a.seq_len} tokens per inner batch")
+    print(f"{n_params:,} parameters, weight rms {rms:.4f}, K={a.inner_steps}, "
+          f"{a.batch} x {a.seq_len} tokens per inner batch")
     rows = []
     for ratio in (float(r) for r in a.ratios.split(",")):
         gamma = ratio * n_params ** 0.5 * rms

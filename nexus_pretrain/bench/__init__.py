@@ -24,7 +24,8 @@ from nexus_pretrain.bench.models import MODELS, build_model
 from nexus_pretrain.bench.profile import profile_step
 from nexus_pretrain.config import ModelConfig, OptimConfig
 from nexus_pretrain.console import show
-from nexus_pretrain.model.float8 import FLOAT8_RECIPES, float8_layers
+from nexus_pretrain.model.float8 import (DEFAULT_FAST_ACCUM, DEFAULT_HEAD, DEFAULT_MIN_DIM, FLOAT8_RECIPES,
+                                         float8_layers)
 from nexus_pretrain.model.llama import flops_per_token, head_sequence_losses
 from nexus_pretrain.model.presets import RESIDUAL_DTYPES, mfu_parameters, resolve_model_args
 from nexus_pretrain.optim.build import build_optimizer
@@ -82,7 +83,8 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="also run our model with FP8 training linears (model.float8=true, recipe tensorwise unless "
                         "named) right after the bf16 one, and print the FP8/bf16 ratios")
     p.add_argument("--float8-min-dim", type=int, metavar="N",
-                   help="model.float8_min_dim: convert linear layers whose sizes are both >= N (default: 2048)")
+                   help="model.float8_min_dim: convert linear layers whose sizes are both >= N "
+                        "(default: model/float8.py's)")
     p.add_argument("--float8-fast-accum", action=argparse.BooleanOptionalAction,
                    help="model.float8_fast_accum: the FP8 backward matmuls accumulate in the fast mode too "
                         "(default: model/float8.py's)")
@@ -98,6 +100,10 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--json-out", type=Path, help="also write all results as JSON to this file")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a child's result on stdout
     args = p.parse_args(argv)
+    # The FP8 settings as the run uses them, so that the table and --json-out record values, not "default".
+    args.float8_min_dim = DEFAULT_MIN_DIM if args.float8_min_dim is None else args.float8_min_dim
+    args.float8_fast_accum = DEFAULT_FAST_ACCUM if args.float8_fast_accum is None else args.float8_fast_accum
+    args.float8_head = DEFAULT_HEAD if args.float8_head is None else args.float8_head
     if args.hf_micro_batch is None:
         args.hf_micro_batch = args.micro_batch
     elif args.global_batch is None and args.hf_micro_batch != args.micro_batch:

@@ -18,7 +18,8 @@ spec.loader.exec_module(nexus_precision)
 
 def setup(dim=32):
     torch.manual_seed(0)
-    args = resolve_model_args(ModelConfig(preset="tiny", dim=dim, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64), 64, 16)
+    shape = ModelConfig(preset="tiny", dim=dim, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64)
+    args = resolve_model_args(shape, 64, 16)
     state = Llama(args).state_dict()
     gen = torch.Generator().manual_seed(1)
     return args, state, [torch.randint(0, 64, (2, 17), generator=gen) for _ in range(4)]
