@@ -10,11 +10,12 @@ against A computed in fp64, for inner step sizes given as r, the displacement pe
 weights' rms (gamma = r * sqrt(#params) * rms):
 
     python scripts/nexus_precision.py [--dim 256] [--layers 2] [--ratios 1.5e-5,1e-4,1e-3] [--json-out F]
+    python scripts/nexus_precision.py --run RUN_DIR     # a trained run's exported model (RUN_DIR/hf) and data
 
 Prints per r and precision: cos(A, A_fp64), |A| / |A_fp64|, and |A_fp64| / |Delta_fp64| (the alignment
-term's share of the pseudo-gradient). Random initialization and random tokens, on CPU (FP8 emulated:
-operands rounded to FP8 as on a GPU, multiplied in fp32); the curvature of a trained model is larger,
-so the share and the survival there are for a GPU run on a checkpoint to measure.
+term's share of the pseudo-gradient). Without --run: random initialization and random tokens; with it,
+the run's weights and windows of its held-out text (the data of its config.yaml). On CPU, FP8 is
+emulated: operands rounded to FP8 as on a GPU, multiplied in fp32.
 """
 
 from __future__ import annotations
@@ -68,6 +69,38 @@ def alignment_terms(args, state, batches, gamma: float, precisions=PRECISIONS) -
     return out
 
 
+def random_setup(a: argparse.Namespace):
+    """(model args, weights, batches) of a random model of --dim/--layers on random tokens."""
+    args = resolve_model_args(ModelConfig(preset="tiny", dim=a.dim, n_layers=a.layers, n_heads=4, n_kv_heads=2,
+                                          ffn_dim=4 * a.dim), a.vocab, a.seq_len)
+    state = Llama(args).state_dict()
+    gen = torch.Generator().manual_seed(a.seed + 1)
+    batches = [torch.randint(0, a.vocab, (a.batch, a.seq_len + 1), generator=gen) for _ in range(a.inner_steps)]
+    return args, state, batches
+
+
+def run_setup(a: argparse.Namespace):
+    """(model args, weights, batches) of a run: its exported model and consecutive windows of its held-out
+    text, domain after domain, at the run's sequence length."""
+    from omegaconf import OmegaConf  # noqa: PLC0415 (only for --run)
+
+    from nexus_pretrain.config import DataConfig  # noqa: PLC0415
+    from nexus_pretrain.model.hf import import_hf  # noqa: PLC0415 (transformers: only for --run)
+    from nexus_pretrain.run_data import build_data  # noqa: PLC0415
+
+    cfg = OmegaConf.load(a.run / "config.yaml")
+    data_cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg.data)  # older configs: defaults fill in
+    seq_len = int(data_cfg.seq_len)
+    model = import_hf(a.run / "hf", max_seq_len=seq_len)
+    tokens = torch.cat([torch.as_tensor(s[: len(s) // (seq_len + 1) * (seq_len + 1)].astype("int64"))
+                        for s in build_data(data_cfg, int(cfg.trainer.seed)).val_streams.values()])
+    windows = tokens.view(-1, seq_len + 1)
+    needed = a.batch * a.inner_steps
+    if len(windows) < needed:
+        raise SystemExit(f"--run {a.run}: {len(windows)} held-out windows, fewer than --batch x --inner-steps = {needed}")
+    return model.args, model.state_dict(), list(windows[:needed].split(a.batch))
+
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a @ b / (a.norm() * b.norm())).item()
 
@@ -84,17 +117,14 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     p.add_argument("--ratios", default="1.5e-5,1e-4,1e-3",
                    help="displacements per inner step relative to the weights' rms (1.5e-5: gamma 0.01 at 1B)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run", type=Path, help="a run directory: its exported model and held-out text instead of "
+                                            "a random model (--dim, --layers, --vocab, --seq-len then unused)")
     p.add_argument("--json-out", type=Path)
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
-    args = resolve_model_args(ModelConfig(preset="tiny", dim=a.dim, n_layers=a.layers, n_heads=4, n_kv_heads=2,
-                                          ffn_dim=4 * a.dim), a.vocab, a.seq_len)
-    model = Llama(args)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    n_params = sum(q.numel() for q in model.parameters())
-    rms = torch.cat([q.flatten() for q in model.parameters() if q.dim() == 2]).pow(2).mean().sqrt().item()
-    gen = torch.Generator().manual_seed(a.seed + 1)
-    batches = [torch.randint(0, a.vocab, (a.batch, a.seq_len + 1), generator=gen) for _ in range(a.inner_steps)]
+    args, state, batches = run_setup(a) if a.run else random_setup(a)
+    n_params = sum(v.numel() for v in state.values())
+    rms = torch.cat([v.flatten() for v in state.values() if v.dim() == 2]).pow(2).mean().sqrt().item()
     print(f"{n_params:,} parameters, weight rms {rms:.4f}, K={a.inner_steps}, "
           f"{a.batch} x {a.seq_len} tokens per inner batch")
     rows = []
@@ -111,7 +141,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
         print(f"r={ratio:<8g} gamma={gamma:<9.3g} |A|/|Delta| (fp64) {row['alignment_share']:.2e}   " +
               "   ".join(f"{q}: cos {row[q]['cos']:6.3f}, |A| x{row[q]['norm_ratio']:.2f}" for q in PRECISIONS[1:]))
     if a.json_out:
-        a.json_out.write_text(json.dumps({"args": vars(a) | {"json_out": str(a.json_out)}, "parameters": n_params,
+        recorded = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}
+        a.json_out.write_text(json.dumps({"args": recorded, "parameters": n_params,
                                           "weight_rms": rms, "rows": rows}, indent=1) + "\n")
     return rows
 

@@ -42,3 +42,20 @@ def test_the_script_prints_each_precision_against_fp64(capsys):
     assert set(rows[0]) == {"ratio", "gamma", "alignment_share", "fp32", "bf16", "fp8"}
     assert rows[0]["fp32"]["cos"] > 0.99  # at this step size fp32 keeps the alignment term
     assert "fp8: cos" in capsys.readouterr().out
+
+
+def test_the_script_measures_a_trained_run_on_its_own_held_out_text(tmp_path):
+    pytest.importorskip("torchao")
+    from nexus_pretrain.demo import compose_config
+    from nexus_pretrain.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(compose_config(["model.dim=64", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1",
+                            "model.ffn_dim=128", "data.seq_len=32", "data.eval_sequences=4", "trainer.global_batch=4",
+                            "trainer.micro_batch=4", "trainer.max_steps=2", "schedule.warmup_steps=1",
+                            "schedule.decay_steps=1", "trainer.eval_every=0", "trainer.checkpoint_every=0",
+                            "trainer.export_hf=true", "logging.progress_bar=false", f"trainer.run_dir={run}"])).fit()
+    rows = nexus_precision.main(["--run", str(run), "--batch", "2", "--inner-steps", "2", "--ratios", "1e-2",
+                                 "--json-out", str(tmp_path / "out.json")])
+    assert rows[0]["fp32"]["cos"] > 0.99 and 0 < rows[0]["alignment_share"] < 1
+    assert '"run": "' in (tmp_path / "out.json").read_text()
