@@ -50,10 +50,20 @@ other key, present or future, is part of what the run is (backend.precision and 
 change the numbers). trainer.max_steps is operational as long as the learning rate of the steps already
 taken stays the same (see :func:`config_changes`)."""
 
-ABSENT_MEANT = {"model.float8_head": False, "model.float8_fast_accum": False}
+def _micro_steps_per_step(leaves: Dict[str, Any], world_size: int) -> int:
+    return leaves["trainer.global_batch"] // (leaves["trainer.micro_batch"] * world_size)
+
+
+ABSENT_MEANT: Dict[str, Any] = {
+    "model.float8_head": False,
+    "model.float8_fast_accum": False,
+    "optim.inner_steps": _micro_steps_per_step,
+}
 """Keys added to the config after runs were saved without them, where their absence in such a run's
-config meant something other than today's default: before these keys existed, FP8 runs kept the output
-head in bf16 and accumulated the backward matmuls exactly."""
+config meant something other than today's default (a value, or a function of the old run's other
+settings and its world size): before these keys existed, FP8 runs kept the output head in bf16 and
+accumulated the backward matmuls exactly, and Nexus took one inner step per micro-batch, K = global batch /
+(micro-batch x ranks)."""
 
 FLOAT8_DETAIL = "model.float8_"
 """The FP8 settings (recipe, threshold, head, accumulation): they change nothing while model.float8 is
@@ -94,11 +104,18 @@ def _has(config: Dict[str, Any], key: str) -> bool:
     return True
 
 
-def config_leaves(config: Dict[str, Any]) -> Dict[str, Any]:
+def config_leaves(config: Dict[str, Any], world_size: Optional[int] = None) -> Dict[str, Any]:
     """Dotted key -> value of a resolved run config (as meta.json and config.yaml store it); a key the
-    config lacks takes today's default, or what its absence meant (ABSENT_MEANT)."""
+    config lacks takes today's default, or what its absence meant (ABSENT_MEANT; one that depends on the
+    run's world size keeps the default when ``world_size`` is None)."""
     leaves = _leaves(TrainConfig(), config)
-    leaves.update({key: meant for key, meant in ABSENT_MEANT.items() if not _has(config, key)})
+    for key, meant in ABSENT_MEANT.items():
+        if _has(config, key):
+            continue
+        if not callable(meant):
+            leaves[key] = meant
+        elif world_size is not None:
+            leaves[key] = meant(leaves, world_size)
     return leaves
 
 
@@ -124,11 +141,12 @@ def _schedule_change(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int)
     return None
 
 
-def config_changes(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int) -> Tuple[List[Change], List[Change]]:
-    """(identity changes, operational changes) from a checkpoint's resolved config to a new one, as
-    (key, old value, new value); a trainer.max_steps that changes the schedule of the steps already
-    taken counts as an identity change."""
-    a, b = config_leaves(old), config_leaves(new)
+def config_changes(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int,
+                   old_world_size: Optional[int] = None) -> Tuple[List[Change], List[Change]]:
+    """(identity changes, operational changes) from a checkpoint's resolved config (of a run on
+    ``old_world_size`` ranks, when known) to a new one, as (key, old value, new value); a
+    trainer.max_steps that changes the schedule of the steps already taken counts as an identity change."""
+    a, b = config_leaves(old, old_world_size), config_leaves(new)
     identity, operational = [], []
     bf16_throughout = a["model.float8"] == b["model.float8"] == "false"
     for key in b:
@@ -175,7 +193,7 @@ def check_resume(checkpoint: Path, meta: Dict[str, Any], cfg: TrainConfig,
         raise RunError(f"{OVERRIDE_KEY}: {unknown[0]} is no config key; list dotted keys such as optim.lr or "
                        "data.seq_len (`nexus-train --cfg job` shows them)")
     old = meta.get("config") or {}
-    identity, operational = config_changes(old, new, int(meta["step"]))
+    identity, operational = config_changes(old, new, int(meta["step"]), meta.get("world_size") or world_size)
     if meta.get("world_size") not in (None, world_size):
         operational.append(("world size", meta["world_size"], world_size))
     refused = [c for c in identity if not _allowed(c[0], allow)]

@@ -154,6 +154,28 @@ def test_fp8_runs_saved_before_the_head_and_fast_accumulation_keys_do_not_resume
                                                "model.float8_head: false -> true")
 
 
+def test_nexus_runs_saved_before_inner_steps_existed_keep_their_k_on_resume(tmp_path):
+    """Before optim.inner_steps, Nexus took one inner step per micro-batch: K = global batch / (micro-batch
+    x ranks), a number the saved config does not state; resuming under the default K = 4 is refused."""
+    old = run_identity.resolved(config(tmp_path, "optim=nexus", "trainer.global_batch=8", "trainer.micro_batch=4"))
+    del old["optim"]["inner_steps"]
+    new = run_identity.resolved(config(tmp_path, "optim=nexus", "trainer.global_batch=8", "trainer.micro_batch=4"))
+    for world_size, k in ((1, 2), (2, 1)):
+        identity, _ = run_identity.config_changes(old, new, 2, world_size)
+        assert run_identity.describe(identity) == f"optim.inner_steps: {k} -> 4"
+    same_k = run_identity.resolved(config(tmp_path, "optim=nexus", "trainer.global_batch=8", "trainer.micro_batch=4",
+                                          "optim.inner_steps=2"))
+    assert run_identity.config_changes(old, same_k, 2, 1) == ([], [])
+    run = tmp_path / "run"
+    saved = run_identity.resolved(config(run, "optim=nexus"))
+    del saved["optim"]["inner_steps"]
+    model = torch.nn.Linear(4, 2)
+    checkpointer = ckpt.Checkpointer(run, SingleDevice(BackendConfig(device="cpu")), 5)
+    checkpointer.save(2, model, build_optimizer(OptimConfig(name="adamw"), model), {"domain_tokens": {}, "config": saved})
+    with pytest.raises(RunError, match=r"optim.inner_steps: 2 -> 4"):  # SMALL: global batch 4, micro-batch 2
+        run_identity.prepare_start(config(run, "optim=nexus", "trainer.resume=auto"), world_size=1)
+
+
 def test_allow_config_change_must_name_config_keys(tmp_path):
     run = tmp_path / "run"
     write_checkpoints(run, config(run))
