@@ -55,15 +55,16 @@ def _micro_steps_per_step(leaves: Dict[str, Any], world_size: int) -> int:
 
 
 ABSENT_MEANT: Dict[str, Any] = {
+    "model.residual_dtype": "embedding",
     "model.float8_head": False,
     "model.float8_fast_accum": False,
     "optim.inner_steps": _micro_steps_per_step,
 }
 """Keys added to the config after runs were saved without them, where their absence in such a run's
 config meant something other than today's default (a value, or a function of the old run's other
-settings and its world size): before these keys existed, FP8 runs kept the output head in bf16 and
-accumulated the backward matmuls exactly, and Nexus took one inner step per micro-batch, K = global batch /
-(micro-batch x ranks)."""
+settings and its world size): before these keys existed, the residual stream kept the embedding's dtype,
+FP8 runs kept the output head in bf16 and accumulated the backward matmuls exactly, and Nexus took one
+inner step per micro-batch, K = global batch / (micro-batch x ranks)."""
 
 FLOAT8_DETAIL = "model.float8_"
 """The FP8 settings (recipe, threshold, head, accumulation): they change nothing while model.float8 is

@@ -141,6 +141,10 @@ def test_fp8_runs_saved_before_the_head_and_fast_accumulation_keys_do_not_resume
         return old
 
     fp8 = config(tmp_path, "model.float8=true")
+    older = saved_without_them(fp8)
+    del older["model"]["residual_dtype"]  # before the key existed, the residual stream kept the embedding's dtype
+    identity, _ = run_identity.config_changes(older, run_identity.resolved(fp8), 2)
+    assert run_identity.describe(identity).startswith("model.residual_dtype: embedding -> bfloat16; ")
     identity, _ = run_identity.config_changes(saved_without_them(fp8), run_identity.resolved(fp8), 2)
     assert run_identity.describe(identity) == "model.float8_fast_accum: false -> true; model.float8_head: false -> true"
     as_then = config(tmp_path, "model.float8=true", "model.float8_head=false", "model.float8_fast_accum=false")
