@@ -50,6 +50,7 @@ other key, present or future, is part of what the run is (backend.precision and 
 change the numbers). trainer.max_steps is operational as long as the learning rate of the steps already
 taken stays the same (see :func:`config_changes`)."""
 
+
 def _micro_steps_per_step(leaves: Dict[str, Any], world_size: int) -> int:
     return leaves["trainer.global_batch"] // (leaves["trainer.micro_batch"] * world_size)
 
@@ -108,10 +109,11 @@ def _has(config: Dict[str, Any], key: str) -> bool:
 def config_leaves(config: Dict[str, Any], world_size: Optional[int] = None) -> Dict[str, Any]:
     """Dotted key -> value of a resolved run config (as meta.json and config.yaml store it); a key the
     config lacks takes today's default, or what its absence meant (ABSENT_MEANT; one that depends on the
-    run's world size keeps the default when ``world_size`` is None)."""
+    run's world size keeps the default when ``world_size`` is None). An empty config (none recorded) is
+    all defaults."""
     leaves = _leaves(TrainConfig(), config)
     for key, meant in ABSENT_MEANT.items():
-        if _has(config, key):
+        if not config or _has(config, key):
             continue
         if not callable(meant):
             leaves[key] = meant
