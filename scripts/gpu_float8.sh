@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# FP8 training (model.float8) measured on one GPU, in two invocations of under ten minutes each (LIMIT:
-# the seconds one may take, 570 unless set):
+# FP8 training (model.float8) measured on one GPU, each mode one invocation of under ten minutes (LIMIT:
+# the seconds one may take, 570 unless set; levers takes about nine minutes on an H100):
 #   main:  nexus-bench --float8 at 1B (global batch 256 x 2048, AdamW and Nexus); the same-loss check:
 #          nexus-train 520M for 500 steps of 32 x 512 tokens on the mini reproduction's corpus
 #          (data/minirepro/shards: build_corpus.py and nexus-data prepare, see docs/performance-fp8.md),
-#          AdamW, the same seed and batches, bf16 and FP8 (every block linear converted:
+#          AdamW, the same seed and batches, bf16 and FP8 (every block linear and the head converted:
 #          model.float8_min_dim=0), both at once on the GPU; then where FP8 pays per layer
 #          (bench_float8_layers.py: every distinct linear layer of 1B, 3B, 520M and 130M at its micro-batch,
 #          bf16 against tensorwise and rowwise FP8), as far as the time allows;
