@@ -11,11 +11,13 @@ weights' rms (gamma = r * sqrt(#params) * rms):
 
     python scripts/nexus_precision.py [--dim 256] [--layers 2] [--ratios 1.5e-5,1e-4,1e-3] [--json-out F]
     python scripts/nexus_precision.py --run RUN_DIR     # a trained run's exported model (RUN_DIR/hf) and data
+    python scripts/nexus_precision.py --preset llama_1b --device cuda   # real FP8 matmuls on an FP8 GPU
 
 Prints per r and precision: cos(A, A_fp64), |A| / |A_fp64|, and |A_fp64| / |Delta_fp64| (the alignment
 term's share of the pseudo-gradient). Without --run: random initialization and random tokens; with it,
 the run's weights and windows of its held-out text (the data of its config.yaml). On CPU, FP8 is
-emulated: operands rounded to FP8 as on a GPU, multiplied in fp32.
+emulated: operands rounded to FP8 as on a GPU, multiplied in fp32. The pseudo-gradients are gathered in
+host memory as fp64 vectors (four of the model's size at once: about 35 GB at 1B).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -39,40 +41,41 @@ PRECISIONS = ("fp64", "fp32", "bf16", "fp8")
 
 
 def pseudo_gradient(args, state: Dict[str, torch.Tensor], batches: List[torch.Tensor], precision: str,
-                    variant: str, gamma: float) -> torch.Tensor:
+                    variant: str, gamma: float, device: torch.device) -> torch.Tensor:
     """Nexus's (or the parallel variant's) pseudo-gradient of one window of ``batches`` from the weights
-    ``state``, with the forward in ``precision``, as one fp64 vector."""
-    model = Llama(args)
+    ``state``, with the forward in ``precision`` on ``device``, as one fp64 vector in host memory."""
+    with torch.device(device):
+        model = Llama(args)
     model.load_state_dict(state)
     if precision == "fp64":
         model = model.double()
     if precision == "fp8":
-        float8.convert(model, "tensorwise", min_dim=0, emulate=True)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision in ("bf16", "fp8") else contextlib.nullcontext()
+        float8.convert(model, "tensorwise", min_dim=0, emulate=device.type != "cuda")
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision in ("bf16", "fp8")
+                else contextlib.nullcontext())
     nexus = Nexus(torch.optim.SGD(model.parameters(), lr=0.0), inner_lr=gamma, variant=variant)
     for batch in batches:
+        batch = batch.to(device)
         with autocast:
             loss = model(batch[:, :-1], batch[:, 1:]).mean()
         loss.backward()
         nexus.micro_step()
     nexus.step()  # the pseudo-gradient lands in .grad; the outer step (lr 0) leaves the weights
-    return torch.cat([p.grad.flatten().double() for p in model.parameters()])
+    return torch.cat([p.grad.flatten().double().cpu() for p in model.parameters()])
 
 
-def alignment_terms(args, state, batches, gamma: float, precisions=PRECISIONS) -> Dict[str, Dict[str, torch.Tensor]]:
-    """{precision: {"delta": Nexus's pseudo-gradient, "alignment": it minus the parallel variant's}}."""
-    out = {}
-    for precision in precisions:
-        delta = pseudo_gradient(args, state, batches, precision, "nexus", gamma)
-        out[precision] = {"delta": delta,
-                          "alignment": delta - pseudo_gradient(args, state, batches, precision, "parallel", gamma)}
-    return out
+def alignment_term(args, state, batches, gamma: float, precision: str,
+                   device: torch.device = torch.device("cpu")) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(Nexus's pseudo-gradient, its alignment term: it minus the parallel variant's) in ``precision``."""
+    delta = pseudo_gradient(args, state, batches, precision, "nexus", gamma, device)
+    return delta, delta - pseudo_gradient(args, state, batches, precision, "parallel", gamma, device)
 
 
 def random_setup(a: argparse.Namespace):
-    """(model args, weights, batches) of a random model of --dim/--layers on random tokens."""
-    args = resolve_model_args(ModelConfig(preset="tiny", dim=a.dim, n_layers=a.layers, n_heads=4, n_kv_heads=2,
-                                          ffn_dim=4 * a.dim), a.vocab, a.seq_len)
+    """(model args, weights, batches) of a random model (--preset, or --dim/--layers) on random tokens."""
+    shape = (ModelConfig(preset=a.preset) if a.preset else
+             ModelConfig(preset="tiny", dim=a.dim, n_layers=a.layers, n_heads=4, n_kv_heads=2, ffn_dim=4 * a.dim))
+    args = resolve_model_args(shape, a.vocab, a.seq_len)
     state = Llama(args).state_dict()
     gen = torch.Generator().manual_seed(a.seed + 1)
     batches = [torch.randint(0, a.vocab, (a.batch, a.seq_len + 1), generator=gen) for _ in range(a.inner_steps)]
@@ -108,6 +111,8 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 def main(argv: Optional[List[str]] = None) -> List[dict]:
     """Measure and print the alignment term's survival per step ratio and precision."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", help="a model preset (e.g. llama_1b) instead of --dim/--layers")
+    p.add_argument("--device", default="cpu", help="cpu (FP8 emulated) or cuda (FP8 matmuls on an FP8 GPU)")
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--vocab", type=int, default=256)
@@ -127,16 +132,16 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     rms = torch.cat([v.flatten() for v in state.values() if v.dim() == 2]).pow(2).mean().sqrt().item()
     print(f"{n_params:,} parameters, weight rms {rms:.4f}, K={a.inner_steps}, "
           f"{a.batch} x {a.seq_len} tokens per inner batch")
+    device = torch.device(a.device)
     rows = []
     for ratio in (float(r) for r in a.ratios.split(",")):
         gamma = ratio * n_params ** 0.5 * rms
-        terms = alignment_terms(args, state, batches, gamma)
-        ref = terms["fp64"]
-        row = {"ratio": ratio, "gamma": gamma,
-               "alignment_share": (ref["alignment"].norm() / ref["delta"].norm()).item()}
+        ref_delta, ref = alignment_term(args, state, batches, gamma, "fp64", device)
+        row = {"ratio": ratio, "gamma": gamma, "alignment_share": (ref.norm() / ref_delta.norm()).item()}
+        del ref_delta
         for precision in PRECISIONS[1:]:
-            row[precision] = {"cos": cosine(terms[precision]["alignment"], ref["alignment"]),
-                              "norm_ratio": (terms[precision]["alignment"].norm() / ref["alignment"].norm()).item()}
+            alignment = alignment_term(args, state, batches, gamma, precision, device)[1]
+            row[precision] = {"cos": cosine(alignment, ref), "norm_ratio": (alignment.norm() / ref.norm()).item()}
         rows.append(row)
         print(f"r={ratio:<8g} gamma={gamma:<9.3g} |A|/|Delta| (fp64) {row['alignment_share']:.2e}   " +
               "   ".join(f"{q}: cos {row[q]['cos']:6.3f}, |A| x{row[q]['norm_ratio']:.2f}" for q in PRECISIONS[1:]))

@@ -27,17 +27,16 @@ def setup(dim=32):
 
 def test_alignment_term_is_second_order_in_gamma_and_reproducible():
     args, state, batches = setup()
-    small, double = (nexus_precision.alignment_terms(args, state, batches, gamma, ("fp64",))["fp64"]
-                     for gamma in (1e-3, 2e-3))
-    assert double["alignment"].norm() / small["alignment"].norm() == pytest.approx(4.0, rel=0.02)
-    assert double["delta"].norm() / small["delta"].norm() == pytest.approx(2.0, rel=0.01)  # first order
-    again = nexus_precision.alignment_terms(args, state, batches, 1e-3, ("fp64",))["fp64"]
-    assert torch.equal(again["alignment"], small["alignment"])
+    (small_delta, small), (double_delta, double) = (nexus_precision.alignment_term(args, state, batches, gamma, "fp64")
+                                                    for gamma in (1e-3, 2e-3))
+    assert double.norm() / small.norm() == pytest.approx(4.0, rel=0.02)
+    assert double_delta.norm() / small_delta.norm() == pytest.approx(2.0, rel=0.01)  # first order
+    assert torch.equal(nexus_precision.alignment_term(args, state, batches, 1e-3, "fp64")[1], small)
 
 
 def test_the_script_prints_each_precision_against_fp64(capsys):
     pytest.importorskip("torchao")
-    rows = nexus_precision.main(["--dim", "32", "--layers", "1", "--vocab", "64", "--seq-len", "16", "--batch", "2",
+    rows = nexus_precision.main(["--preset", "tiny", "--vocab", "64", "--seq-len", "16", "--batch", "2",
                                  "--inner-steps", "2", "--ratios", "1e-2"])
     assert set(rows[0]) == {"ratio", "gamma", "alignment_share", "fp32", "bf16", "fp8"}
     assert rows[0]["fp32"]["cos"] > 0.99  # at this step size fp32 keeps the alignment term
