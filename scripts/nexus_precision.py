@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -73,8 +74,9 @@ def alignment_term(args, state, batches, gamma: float, precision: str,
 
 def random_setup(a: argparse.Namespace):
     """(model args, weights, batches) of a random model (--preset, or --dim/--layers) on random tokens."""
-    shape = (ModelConfig(preset=a.preset) if a.preset else
-             ModelConfig(preset="tiny", dim=a.dim, n_layers=a.layers, n_heads=4, n_kv_heads=2, ffn_dim=4 * a.dim))
+    shape = (ModelConfig(preset=a.preset, attention="sdpa") if a.preset else  # SDPA: the one that takes fp64
+             ModelConfig(preset="tiny", attention="sdpa", dim=a.dim, n_layers=a.layers, n_heads=4, n_kv_heads=2,
+                         ffn_dim=4 * a.dim))
     args = resolve_model_args(shape, a.vocab, a.seq_len)
     state = Llama(args).state_dict()
     gen = torch.Generator().manual_seed(a.seed + 1)
@@ -101,7 +103,8 @@ def run_setup(a: argparse.Namespace):
     needed = a.batch * a.inner_steps
     if len(windows) < needed:
         raise SystemExit(f"--run {a.run}: {len(windows)} held-out windows, fewer than --batch x --inner-steps = {needed}")
-    return model.args, model.state_dict(), list(windows[:needed].split(a.batch))
+    args = dataclasses.replace(model.args, attention="sdpa")  # SDPA: the one that takes fp64
+    return args, model.state_dict(), list(windows[:needed].split(a.batch))
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
