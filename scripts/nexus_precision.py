@@ -38,7 +38,8 @@ from nexus_pretrain.model.presets import resolve_model_args
 from nexus_pretrain.optim.nexus import Nexus
 
 PRECISIONS = ("fp64", "fp32", "bf16", "fp8")
-"""fp64: the reference; fp32: no autocast; bf16: bf16 autocast; fp8: bf16 autocast and FP8 linears (emulated)."""
+"""fp64: the reference; fp32: no autocast; bf16: bf16 autocast; fp8: bf16 autocast and FP8 linears (the
+defaults of model.float8 with every linear converted; emulated off the GPU)."""
 
 
 def pseudo_gradient(args, state: Dict[str, torch.Tensor], batches: List[torch.Tensor], precision: str,
@@ -133,8 +134,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     args, state, batches = run_setup(a) if a.run else random_setup(a)
     n_params = sum(v.numel() for v in state.values())
     rms = torch.cat([v.flatten() for v in state.values() if v.dim() == 2]).pow(2).mean().sqrt().item()
-    print(f"{n_params:,} parameters, weight rms {rms:.4f}, K={a.inner_steps}, "
-          f"{a.batch} x {a.seq_len} tokens per inner batch")
+    print(f"{n_params:,} parameters, weight rms {rms:.4f}, K={len(batches)}, "
+          f"{batches[0].shape[0]} x {batches[0].shape[1] - 1} tokens per inner batch")
     device = torch.device(a.device)
     rows = []
     for ratio in (float(r) for r in a.ratios.split(",")):
