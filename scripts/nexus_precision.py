@@ -90,12 +90,12 @@ def run_setup(a: argparse.Namespace):
     text, domain after domain, at the run's sequence length."""
     from omegaconf import OmegaConf  # noqa: PLC0415 (only for --run)
 
-    from nexus_pretrain.config import DataConfig  # noqa: PLC0415
+    from nexus_pretrain.evaluation.heldout import current_data_config  # noqa: PLC0415
     from nexus_pretrain.model.hf import import_hf  # noqa: PLC0415 (transformers: only for --run)
     from nexus_pretrain.run_data import build_data  # noqa: PLC0415
 
     cfg = OmegaConf.load(a.run / "config.yaml")
-    data_cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), cfg.data)  # older configs: defaults fill in
+    data_cfg = current_data_config(cfg.data)
     seq_len = int(data_cfg.seq_len)
     model = import_hf(a.run / "hf", max_seq_len=seq_len)
     tokens = torch.cat([torch.as_tensor(s[: len(s) // (seq_len + 1) * (seq_len + 1)].astype("int64"))

@@ -78,6 +78,11 @@ def heldout_losses(model_dir: str | Path, seq_len: Optional[int] = None, n_seque
     return heldout_metrics(model, val, ood, weights, seq_len, n_sequences, 8, torch.device("cpu"))
 
 
+def current_data_config(data_cfg: Any) -> Any:
+    """A run's saved data config with the fields added since it was saved at their defaults."""
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.structured(data_cfg))
+
+
 def run_heldout_losses(run_dir: str | Path, model_dir: str | Path | None = None, batch_size: int = 8,
                        device: str = "cpu") -> Dict[str, float]:
     """Held-out losses of a run's exported model on that run's own validation and OOD data.
@@ -102,8 +107,7 @@ def data_heldout_losses(data_cfg: Any, seed: int, model_dir: str | Path, batch_s
     (e.g. a pretrained model scored on SFT data)."""
 
 
-    # Older runs' configs lack fields added since; the dataclass defaults fill them.
-    data_cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.structured(data_cfg))
+    data_cfg = current_data_config(data_cfg)
     data = build_data(data_cfg, seed)
     model = import_hf(model_dir, max_seq_len=int(data_cfg.seq_len)).to(device)
     return heldout_metrics(model, data.val_streams, data.ood_streams, data.sampler.weights, int(data_cfg.seq_len),
