@@ -53,6 +53,13 @@ gpu_tests() {  # the GPU tests of model.float8, with pytest's summary line
     | grep -E "passed|failed|error|FAILED|ERROR|SKIPPED" | tee "$RES/gpu_tests.txt"
   pack
 }
+layers() {  # SECONDS ARGS...: bench_float8_layers.py (RES/layers.json, .log) if more than SECONDS of LIMIT are left
+  local need=$1; shift
+  [ "$(left)" -gt "$need" ] || return 0
+  timeout "$(left)" python3 scripts/bench_float8_layers.py "$@" --json-out "$RES/layers.json" 2>&1 \
+    | grep -v "Failed to load\|register_constant\|Warning" | tee "$RES/layers.log"
+}
+gpu_mib() { nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -n 1; }
 paper="--global-batch 256 --float8 --optimizers adamw,nexus"
 left() { echo $(( ${LIMIT:-570} - SECONDS )); }  # seconds left of LIMIT; later parts run only if they fit
 case "${1:-main}" in
@@ -62,9 +69,7 @@ case "${1:-main}" in
     loss_run loss_fp8 230 model.float8=true model.float8_min_dim=0 &
     wait
     tail -n 2 "$RES"/loss_*.log; pack
-    [ "$(left)" -gt 40 ] && timeout "$(left)" python3 scripts/bench_float8_layers.py \
-      --presets llama_1b:16,llama_3b:4,llama_520m:16,llama_130m:64 --head --json-out "$RES/layers.json" 2>&1 \
-      | grep -v "Failed to load\|register_constant\|Warning" | tee "$OUT/layers.log"
+    layers 40 --presets llama_1b:16,llama_3b:4,llama_520m:16,llama_130m:64 --head
     clocks; pack
     ;;
   sizes)
@@ -81,13 +86,11 @@ case "${1:-main}" in
     loss_run loss1b_bf16 300 $b1 &
     loss_run loss1b_fp8 300 $b1 model.float8=true &
     # three 1B runs need about 90 GiB: on a smaller GPU the third waits for the first two
-    [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -n 1)" -lt 100000 ] && wait
+    [ "$(gpu_mib)" -lt 100000 ] && wait
     loss_run loss1b_fp8_blocks_only 300 $b1 model.float8=true model.float8_head=false model.float8_fast_accum=false &
     wait
     tail -n 2 "$RES"/loss1b_*.log; pack
-    [ "$(left)" -gt 40 ] && timeout "$(left)" python3 scripts/bench_float8_layers.py \
-      --presets llama_1b:16,llama_3b:4,llama_3b:8 --head --recipes tensorwise,tensorwise+fast --iters 10 \
-      --json-out "$RES/layers.json" 2>&1 | grep -v "Failed to load\|register_constant\|Warning" | tee "$RES/layers.log"
+    layers 40 --presets llama_1b:16,llama_3b:4,llama_3b:8 --head --recipes tensorwise,tensorwise+fast --iters 10
     clocks; pack
     ;;
   table)
@@ -100,12 +103,9 @@ case "${1:-main}" in
   profile)
     bench 1b_profile 200 --preset llama_1b --micro-batch 16 --accum 4 --float8 --optimizers adamw --steps 2 \
       --warmup 1 --profile "$RES/profile"
-    [ "$(left)" -gt 60 ] && timeout "$(left)" python3 scripts/bench_float8_layers.py \
-      --presets llama_1b:16,llama_3b:4,llama_3b:8 --head --recipes tensorwise,tensorwise+fast --iters 10 \
-      --json-out "$RES/layers.json" 2>&1 | grep -v "Failed to load\|register_constant\|Warning" | tee "$RES/layers.log"
+    layers 60 --presets llama_1b:16,llama_3b:4,llama_3b:8 --head --recipes tensorwise,tensorwise+fast --iters 10
     pack
-    if [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -n 1)" -ge 100000 ] \
-       && [ "$(left)" -gt 150 ]; then
+    if [ "$(gpu_mib)" -ge 100000 ] && [ "$(left)" -gt 150 ]; then
       bench 3b_micro8 "$(left)" --preset llama_3b --micro-batch 8 $paper --steps 1 --warmup 1
     fi
     clocks; pack
