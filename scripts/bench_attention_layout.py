@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nexus_pretrain.model.llama import Block, ModelArgs, apply_rope, rope_cache
+from nexus_pretrain.model.llama import Block, ModelArgs, apply_rope, compile_region, rope_cache
 from nexus_pretrain.model.presets import PRESETS
 
 
@@ -54,7 +54,7 @@ def block_ms(preset: str, micro_batch: int, seq_len: int, variant: str, iters: i
             proj.forward = lambda x: F.linear(x, proj.weight).split(proj.sizes, dim=-1)
         cos, sin = (t.cuda() for t in rope_cache(args.head_dim, seq_len, args.rope_theta))
     torch._dynamo.reset()
-    forward = torch.compile(block.forward)
+    forward = compile_region(block.forward)
     x = torch.randn(micro_batch, seq_len, args.dim, device="cuda", requires_grad=True)
     times = []
     for i in range(iters + 3):

@@ -27,7 +27,7 @@ from torch import nn
 
 from nexus_pretrain.config import ModelConfig
 from nexus_pretrain.model import float8
-from nexus_pretrain.model.llama import Llama
+from nexus_pretrain.model.llama import Llama, compile_region
 from nexus_pretrain.model.presets import resolve_model_args
 
 LAYERS = ("attention.wqkv", "attention.wo", "feed_forward.w13", "feed_forward.w2")
@@ -56,7 +56,7 @@ def time_layer(k: int, n: int, tokens: int, recipe: Optional[str], device: torch
     if recipe is not None:
         name, _, fast = recipe.partition("+")
         float8.convert(holder, name, min_dim=0, emulate=device.type != "cuda", fast_accum=fast == "fast")
-    layer = torch.compile(holder[0]) if compile else holder[0]
+    layer = compile_region(holder[0]) if compile else holder[0]
     x = torch.randn(tokens, k, device=device, dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn(tokens, n, device=device, dtype=torch.bfloat16)
 

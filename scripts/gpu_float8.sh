@@ -21,7 +21,8 @@
 #          per step), the device time by kernel category (FP8 scaling and casts among them) in profile/;
 #          then per layer as in levers, and 3B at micro-batch 8 on a GPU with the memory for it;
 #   nexus: how much of Nexus's alignment term survives bf16 and real FP8 forwards at 1B (random
-#          initialization, 8 inner batches of 4 x 512 random tokens; scripts/nexus_precision.py).
+#          initialization, 8 inner batches of 4 x 512 random tokens, step ratios 1.5e-5 (the paper's inner
+#          learning rate at 1B) and 1e-4; scripts/nexus_precision.py).
 # Each invocation prints the GPU's clocks and its measured matmul and copy ceilings first, and the torch and
 # torchao versions. Results (JSON, logs, metrics) go to $OUT/gpu_float8.tgz, refreshed after each run. On
 # machines without a package index, hydra/omegaconf/torchao travel as wheels in .whl.
@@ -111,7 +112,7 @@ case "${1:-main}" in
     clocks; pack
     ;;
   nexus)
-    timeout "$(left)" python3 scripts/nexus_precision.py --preset llama_1b --device cuda --vocab 32000 --seq-len 512 \
+    timeout "$(left)" python3 scripts/nexus_precision.py --preset llama_1b --device cuda --vocab 32000 --seq-len 512 --ratios 1.5e-5,1e-4 \
       --batch 4 --json-out "$RES/nexus_precision_1b.json" 2>&1 | grep -v "Failed to load\|register_constant\|Warning" \
       | tee "$RES/nexus_precision_1b.txt"
     clocks; pack

@@ -233,13 +233,26 @@ def head_sequence_losses(h: torch.Tensor, norm_weight: torch.Tensor, norm_eps: f
     return sequence_losses(logits, targets)
 
 
+INDUCTOR_OPTIONS = {"triton.prefer_nd_tiling": True, "triton.tile_reductions": True}
+"""Inductor options of the compiled regions: pointwise kernels and reductions tiled in two dimensions, so
+that kernels reading a tensor in one layout and writing it in another (FP8's transposed casts in
+backward, RoPE's) access memory in order. On an H100 (docs/performance-fp8.md) they took a 1B FP8
+step 2.3% faster (three runs each way) and a bf16 step 0.7%; numerics are unchanged up to summation
+order. They configure GPU code generation only; CPU compilation ignores them."""
+
+
+def compile_region(fn: Callable) -> Callable:
+    """``fn`` compiled as the trainer compiles its regions (torch.compile with INDUCTOR_OPTIONS)."""
+    return torch.compile(fn, options=INDUCTOR_OPTIONS)
+
+
 def compile_regions(model: Llama) -> None:
-    """Regional compilation: torch.compile each transformer block (compiled once, reused per layer)
-    and the norm-head-loss function. Each block's forward is compiled, not its __call__, so hooks on
-    the block (FSDP2's all-gather and reshard) run eagerly around the region."""
+    """Regional compilation: compile each transformer block (compiled once, reused per layer) and the
+    norm-head-loss function (compile_region). Each block's forward is compiled, not its __call__, so
+    hooks on the block (FSDP2's all-gather and reshard) run eagerly around the region."""
     for block in model.layers:
-        block.forward = torch.compile(block.forward)
-    model.head_losses = torch.compile(head_sequence_losses)
+        block.forward = compile_region(block.forward)
+    model.head_losses = compile_region(head_sequence_losses)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
