@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import gc
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -47,9 +46,6 @@ def pseudo_gradient(args, state: Dict[str, torch.Tensor], batches: List[torch.Te
                     variant: str, gamma: float, device: torch.device) -> torch.Tensor:
     """Nexus's (or the parallel variant's) pseudo-gradient of one window of ``batches`` from the weights
     ``state``, with the forward in ``precision`` on ``device``, as one fp64 vector in host memory."""
-    gc.collect()  # the previous call's model and optimizer hold each other (hooks) until collected: at 1B in
-    if device.type == "cuda":  # fp64 two of them do not fit an 80 GB GPU
-        torch.cuda.empty_cache()
     with torch.device(device):
         model = Llama(args)
     model.load_state_dict(state)

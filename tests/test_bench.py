@@ -33,6 +33,21 @@ def test_throughput_levers_are_selectable(capsys):
     assert "nexus_eager_step" in capsys.readouterr().out
 
 
+def test_inductor_defaults_reach_our_regions_only(monkeypatch, capsys):
+    import nexus_pretrain.bench as bench
+
+    seen = []
+    real = bench.build_model
+    monkeypatch.setattr(bench, "build_model",
+                        lambda *a, inductor_options=None: seen.append(inductor_options) or real(*a, inductor_options))
+    argv = ["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--accum", "1",
+            "--steps", "1", "--warmup", "1", "--device", "cpu", "--optimizers", "adamw", "--in-process"]
+    main(argv)
+    main(argv + ["--inductor-defaults"])
+    assert seen == [None, {}]  # None: model.llama.INDUCTOR_OPTIONS
+    assert "inductor_defaults=True" in capsys.readouterr().out
+
+
 def test_child_processes_get_one_model_and_optimizer():
     argv = ["--preset", "llama_1b", "--models", "ours,hf", "--optimizers=adamw,nexus", "--json-out", "x.json", "--compile"]
     assert child_argv(argv, "hf", "nexus") == ["--preset", "llama_1b", "--compile", "--models", "hf",

@@ -66,6 +66,9 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="torch.compile: ours per block and the norm-head-loss, as the trainer does; HF whole model")
     p.add_argument("--eager-head", action="store_true",
                    help="with --compile, leave our norm-head-loss uncompiled (to measure what compiling it gives)")
+    p.add_argument("--inductor-defaults", action="store_true",
+                   help="with --compile, compile our regions with Inductor's default options instead of "
+                        "model.llama.INDUCTOR_OPTIONS (to measure what those give)")
     p.add_argument("--attention", default="auto", choices=("auto", "sdpa", "flash"),
                    help="our attention kernel (model.attention); HF uses SDPA's default choice")
     p.add_argument("--sdpa-backend", choices=("cudnn", "flash", "efficient"),
@@ -176,7 +179,8 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
                             float8_recipe=args.float8 or "tensorwise", float8_min_dim=args.float8_min_dim,
                             float8_fast_accum=args.float8_fast_accum, float8_head=args.float8_head)
     model_args = resolve_model_args(model_cfg, args.vocab, args.seq_len)
-    bench = build_model(model_name, model_args, device, args.compile, args.activation_checkpointing)
+    bench = build_model(model_name, model_args, device, args.compile, args.activation_checkpointing,
+                        inductor_options={} if args.inductor_defaults else None)
     if args.eager_head and model_name == "ours":
         bench.module.head_losses = head_sequence_losses
     optimizer = build_optimizer(OPTIMIZERS[optimizer_name], bench.module,
@@ -291,7 +295,8 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
           f"accum={args.accum} steps={args.steps} compile={args.compile} attention={args.attention} "
           f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing} "
           f"float8={args.float8} float8_min_dim={args.float8_min_dim} float8_fast_accum={args.float8_fast_accum} "
-          f"float8_head={args.float8_head} (MFU against the dense bf16 peak)")
+          f"float8_head={args.float8_head} inductor_defaults={args.inductor_defaults} "
+          "(MFU against the dense bf16 peak)")
     show(f"{'model':<8} {'optimizer':<14} {'micro':>5} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "
           f"{'boundary ms':>12} {'time vs ' + next(iter(next(iter(results.values())))):>14} {'mem vs same':>12} "
           f"{'tok/s vs HF':>12} {'tok/s vs bf16':>13} {'fp8 layers':>10}")

@@ -5,7 +5,7 @@ own loss from ``labels``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -24,17 +24,18 @@ class BenchModel:
     loss: Callable[[torch.Tensor], torch.Tensor]
 
 
-def build_ours(args: ModelArgs, device: torch.device, compile: bool, activation_checkpointing: int) -> BenchModel:
+def build_ours(args: ModelArgs, device: torch.device, compile: bool, activation_checkpointing: int,
+               inductor_options: Optional[dict] = None) -> BenchModel:
     """Our Llama as the trainer sets it up: FP8 linears as args.float8 asks, regional compile (blocks and
-    the norm-head-loss) and, when ``activation_checkpointing`` is n > 0, every n-th block recomputed in
-    backward."""
+    the norm-head-loss; ``inductor_options`` as compile_regions takes them) and, when
+    ``activation_checkpointing`` is n > 0, every n-th block recomputed in backward."""
     with torch.device(device):
         model = Llama(args)
     apply_float8(model, device)
     model.activation_checkpointing = activation_checkpointing > 0
     model.recompute_every = max(activation_checkpointing, 1)
     if compile:
-        compile_regions(model)
+        compile_regions(model, inductor_options)
     return BenchModel(model, lambda batch: model(batch[:, :-1], batch[:, 1:]).mean())
 
 
@@ -70,10 +71,11 @@ def build_hf(args: ModelArgs, device: torch.device, compile: bool, activation_ch
 
 
 def build_model(name: str, args: ModelArgs, device: torch.device, compile: bool,
-                activation_checkpointing: int = 0) -> BenchModel:
-    """``ours``, ``ours_fp8`` (ours with args.float8 as given) or ``hf`` (see build_ours, build_hf)."""
+                activation_checkpointing: int = 0, inductor_options: Optional[dict] = None) -> BenchModel:
+    """``ours``, ``ours_fp8`` (ours with args.float8 as given) or ``hf`` (see build_ours, build_hf);
+    ``inductor_options`` apply to ours."""
     if name in ("ours", "ours_fp8"):
-        return build_ours(args, device, compile, activation_checkpointing)
+        return build_ours(args, device, compile, activation_checkpointing, inductor_options)
     if name == "hf":
         return build_hf(args, device, compile, activation_checkpointing)
     raise SystemExit(f"--models: unknown {name!r}; choose from {', '.join(MODELS)}")

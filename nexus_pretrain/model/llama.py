@@ -241,18 +241,19 @@ step 2.3% faster (three runs each way) and a bf16 step 0.7%; numerics are unchan
 order. They configure GPU code generation only; CPU compilation ignores them."""
 
 
-def compile_region(fn: Callable) -> Callable:
-    """``fn`` compiled as the trainer compiles its regions (torch.compile with INDUCTOR_OPTIONS)."""
-    return torch.compile(fn, options=INDUCTOR_OPTIONS)
+def compile_region(fn: Callable, options: dict | None = None) -> Callable:
+    """``fn`` compiled as the trainer compiles its regions: torch.compile with Inductor ``options``
+    (None: INDUCTOR_OPTIONS; {}: Inductor's defaults)."""
+    return torch.compile(fn, options=INDUCTOR_OPTIONS if options is None else options)
 
 
-def compile_regions(model: Llama) -> None:
+def compile_regions(model: Llama, options: dict | None = None) -> None:
     """Regional compilation: compile each transformer block (compiled once, reused per layer) and the
-    norm-head-loss function (compile_region). Each block's forward is compiled, not its __call__, so
-    hooks on the block (FSDP2's all-gather and reshard) run eagerly around the region."""
+    norm-head-loss function (compile_region, with ``options``). Each block's forward is compiled, not
+    its __call__, so hooks on the block (FSDP2's all-gather and reshard) run eagerly around the region."""
     for block in model.layers:
-        block.forward = compile_region(block.forward)
-    model.head_losses = compile_region(head_sequence_losses)
+        block.forward = compile_region(block.forward, options)
+    model.head_losses = compile_region(head_sequence_losses, options)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from nexus_pretrain.model.hf import to_hf_state_dict
 import torch.nn.functional as F
 
-from nexus_pretrain.model.llama import Llama, QKVProjection, compile_regions, sequence_losses
+from nexus_pretrain.model.llama import INDUCTOR_OPTIONS, Llama, QKVProjection, compile_regions, sequence_losses
 from nexus_pretrain.model.presets import resolve_model_args
 
 VOCAB = 500
@@ -70,6 +70,18 @@ def test_regional_compilation_matches_eager():
     compile_regions(model)
     assert_same(loss_and_grads(model, tokens), eager, rtol=1e-4, atol=1e-5)
     torch._dynamo.reset()
+
+
+def test_regions_compile_with_the_inductor_options_unless_told_otherwise(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, options=None: seen.append(options) or fn)
+    model = tiny()
+    compile_regions(model)
+    assert seen == [INDUCTOR_OPTIONS] * (len(model.layers) + 1)  # each block and the norm-head-loss
+    assert INDUCTOR_OPTIONS == {"triton.prefer_nd_tiling": True, "triton.tile_reductions": True}
+    seen.clear()
+    compile_regions(model, options={})  # Inductor's defaults, for nexus-bench --inductor-defaults
+    assert seen == [{}] * (len(model.layers) + 1)
 
 
 def test_hugging_face_model_of_the_same_weights_gives_the_same_loss():
