@@ -35,6 +35,7 @@ from nexus_pretrain.config import ModelConfig
 from nexus_pretrain.model import float8
 from nexus_pretrain.model.llama import Llama
 from nexus_pretrain.model.presets import resolve_model_args
+from nexus_pretrain.optim.inner_step import step_ratio, weight_scale
 from nexus_pretrain.optim.nexus import Nexus
 
 PRECISIONS = ("fp64", "fp32", "bf16", "fp8")
@@ -132,14 +133,13 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     args, state, batches = run_setup(a) if a.run else random_setup(a)
-    n_params = sum(v.numel() for v in state.values())
-    rms = torch.cat([v.flatten() for v in state.values() if v.dim() == 2]).pow(2).mean().sqrt().item()
+    n_params, rms = weight_scale(state.values())
     print(f"{n_params:,} parameters, weight rms {rms:.4f}, K={len(batches)}, "
           f"{batches[0].shape[0]} x {batches[0].shape[1] - 1} tokens per inner batch")
     device = torch.device(a.device)
     rows = []
     for ratio in (float(r) for r in a.ratios.split(",")):
-        gamma = ratio * n_params ** 0.5 * rms
+        gamma = ratio / step_ratio(1.0, n_params, rms)  # the inner step length giving this ratio
         ref_delta, ref = alignment_term(args, state, batches, gamma, "fp64", device)
         row = {"ratio": ratio, "gamma": gamma, "alignment_share": (ref.norm() / ref_delta.norm()).item()}
         del ref_delta

@@ -6,7 +6,7 @@ Torch-free, so config validation can use it too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 OPTIMIZERS = ("adamw", "muon", "nexus")
 """optim.name: a plain optimizer, or Nexus wrapping the outer one."""
@@ -30,6 +30,11 @@ class OptimizerTraits:
     gradients accumulate over the whole step and are reduced once."""
     needs_whole_matrices: bool
     """Its update needs every 2-D weight whole (Muon's orthogonalization), not flat partitions (ZeRO)."""
+    inner_step_length: Optional[float] = None
+    """The L2 length (over all parameters) of each inner step that moves the weights within the window
+    and so builds Nexus's alignment term: inner_lr for the nexus variant (normalized SGD). None where no
+    such step is taken (AdamW, Muon; nsgd, and the random and parallel controls, which have no alignment
+    term) or its length follows the gradient (nexus_dot)."""
 
 
 def optimizer_traits(cfg: Any) -> OptimizerTraits:
@@ -38,4 +43,5 @@ def optimizer_traits(cfg: Any) -> OptimizerTraits:
     outer = cfg.outer if wrapped else cfg.name
     return OptimizerTraits(outer=outer, pseudo_gradient=wrapped,
                            consumes_each_inner_batch=wrapped and cfg.variant != "nsgd",
-                           needs_whole_matrices=outer == "muon")
+                           needs_whole_matrices=outer == "muon",
+                           inner_step_length=float(cfg.inner_lr) if wrapped and cfg.variant == "nexus" else None)

@@ -5,7 +5,9 @@ its first step.
 - the run, checkpoint and export directories can be written;
 - the checkpoint directory's disk has room for one checkpoint (a warning: other files may free space);
 - every token id is below the tokenizer's vocabulary, and prepared shards match their manifest's sizes
-  and sha256 (data/verify.py: read once per dataset, in the background when large).
+  and sha256 (data/verify.py: read once per dataset, in the background when large);
+- Nexus's inner steps are large enough for FP8 forwards to see them (a warning: the run is still Nexus,
+  on weights seen through FP8).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 
 from nexus_pretrain.data.build import RunData, shard_domains
 from nexus_pretrain.data.tokens import default_cache_dir
 from nexus_pretrain.data.verify import BACKGROUND_BYTES, ShardCheck
 from nexus_pretrain.errors import ConfigError
+from nexus_pretrain.optim.inner_step import step_ratio, weight_scale
+from nexus_pretrain.optim.traits import optimizer_traits
 from nexus_pretrain.train.checkpoint import checkpoint_root
 
 FP32_BYTES = 4
@@ -29,6 +34,12 @@ OPTIMIZER_STATE_COPIES = {"adamw": 2, "muon": 2}
 """fp32 values per parameter an outer optimizer checkpoints: Adam's two moments; Muon keeps one momentum for
 the hidden matrices and Adam's two for the rest (an upper bound). Nexus checkpoints its outer optimizer's
 state (the anchor is saved only mid-window, and checkpoints fall between steps)."""
+
+
+FP8_VISIBLE_STEP_RATIO = 1e-3
+"""The inner step ratio (optim.inner_step.step_ratio) below which FP8 forwards kept at most about half of
+Nexus's alignment term's direction on the models of results/nexus-precision/ (cosine with fp64: 0.41–0.95
+at 1e-3, 0.05–0.47 at 1e-4, 0.01–0.03 at 1.5e-5, where the paper's inner_lr of 0.01 puts a 1B model)."""
 
 
 class PreflightWarning(UserWarning):
@@ -137,3 +148,22 @@ def check_token_ids(data_cfg: Any, data: RunData, vocab: int) -> None:
             raise ValueError(f"data.source={data_cfg.source}: the {kind} {name!r} has token id "
                              f"{int(stream[offset])} at offset {offset}, outside the tokenizer's {vocab} ids; the cached "
                              f"tokens are corrupt or from another tokenizer: delete {default_cache_dir()} and start again")
+
+
+def inner_step_ratio(optim_cfg: Any, model: torch.nn.Module) -> Optional[float]:
+    """One inner step's displacement per weight relative to the rms of ``model``'s weight matrices (see
+    optim.inner_step), or None when the optimizer takes no inner steps of a fixed length."""
+    length = optimizer_traits(optim_cfg).inner_step_length
+    return None if length is None else step_ratio(length, *weight_scale(model.parameters()))
+
+
+def warn_if_fp8_hides_inner_steps(ratio: Optional[float], fp8_layers: List[str], inner_lr: float) -> None:
+    """Warn when FP8 layers compute the forward and each inner step moves the weights by less than
+    FP8_VISIBLE_STEP_RATIO of their rms: FP8 rounding then hides most of Nexus's alignment term."""
+    if ratio is None or not fp8_layers or ratio >= FP8_VISIBLE_STEP_RATIO:
+        return
+    warnings.warn(f"optim.inner_lr={inner_lr:g} moves each weight by {ratio:.1e} of the weights' rms per inner step, "
+                  f"and {len(fp8_layers)} layers compute in FP8 (model.float8): on small models FP8 forwards kept little "
+                  f"of Nexus's alignment term below {FP8_VISIBLE_STEP_RATIO:g} (docs/performance-fp8.md, 'Nexus under "
+                  "FP8'); compare with optim.variant=parallel at the same precision, or set model.float8=false",
+                  PreflightWarning, stacklevel=2)

@@ -24,6 +24,7 @@ from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
 from nexus_pretrain.evaluation.inloop import DownstreamProbe
+from nexus_pretrain.model.float8 import float8_layers
 from nexus_pretrain.model.hf import export_hf_state
 from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss
 from nexus_pretrain.model.presets import resolve_model_args
@@ -37,7 +38,7 @@ from nexus_pretrain.train.callbacks import Callback, LoopState, default_callback
 from nexus_pretrain.train.cooldown import cooldown_steps
 from nexus_pretrain.train.init_weights import load_pretrained
 from nexus_pretrain.train.metrics import MetricsLogger, Throughput
-from nexus_pretrain.train.preflight import preflight
+from nexus_pretrain.train.preflight import inner_step_ratio, preflight, warn_if_fp8_hides_inner_steps
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ class Trainer:
         if t.init_from:  # weights only: optimizer, step and schedule start fresh (e.g. SFT)
             load_pretrained(model, t.init_from)
         self.n_params = count_parameters(model)
+        step_ratio = inner_step_ratio(cfg.optim, model)  # of the whole model, before any sharding
         self.model, self.optimizer = self.backend.setup(model, cfg.optim, seed=t.seed)
+        if self.backend.is_main:
+            warn_if_fp8_hides_inner_steps(step_ratio, float8_layers(self.model), cfg.optim.inner_lr)
         self.layout = batch_layout(t.global_batch, cfg.optim.inner_steps, self.backend.world_size, t.micro_batch)
         self.checkpointer = ckpt.Checkpointer(self.run_dir, self.backend, t.keep_last, keep_steps=cooldown_steps(cfg))
         self.shard_check = preflight(cfg, self.data, self.run_dir, self.n_params, is_main=self.backend.is_main)
