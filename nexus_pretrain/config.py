@@ -121,7 +121,8 @@ class ModelConfig(Section):
     float8: str = "false"
     """FP8 training of the blocks' large linear layers through torchao (docs/performance-fp8.md): false,
     true (an error on a GPU without FP8) or auto (on GPUs with FP8, compute capability 8.9+; CPU runs stay
-    as they are). Backends single and fsdp2 (FP8 weight all-gather with tensorwise); not deepspeed.
+    as they are; the run records auto as what it did: true or false). Backends single and fsdp2 (FP8
+    weight all-gather with tensorwise); not deepspeed.
     A string, not a Choice: YAML and the command line give true/false as booleans, which OmegaConf refuses
     for an enum field; construction lower-cases them to one of model/float8.py's FLOAT8_MODES."""
     float8_recipe: Float8Recipe = Float8Recipe.tensorwise

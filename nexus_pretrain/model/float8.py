@@ -47,6 +47,17 @@ def float8_mode(value: Any) -> str:
     return str(value).lower()
 
 
+def recorded_mode(mode: Any, converted: List[str]) -> str:
+    """model.float8 as a run records it: auto becomes what it did here (true when any layer converted,
+    else false), so that config.yaml says whether the run trained in FP8, sweeps tell FP8 runs from bf16
+    ones, and resuming on a GPU where auto means otherwise is refused instead of silently changing
+    precision; true and false stay as given."""
+    mode = float8_mode(mode)
+    if mode != "auto":
+        return mode
+    return "true" if converted else "false"
+
+
 def fp8_capable(device: torch.device) -> bool:
     """Whether ``device`` is a GPU with FP8 matrix units (compute capability 8.9: Ada, Hopper, later)."""
     import torch  # noqa: PLC0415 (heavy: keeps the config import torch-free)

@@ -4,6 +4,7 @@ train/backends/base.py); logging, evaluation and checkpoints are callbacks (trai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -24,7 +25,7 @@ from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
 from nexus_pretrain.evaluation.inloop import DownstreamProbe
-from nexus_pretrain.model.float8 import float8_layers
+from nexus_pretrain.model.float8 import float8_layers, recorded_mode
 from nexus_pretrain.model.hf import export_hf_state
 from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss
 from nexus_pretrain.model.presets import resolve_model_args
@@ -69,8 +70,12 @@ class Trainer:
         self.n_params = count_parameters(model)
         step_ratio = inner_step_ratio(cfg.optim, model)  # of the whole model, before any sharding
         self.model, self.optimizer = self.backend.setup(model, cfg.optim, seed=t.seed)
+        fp8_layers = float8_layers(self.model)
+        # model.float8 as the run records it (auto resolved here), before resume compares configs
+        self.cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+            cfg.model, float8=recorded_mode(cfg.model.float8, fp8_layers)))
         if self.backend.is_main:
-            warn_if_fp8_hides_inner_steps(step_ratio, float8_layers(self.model), cfg.optim.inner_lr)
+            warn_if_fp8_hides_inner_steps(step_ratio, fp8_layers, cfg.optim.inner_lr)
         self.layout = batch_layout(t.global_batch, cfg.optim.inner_steps, self.backend.world_size, t.micro_batch)
         self.checkpointer = ckpt.Checkpointer(self.run_dir, self.backend, t.keep_last, keep_steps=cooldown_steps(cfg))
         self.shard_check = preflight(cfg, self.data, self.run_dir, self.n_params, is_main=self.backend.is_main)

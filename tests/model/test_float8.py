@@ -193,6 +193,33 @@ def test_trainer_with_nexus_trains_fp8_linears_on_fp32_master_weights(tmp_path):
         assert abs(fp8 - exact) < 0.01 * exact
 
 
+def test_recorded_mode_resolves_auto_to_what_it_did():
+    assert float8.recorded_mode("auto", ["layers.0.feed_forward.w2"]) == "true"
+    assert float8.recorded_mode("auto", []) == "false"
+    assert float8.recorded_mode(True, []) == "true" and float8.recorded_mode("false", []) == "false"
+
+
+def test_run_records_auto_as_what_it_did_and_refuses_a_resume_where_auto_means_otherwise(tmp_path):
+    """auto trains in FP8 on one GPU and in bf16 on another: the run says which, and does not switch."""
+    pytest.importorskip("torchao")
+    from omegaconf import OmegaConf
+
+    from nexus_pretrain.demo import compose_config
+    from nexus_pretrain.errors import RunError
+    from nexus_pretrain.train.trainer import Trainer
+
+    train_losses(tmp_path / "auto", "model.float8=auto")  # CPU: auto stays bf16
+    assert OmegaConf.load(tmp_path / "auto" / "config.yaml").model.float8 == "false"
+    run = tmp_path / "fp8"
+    train_losses(run, "model.float8=true", "model.float8_min_dim=0", "trainer.checkpoint_every=2")
+    assert OmegaConf.load(run / "config.yaml").model.float8 == "true"
+    # The same run resumed under auto where auto means bf16 (here: CPU) is another run.
+    resumed = Trainer(compose_config([*SMALL, f"trainer.run_dir={run}", "model.float8=auto", "model.float8_min_dim=0",
+                                      "trainer.checkpoint_every=2", "trainer.resume=auto"]))
+    with pytest.raises(RunError, match=r"model\.float8: true -> false; .*allow_config_change=\[model\.float8\]"):
+        resumed.fit()
+
+
 def test_bench_float8_adds_the_fp8_model_and_its_ratio(capsys):
     pytest.importorskip("torchao")
     from nexus_pretrain.bench import main
