@@ -202,9 +202,12 @@ def check_resume(checkpoint: Path, meta: Dict[str, Any], cfg: TrainConfig,
     refused = [c for c in identity if not _allowed(c[0], allow)]
     if refused:
         keys_list = ",".join(key for key, _, _ in refused)
-        schedule = f" ({_schedule_change(config_leaves(old), keys, int(meta['step']))})" if any(
+        note = f" ({_schedule_change(config_leaves(old), keys, int(meta['step']))})" if any(
             key == "trainer.max_steps" for key, _, _ in refused) else ""
-        raise RunError(f"checkpoint {checkpoint} belongs to a run with another config: {describe(refused)}{schedule}; "
+        if ("model.float8", "auto") in [(key, was) for key, was, _ in refused]:
+            note += (" (the run was saved before runs recorded what model.float8=auto did; if it trained as "
+                     "this one would, accept the change)")
+        raise RunError(f"checkpoint {checkpoint} belongs to a run with another config: {describe(refused)}{note}; "
                        f"resume with the original values, start a new trainer.run_dir, or accept the change "
                        f"deliberately with {OVERRIDE_KEY}=[{keys_list}] (recorded in the run's {CHANGES_FILE})")
     return identity, operational

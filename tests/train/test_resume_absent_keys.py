@@ -11,7 +11,7 @@ from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train import run_identity
 from nexus_pretrain.train.backends.single import SingleDevice
 
-from .test_run_integrity import config
+from .test_run_integrity import config, write_checkpoints
 
 
 def test_fp8_runs_saved_before_the_head_and_fast_accumulation_keys_do_not_resume_into_them(tmp_path):
@@ -59,3 +59,16 @@ def test_nexus_runs_saved_before_inner_steps_existed_keep_their_k_on_resume(tmp_
     checkpointer.save(2, model, build_optimizer(OptimConfig(name="adamw"), model), {"domain_tokens": {}, "config": saved})
     with pytest.raises(RunError, match=r"optim.inner_steps: 2 -> 4"):  # SMALL: global batch 4, micro-batch 2
         run_identity.prepare_start(config(run, "optim=nexus", "trainer.resume=auto"), world_size=1)
+
+
+def test_runs_saved_with_float8_auto_resume_only_by_accepting_what_auto_does_now(tmp_path):
+    """Runs now record model.float8=auto as true or false; one saved with auto itself does not say which."""
+    run = tmp_path / "run"
+    write_checkpoints(run, config(run, "model.float8=auto"))
+    resumed = config(run, "model.float8=false", "trainer.resume=auto")  # what auto records on CPU
+    with pytest.raises(RunError, match=r"model\.float8: auto -> false \(the run was saved before runs recorded what "
+                                       r"model\.float8=auto did; if it trained as this one would, accept the change\); .*"
+                                       r"allow_config_change=\[model\.float8\]"):
+        run_identity.prepare_start(resumed, world_size=1)
+    accepted = config(run, "model.float8=false", "trainer.resume=auto", "trainer.allow_config_change=[model.float8]")
+    assert run_identity.prepare_start(accepted, world_size=1) is not None
