@@ -156,17 +156,34 @@ def _hydra_overrides(run_dir: Path) -> Optional[List[str]]:
 
 def run_labels(run_dirs: Sequence[Path]) -> List[str]:
     """A label per run: its swept values when every run has Hydra's record of its command line; else its
-    directory name. Runs that differ in nothing but their seed share one label, their directory names."""
+    directory name. Runs that differ in nothing but their seed share one label, their directory names.
+    Runs launched alike whose recorded configs still differ (model.float8=auto resolved on different GPUs,
+    a default changed between versions) get those keys added to their label (tell_apart_by_config)."""
     overrides = [_hydra_overrides(d) for d in run_dirs]
     configs = [_config(d) for d in run_dirs]
     if all(o is not None for o in overrides):
         pairs = swept(overrides, [])
         if any(pairs):
-            return [label(p) for p in pairs]
+            return tell_apart_by_config([label(p) for p in pairs], configs)
     elif not (all(configs) and not any(_config_pairs(configs))):
         names = [Path(d).name for d in run_dirs]
         return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
-    return [", ".join(Path(d).name for d in run_dirs)] * len(run_dirs)
+    return tell_apart_by_config([", ".join(Path(d).name for d in run_dirs)] * len(run_dirs), configs)
+
+
+def tell_apart_by_config(labels: Sequence[str], configs: Sequence[Optional[Mapping[str, Any]]]) -> List[str]:
+    """``labels`` with, within each group of runs that share one, the config keys in which its runs differ
+    (seeds and NOT_SWEPT aside) appended: runs with one label then differ in nothing but their seed, and are
+    never averaged across what their command lines left open."""
+    out = list(labels)
+    for group in group_by_label(labels):
+        members = [configs[i] for i in group.members]
+        if len(members) < 2 or not all(members):
+            continue
+        for i, pairs in zip(group.members, _config_pairs(members)):
+            if pairs:
+                out[i] = f"{labels[i]} {label(pairs)}"
+    return out
 
 
 def _cell(values: Sequence[float], fmt: str) -> str:

@@ -103,3 +103,22 @@ def test_runs_that_differ_only_in_their_seed_are_one_row_named_by_their_director
     seeds = [sweep_dir / "0", sweep_dir / "1"]  # data=math10 optim=adamw, seeds 0 and 1
     assert run_labels(seeds) == ["0, 1", "0, 1"]
     assert run_labels([sweep_dir / "2"]) == ["2"]  # one run: its directory, not its whole command line
+
+
+def test_runs_launched_alike_whose_configs_differ_are_not_averaged(sweep_dir, capsys):
+    """model.float8=auto trains in FP8 on one GPU and in bf16 on another; the runs record which, and the
+    report keeps them apart instead of averaging them as seeds of one configuration."""
+    from nexus_pretrain.report.sweep import run_labels
+
+    for job, float8 in (("0", "true"), ("1", "false")):  # data=math10 optim=adamw, seeds 0 and 1
+        config = yaml.safe_load((sweep_dir / job / "config.yaml").read_text())
+        config["model"]["float8"] = float8
+        (sweep_dir / job / "config.yaml").write_text(yaml.safe_dump(config))
+    assert run_labels([sweep_dir / "0", sweep_dir / "1"]) == ["0, 1 model.float8=true", "0, 1 model.float8=false"]
+    labels = run_labels(sorted(p for p in sweep_dir.iterdir() if p.is_dir()))
+    assert labels[:2] == ["data=math10 optim=adamw model.float8=true", "data=math10 optim=adamw model.float8=false"]
+    assert labels[2] == labels[3] == "data=math10 optim=nexus"  # seeds of one configuration: still one row
+    cli.report([str(sweep_dir)])
+    out = capsys.readouterr().out
+    assert "| data=math10 optim=adamw model.float8=true | adamw | 4 | 1 | 2.0000 |" in out
+    assert len([line for line in out.splitlines() if line.startswith("| data=")]) == 5
