@@ -155,34 +155,36 @@ def _hydra_overrides(run_dir: Path) -> Optional[List[str]]:
 
 
 def run_labels(run_dirs: Sequence[Path]) -> List[str]:
-    """A label per run: its swept values when every run has Hydra's record of its command line; else its
-    directory name. Runs that differ in nothing but their seed share one label, their directory names.
-    Runs launched alike whose recorded configs still differ (model.float8=auto resolved on different GPUs,
-    a default changed between versions) get those keys added to their label (tell_apart_by_config)."""
+    """A label per run: its swept values when every run has Hydra's record of its command line (with the
+    recorded config keys in which runs launched alike still differ, tell_apart_by_config); else its
+    directory name. Runs that differ in nothing but their seed share one label, their directory names."""
     overrides = [_hydra_overrides(d) for d in run_dirs]
     configs = [_config(d) for d in run_dirs]
     if all(o is not None for o in overrides):
-        pairs = swept(overrides, [])
+        pairs = tell_apart_by_config(swept(overrides, []), configs)
         if any(pairs):
-            return tell_apart_by_config([label(p) for p in pairs], configs)
+            return [label(p) for p in pairs]
     elif not (all(configs) and not any(_config_pairs(configs))):
         names = [Path(d).name for d in run_dirs]
         return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
-    return tell_apart_by_config([", ".join(Path(d).name for d in run_dirs)] * len(run_dirs), configs)
+    return [", ".join(Path(d).name for d in run_dirs)] * len(run_dirs)
 
 
-def tell_apart_by_config(labels: Sequence[str], configs: Sequence[Optional[Mapping[str, Any]]]) -> List[str]:
-    """``labels`` with, within each group of runs that share one, the config keys in which its runs differ
-    (seeds and NOT_SWEPT aside) appended: runs with one label then differ in nothing but their seed, and are
-    never averaged across what their command lines left open."""
-    out = list(labels)
-    for group in group_by_label(labels):
-        members = [configs[i] for i in group.members]
-        if len(members) < 2 or not all(members):
-            continue
-        for i, pairs in zip(group.members, _config_pairs(members)):
-            if pairs:
-                out[i] = f"{labels[i]} {label(pairs)}"
+def tell_apart_by_config(pairs: Sequence[Mapping[str, str]], configs: Sequence[Optional[Mapping[str, Any]]]
+                         ) -> List[Dict[str, str]]:
+    """Swept values per run (``pairs``, from command lines), each extended by the recorded config keys in
+    which runs with equal pairs still differ (seeds and NOT_SWEPT aside): model.float8=auto recorded as
+    true on one GPU and false on another, a default changed between versions. Runs with equal pairs then
+    differ in nothing but their seed, and are never averaged across what their command lines left open."""
+    out = [dict(p) for p in pairs]
+    alike: Dict[str, List[int]] = {}
+    for i, p in enumerate(pairs):
+        alike.setdefault(label(p), []).append(i)
+    for members in alike.values():
+        member_configs = [configs[i] for i in members]
+        if len(members) > 1 and all(member_configs):
+            for i, differing in zip(members, _config_pairs(member_configs)):
+                out[i].update(differing)
     return out
 
 

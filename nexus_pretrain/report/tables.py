@@ -35,7 +35,7 @@ from nexus_pretrain.report.stats import (ACC_THRESHOLD, LOSS_THRESHOLD, NOT_SAME
                                         paired_difference, pretraining_loss_verdict, significant_gain, summarize,
                                         unpaired_difference)
 from nexus_pretrain.report.sweep import label as sweep_label
-from nexus_pretrain.report.sweep import swept
+from nexus_pretrain.report.sweep import swept, tell_apart_by_config
 from nexus_pretrain.rundir.run_name import run_overrides
 
 BENCH_COLUMNS = ("MMLU", "GPQA", "GPQA-D", "BBH", "GSM8k", "MATH", "HumanEval", "MBPP", "All")
@@ -131,7 +131,8 @@ def default_layout(results: Sequence[Mapping[str, Any]], baseline: Optional[str]
     overrides = [_run_overrides(r) for r in results]
     by_dir = bool(results) and all(o is not None for o in overrides)
     configs = [r.get("config") for r in results]
-    pairs = swept(overrides, []) if by_dir else swept([], configs) if all(configs) else [{} for _ in results]
+    pairs = (tell_apart_by_config(swept(overrides, []), configs) if by_dir else swept([], configs) if all(configs)
+             else [{} for _ in results])
     optimizers = list(dict.fromkeys(str(r.get("optimizer")) for r in results))
     if baseline is not None and baseline not in optimizers:
         raise ValueError(f"--baseline {baseline!r} matches no result's optimizer ({', '.join(optimizers)})")

@@ -114,7 +114,7 @@ def test_runs_launched_alike_whose_configs_differ_are_not_averaged(sweep_dir, ca
         config = yaml.safe_load((sweep_dir / job / "config.yaml").read_text())
         config["model"]["float8"] = float8
         (sweep_dir / job / "config.yaml").write_text(yaml.safe_dump(config))
-    assert run_labels([sweep_dir / "0", sweep_dir / "1"]) == ["0, 1 model.float8=true", "0, 1 model.float8=false"]
+    assert run_labels([sweep_dir / "0", sweep_dir / "1"]) == ["model.float8=true", "model.float8=false"]
     labels = run_labels(sorted(p for p in sweep_dir.iterdir() if p.is_dir()))
     assert labels[:2] == ["data=math10 optim=adamw model.float8=true", "data=math10 optim=adamw model.float8=false"]
     assert labels[2] == labels[3] == "data=math10 optim=nexus"  # seeds of one configuration: still one row
@@ -122,3 +122,17 @@ def test_runs_launched_alike_whose_configs_differ_are_not_averaged(sweep_dir, ca
     out = capsys.readouterr().out
     assert "| data=math10 optim=adamw model.float8=true | adamw | 4 | 1 | 2.0000 |" in out
     assert len([line for line in out.splitlines() if line.startswith("| data=")]) == 5
+
+
+def test_results_of_runs_launched_alike_whose_configs_differ_are_separate_rows(sweep_dir):
+    """The results table (nexus-eval's documents) keeps FP8 and bf16 runs of one command line apart too."""
+    results = []
+    for job, float8, seed in (("0", "true", 0), ("1", "false", 1)):  # data=math10 optim=adamw
+        result = make_result("adamw", 2.0 + seed, 2.5, [], [], seed=seed, run_dir=str(sweep_dir / job))
+        result["config"]["model"] = {"float8": float8}
+        result["metrics"]["accuracy"], result["metrics"]["loss"] = {}, {}
+        results.append(result)
+    groups = default_layout(results).groups
+    assert [g.label for g in groups] == ["model.float8=true", "model.float8=false"]
+    table = build_table(default_layout(results), results)
+    assert [r[3].text for r in table.rows if r[1].text == "adamw"] == ["2.000", "3.000"]  # not averaged: 2.500
