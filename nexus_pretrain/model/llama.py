@@ -234,11 +234,11 @@ def head_sequence_losses(h: torch.Tensor, norm_weight: torch.Tensor, norm_eps: f
 
 
 INDUCTOR_OPTIONS = {"triton.prefer_nd_tiling": True, "triton.tile_reductions": True}
-"""Inductor options of the compiled regions: pointwise kernels and reductions tiled in two dimensions, so
-that kernels reading a tensor in one layout and writing it in another (FP8's transposed casts in
-backward, RoPE's) access memory in order. On an H100 (docs/performance-fp8.md) they took a 1B FP8
-step 2.3% faster (three runs each way) and a bf16 step 0.7%; numerics are unchanged up to summation
-order. They configure GPU code generation only; CPU compilation ignores them."""
+"""Inductor options of the compiled regions: pointwise kernels and reductions tiled in two dimensions, for
+kernels that read a tensor in one layout and write it in another (FP8's transposed casts, RoPE's). On an
+H100 (docs/performance-fp8.md) they took a 1B FP8 step 2.3% faster (three runs each way) and a bf16 step
+0.7%; numerics are unchanged up to summation order. They configure GPU code generation only; CPU
+compilation ignores them."""
 
 
 def compile_region(fn: Callable, options: dict | None = None) -> Callable:
