@@ -17,7 +17,7 @@ def weight_scale(tensors: Iterable[torch.Tensor]) -> Tuple[int, float]:
     for t in tensors:
         n += t.numel()
         if t.dim() >= 2:
-            squares += t.detach().double().pow(2).sum().item()
+            squares += torch.linalg.vector_norm(t.detach()).item() ** 2  # no copy of the tensor
             matrix_entries += t.numel()
     return n, math.sqrt(squares / max(matrix_entries, 1))
 

@@ -37,9 +37,10 @@ state (the anchor is saved only mid-window, and checkpoints fall between steps).
 
 
 FP8_VISIBLE_STEP_RATIO = 1e-3
-"""The inner step ratio (optim.inner_step.step_ratio) below which FP8 forwards kept at most about half of
-Nexus's alignment term's direction on the models of results/nexus-precision/ (cosine with fp64: 0.41–0.95
-at 1e-3, 0.05–0.47 at 1e-4, 0.01–0.03 at 1.5e-5, where the paper's inner_lr of 0.01 puts a 1B model)."""
+"""The inner step ratio (optim.inner_step.step_ratio) below which FP8 forwards may hide most of Nexus's
+alignment term: on the models of results/nexus-precision/ the term's direction under FP8 had a cosine with
+fp64's of 0.41–0.95 at 1e-3, but 0.05–0.47 at 1e-4 and 0.01–0.03 at 1.5e-5 (where the paper's inner_lr of
+0.01 puts a 1B model); between 1e-4 and 1e-3 it was not measured."""
 
 
 class PreflightWarning(UserWarning):
