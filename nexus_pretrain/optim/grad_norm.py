@@ -12,6 +12,7 @@ Hand-written because no library exposes a backward-overlapped global norm; torch
 
 from __future__ import annotations
 
+import weakref
 from typing import List, Optional
 
 import torch
@@ -39,11 +40,18 @@ class BackwardGradNorm:
         self._handles = [p.register_post_accumulate_grad_hook(self._hook(i)) for i, p in enumerate(params)]
 
     def _hook(self, index: int):
+        # The hook lives on the parameter, out of the garbage collector's sight: holding the tracker from
+        # it would keep the tracker, and through self.params every parameter, alive for good.
+        tracker = weakref.ref(self)
+
         def collect(param: torch.Tensor) -> None:
-            self._pending.append(index)
-            self._pending_elements += param.grad.numel()
-            if self._pending_elements >= self.batch_elements:
-                self._flush()
+            owner = tracker()
+            if owner is None:  # the tracker is gone; its hooks are inert until the parameter goes too
+                return
+            owner._pending.append(index)
+            owner._pending_elements += param.grad.numel()
+            if owner._pending_elements >= owner.batch_elements:
+                owner._flush()
 
         return collect
 
