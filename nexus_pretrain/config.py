@@ -298,8 +298,8 @@ class BackendConfig(Section):
     device: Device = Device.auto
     """auto (cuda if available), cpu or cuda."""
     precision: Precision = Precision.auto
-    """auto (bf16 on GPU, fp32 on CPU), bf16 or fp32. fsdp2 and deepspeed keep fp32 master weights and
-    compute in bf16 (fsdp2: MixedPrecisionPolicy with fp32 gradient reduction)."""
+    """auto (bf16 on GPU, fp32 on CPU; the run records which), bf16 or fp32. fsdp2 and deepspeed keep fp32
+    master weights and compute in bf16 (fsdp2: MixedPrecisionPolicy with fp32 gradient reduction)."""
     dist_backend: DistBackend = DistBackend.auto
     """Process-group backend: auto (nccl on GPU, gloo on CPU), nccl or gloo."""
     zero_stage: int = 1

@@ -33,6 +33,7 @@ from nexus_pretrain.errors import RunError
 from nexus_pretrain.optim.schedule import lr_multiplier
 from nexus_pretrain.rundir.metrics_file import METRICS_FILE, truncate_metrics
 from nexus_pretrain.train import checkpoint as ckpt
+from nexus_pretrain.train.backends.single import recorded_precision, resolve_device
 
 OPERATIONAL = (
     "trainer.max_steps", "trainer.micro_batch", "trainer.run_dir", "trainer.resume", "trainer.log_every",
@@ -66,6 +67,14 @@ config meant something other than today's default (a value, or a function of the
 settings and its world size): before these keys existed, the residual stream kept the embedding's dtype,
 FP8 runs kept the output head in bf16 and accumulated the backward matmuls exactly, and Nexus took one
 inner step per micro-batch, K = global batch / (micro-batch x ranks)."""
+
+AUTO_MEANT: Dict[str, Any] = {
+    "backend.precision": lambda leaves: recorded_precision("auto", resolve_device(leaves["backend.device"])),
+}
+"""Keys a run records resolved (auto as what it did, see trainer.Trainer), mapped to what a saved auto stood
+for: in a config saved before runs recorded them, auto is read as what it means on the resuming machine,
+as every resume then assumed. model.float8 is not here: what its auto did depends on the model and the
+GPU, so a run saved with it is refused until the change is accepted (check_resume says so)."""
 
 FLOAT8_DETAIL = "model.float8_"
 """The FP8 settings (recipe, threshold, head, accumulation): they change nothing while model.float8 is
@@ -150,6 +159,9 @@ def config_changes(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int,
     ``old_world_size`` ranks, when known) to a new one, as (key, old value, new value); a
     trainer.max_steps that changes the schedule of the steps already taken counts as an identity change."""
     a, b = config_leaves(old, old_world_size), config_leaves(new)
+    for key, meant in AUTO_MEANT.items():
+        if a[key] == "auto" and b[key] != "auto":
+            a[key] = meant(b)
     identity, operational = [], []
     bf16_throughout = a["model.float8"] == b["model.float8"] == "false"
     for key in b:

@@ -35,6 +35,7 @@ from nexus_pretrain.run_data import build_data
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train import run_identity
 from nexus_pretrain.train.backends import build_backend
+from nexus_pretrain.train.backends.single import recorded_precision
 from nexus_pretrain.train.callbacks import Callback, LoopState, default_callbacks, release_garbage, run_callbacks
 from nexus_pretrain.train.cooldown import cooldown_steps
 from nexus_pretrain.train.init_weights import load_pretrained
@@ -71,9 +72,11 @@ class Trainer:
         step_ratio = inner_step_ratio(cfg.optim, model)  # of the whole model, before any sharding
         self.model, self.optimizer = self.backend.setup(model, cfg.optim, seed=t.seed)
         fp8_layers = float8_layers(self.model)
-        # model.float8 as the run records it (auto resolved here), before resume compares configs
-        self.cfg = dataclasses.replace(cfg, model=dataclasses.replace(
-            cfg.model, float8=recorded_mode(cfg.model.float8, fp8_layers)))
+        # The config as the run records it, auto resolved to what it does here, before resume compares configs
+        self.cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, float8=recorded_mode(cfg.model.float8, fp8_layers)),
+            backend=dataclasses.replace(cfg.backend, precision=recorded_precision(cfg.backend.precision,
+                                                                                  self.backend.device)))
         if self.backend.is_main:
             warn_if_fp8_hides_inner_steps(step_ratio, fp8_layers, cfg.optim.inner_lr)
         self.layout = batch_layout(t.global_batch, cfg.optim.inner_steps, self.backend.world_size, t.micro_batch)

@@ -72,3 +72,27 @@ def test_runs_saved_with_float8_auto_resume_only_by_accepting_what_auto_does_now
         run_identity.prepare_start(resumed, world_size=1)
     accepted = config(run, "model.float8=false", "trainer.resume=auto", "trainer.allow_config_change=[model.float8]")
     assert run_identity.prepare_start(accepted, world_size=1) is not None
+
+
+def test_precision_is_recorded_as_what_auto_did_and_a_saved_auto_means_what_it_does_here(tmp_path):
+    """backend.precision=auto computes in bf16 on a GPU and in fp32 on CPU: runs record which, so a GPU
+    run resumed on CPU is refused; in a run saved before, auto stands for what it does on this machine."""
+    def saved(*overrides):
+        return run_identity.resolved(config(tmp_path, *overrides))
+
+    here = "fp32"  # these tests run on CPU, where auto computes in fp32
+    recorded_here = saved(f"backend.precision={here}", "backend.device=cpu")
+    gpu_run = saved("backend.precision=bf16", "backend.device=cpu")
+    identity, _ = run_identity.config_changes(gpu_run, recorded_here, 2)
+    assert run_identity.describe(identity) == "backend.precision: bf16 -> fp32"
+    older = saved("backend.precision=auto", "backend.device=cpu")
+    assert run_identity.config_changes(older, recorded_here, 2) == ([], [])
+    identity, _ = run_identity.config_changes(older, saved("backend.precision=bf16", "backend.device=cpu"), 2)
+    assert run_identity.describe(identity) == "backend.precision: fp32 -> bf16"  # auto, as it computes here
+
+
+def test_trainer_records_precision_auto_as_what_it_computes_in(tmp_path):
+    from nexus_pretrain.train.trainer import Trainer
+
+    trainer = Trainer(config(tmp_path / "run", "backend.precision=auto", "backend.device=cpu"))
+    assert trainer.cfg.backend.precision == "fp32" and trainer.backend.dtype is None

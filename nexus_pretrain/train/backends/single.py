@@ -39,6 +39,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def recorded_precision(precision: str, device: torch.device) -> str:
+    """backend.precision as a run records it: auto becomes what it computes in on ``device`` (bf16 or
+    fp32), so that a resume where auto means otherwise (a GPU run on CPU) is refused, not silently changed."""
+    return "fp32" if autocast_dtype(precision, device) is None else "bf16"
+
+
 class SingleDevice:
     """Backend for one device: moves the model there, optional per-block compile and checkpointing."""
 
