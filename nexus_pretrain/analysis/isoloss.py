@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -35,6 +35,9 @@ METRIC_PREFIXES = ("ood/", "val/", "downstream/", "cos/")
 BRANCHES_DIR = "cooldown"
 BRANCH_FILE = "branch.json"
 CONFIG_FILE = "config.yaml"
+FORWARD_KEYS = (("backend", "precision"), ("model", "float8"))
+"""The recorded settings that decide the forward every logged loss comes from (bf16 or fp32 compute, FP8
+layers): runs compared at one pretraining loss must agree on them, or their losses are measured differently."""
 INTERPOLATIONS = ("pchip", "linear")
 POINTS = ("decayed", "all")
 
@@ -63,6 +66,9 @@ class Run:
     seed: int
     label: str
     endpoints: Tuple[Endpoint, ...]
+    forward: Dict[str, str] = field(default_factory=dict)
+    """The run's recorded FORWARD_KEYS ("section.key" -> value); auto (saved before runs recorded what it
+    did) and absent keys are left out: they say nothing about the forward."""
 
     @property
     def main(self) -> Endpoint:
@@ -186,7 +192,26 @@ def load_run(run_dir: Path, metric: str, points: str = "decayed") -> Run:
     if points == "all":
         endpoints += _earlier_evaluations(run_dir, metric, endpoints[0].step)
     label = optimizer_label(cfg["optim"]) if isinstance(cfg.get("optim"), dict) else "?"
-    return Run(run_dir, cfg["trainer"]["seed"], label, tuple(endpoints))
+    return Run(run_dir, cfg["trainer"]["seed"], label, tuple(endpoints), _recorded_forward(cfg))
+
+
+def _recorded_forward(cfg: Dict[str, Any]) -> Dict[str, str]:
+    forward = {}
+    for section, key in FORWARD_KEYS:
+        value = (cfg.get(section) or {}).get(key)
+        if value is not None and str(value).lower() != "auto":
+            forward[f"{section}.{key}"] = str(value).lower()
+    return forward
+
+
+def check_same_forward(candidate: Run, baseline: Run) -> None:
+    """ValueError naming the setting when two runs' losses come from different forwards (FORWARD_KEYS)."""
+    for key in sorted(set(candidate.forward) & set(baseline.forward)):
+        if candidate.forward[key] != baseline.forward[key]:
+            raise ValueError(f"seed {candidate.seed}: {candidate.path} logged its losses with {key}="
+                             f"{candidate.forward[key]} and {baseline.path} with {key}={baseline.forward[key]}: their "
+                             f"{PRETRAIN} come from different forwards, so equal values are not the same loss; "
+                             "compare runs trained with one setting (nexus-eval scores exported models alike)")
 
 
 def _points(endpoints: Sequence[Endpoint]) -> Tuple[np.ndarray, np.ndarray]:
@@ -278,7 +303,8 @@ def compare(candidate_paths: Sequence[Path], baseline_paths: Sequence[Path], met
     """The iso-loss comparison of two arms of runs (each a run or a directory of runs) on one metric: per seed,
     the baseline's metric, the candidate's at the same pretraining loss and their difference; the mean,
     std and paired t 95% interval of the differences and their significance. ValueError (one line) for
-    unpaired seeds, extrapolation, missing or unfinished evaluations. ``points``: see load_run. With
+    unpaired seeds, runs whose losses come from different forwards (check_same_forward), extrapolation,
+    missing or unfinished evaluations. ``points``: see load_run. With
     ``skip_out_of_range`` a seed whose matched loss lies outside the candidate's range is left out and listed
     under "excluded" (with the reason) instead of failing the comparison."""
     check_metric(metric)
@@ -289,7 +315,10 @@ def compare(candidate_paths: Sequence[Path], baseline_paths: Sequence[Path], met
     if overlap:
         raise ValueError(f"{sorted(map(str, overlap))[0]} is in both arms")
     seeds, excluded = [], []
-    for c, b in pair_by_seed(candidates, baselines):
+    pairs = pair_by_seed(candidates, baselines)
+    for c, b in pairs:
+        check_same_forward(c, b)
+    for c, b in pairs:
         try:
             seeds.append(match(c, b, method))
         except ValueError as error:

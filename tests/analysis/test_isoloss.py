@@ -209,3 +209,28 @@ def test_out_of_range_seeds_are_listed_and_left_out_when_asked(tmp_path):
     assert [s["seed"] for s in result["seeds"]] == [0, 1, 2]
     assert [e["seed"] for e in result["excluded"]] == [3] and "lies outside" in result["excluded"][0]["reason"]
     assert "excluded seed 3" in isoloss.summary_text(result)
+
+
+def test_runs_whose_losses_come_from_different_forwards_are_not_compared(tmp_path):
+    """An FP8 run's val/pretrain comes through its FP8 layers: equal to a bf16 run's, it is not the same loss."""
+    candidate, baseline = two_arms(tmp_path)
+
+    def record(arm, **settings):
+        for run in sorted(arm.iterdir()):
+            config = yaml.safe_load((run / "config.yaml").read_text())
+            for dotted, value in settings.items():
+                section, key = dotted.split("__")
+                config.setdefault(section, {})[key] = value
+            (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+    record(candidate, model__float8="true", backend__precision="bf16")
+    record(baseline, model__float8="false", backend__precision="bf16")
+    with pytest.raises(ValueError, match=r"seed 0: .*nexus/0 logged its losses with model\.float8=true and "
+                                         r".*adamw/0 with model\.float8=false: their val/pretrain come from "
+                                         r"different forwards"):
+        isoloss.compare([candidate], [baseline], "ood/mean", "linear", skip_out_of_range=True)
+    record(baseline, model__float8="auto")  # saved before runs recorded what auto did: says nothing
+    assert isoloss.compare([candidate], [baseline], "ood/mean", "linear")["summary"]["n"] == 3
+    record(baseline, model__float8="true", backend__precision="fp32")
+    with pytest.raises(ValueError, match=r"backend\.precision=bf16 and .* backend\.precision=fp32"):
+        isoloss.compare([candidate], [baseline], "ood/mean", "linear")
