@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from nexus_pretrain.bench import child_argv, main
 from nexus_pretrain.bench.profile import categorize, device_time_by_category
@@ -22,7 +23,9 @@ def test_grid_of_ours_and_hf_under_adamw_and_nexus(tmp_path, capsys):
             assert r["tokens_per_s"] == pytest.approx(6 * 32 / r["step_s"])
     table = capsys.readouterr().out
     assert "accum=3" in table and "tok/s vs HF" in table and "residual_dtype=bfloat16" in table
-    assert json.loads(out.read_text())["results"]["hf"]["nexus"]["accum"] == 2
+    record = json.loads(out.read_text())
+    assert record["results"]["hf"]["nexus"]["accum"] == 2
+    assert record["environment"]["versions"]["torch"] == torch.__version__ and record["environment"]["device"] == "cpu"
 
 
 def test_throughput_levers_are_selectable(capsys):

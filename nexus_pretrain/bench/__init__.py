@@ -29,6 +29,7 @@ from nexus_pretrain.model.float8 import (DEFAULT_FAST_ACCUM, DEFAULT_HEAD, DEFAU
 from nexus_pretrain.model.llama import flops_per_token, head_sequence_losses
 from nexus_pretrain.model.presets import RESIDUAL_DTYPES, mfu_parameters, resolve_model_args
 from nexus_pretrain.optim.build import build_optimizer
+from nexus_pretrain.rundir.environment import environment
 from nexus_pretrain.train.backends.single import resolve_device
 from nexus_pretrain.train.metrics import peak_flops, peak_memory_gib
 
@@ -346,6 +347,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
     if args.json_out:
         record = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                   "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                  "results": results}
+                  "environment": environment(device), "results": results}
         args.json_out.write_text(json.dumps(record, indent=1) + "\n")
     return results

@@ -32,6 +32,7 @@ from nexus_pretrain.model.presets import resolve_model_args
 from nexus_pretrain.optim.grad_similarity import domain_gradient_cosine
 from nexus_pretrain.optim.schedule import lr_multiplier
 from nexus_pretrain.run_data import build_data
+from nexus_pretrain.rundir.environment import record_environment
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train import run_identity
 from nexus_pretrain.train.backends import build_backend
@@ -296,6 +297,7 @@ class Trainer:
         if self.backend.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(OmegaConf.create(run_config), self.run_dir / "config.yaml")
+            record_environment(self.run_dir, self.step, self.backend.device, self.backend.world_size)
         loop = LoopState(
             logger=MetricsLogger(self.cfg.logging, self.run_dir, t.max_steps, enabled=self.backend.is_main,
                                  run_config=run_config, start_step=self.step),

@@ -72,6 +72,10 @@ def test_resume_continues_bit_exactly(tmp_path, optim):
     for step, record in enumerate(counts(straight), start=1):
         assert sum(record.values()) == step * 8 * 32 and len(record) == 3
     assert resumed.domain_tokens() == {k[len("tokens/"):]: v for k, v in counts(straight)[-1].items()}
+    # Each start records what it ran on: the first at step 0, the resume at its checkpoint's step.
+    starts = [json.loads(line) for line in (interrupted / "environment.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in starts] == [0, 6]
+    assert all(s["versions"]["torch"] == torch.__version__ and s["device"] == "cpu" for s in starts)
     restored = ckpt.read_meta(ckpt.latest_checkpoint(interrupted))["domain_tokens"]
     assert restored == resumed.domain_tokens() and sum(restored.values()) == 10 * 8 * 32
     a, b = (checkpoint_weights(ckpt.latest_checkpoint(d)) for d in (straight, interrupted))
