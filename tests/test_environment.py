@@ -3,6 +3,7 @@
 import re
 import subprocess
 
+import pytest
 import torch
 
 from nexus_pretrain.rundir import environment as env
@@ -21,4 +22,17 @@ def test_commit_is_none_outside_a_git_checkout(monkeypatch):
         raise FileNotFoundError("git")
 
     monkeypatch.setattr(subprocess, "run", no_git)
-    assert env.code_commit() is None
+    assert env.code_commit() is None  # the checkout's ARCHIVED_COMMIT still holds git's placeholder
+
+
+def test_a_git_archive_names_its_commit(tmp_path):
+    """git archive fills ARCHIVED_COMMIT in (.gitattributes: export-subst): the GPU scripts' source trees."""
+    root = env.ARCHIVED_COMMIT.parents[1]
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout: nothing to archive")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(root), "archive", "HEAD", "nexus_pretrain/ARCHIVED_COMMIT"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive, check=True)
+    assert env.archived_commit(tmp_path / "nexus_pretrain" / "ARCHIVED_COMMIT") == head
+    assert env.archived_commit(env.ARCHIVED_COMMIT) is None  # the checkout's own copy: the placeholder

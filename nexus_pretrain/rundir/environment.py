@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import time
 from importlib import metadata
@@ -19,9 +20,22 @@ PACKAGES = ("nexus_pretrain", "torch", "torchao", "transformers", "deepspeed", "
 """Distributions whose versions are recorded (those installed)."""
 
 
+ARCHIVED_COMMIT = Path(__file__).resolve().parents[1] / "ARCHIVED_COMMIT"
+"""Holds ``$Format:%H$``, which ``git archive`` replaces with the archived commit (.gitattributes: export-subst)."""
+
+
+def archived_commit(path: Path = ARCHIVED_COMMIT) -> Optional[str]:
+    """The commit a ``git archive`` source tree was made from, None when ``path`` was not written by one."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return text if re.fullmatch(r"[0-9a-f]{40}", text) else None
+
+
 def code_commit() -> Optional[str]:
-    """The git commit of this package's checkout, with "-dirty" when tracked files differ from it; None
-    outside a git checkout (an installed wheel, an exported source tree)."""
+    """The git commit of this package's checkout, with "-dirty" when tracked files differ from it; in a
+    source tree made by ``git archive``, the archived commit; None otherwise (e.g. an installed wheel)."""
     root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> Optional[str]:
@@ -33,7 +47,7 @@ def code_commit() -> Optional[str]:
 
     head = git("rev-parse", "HEAD")
     if head is None:
-        return None
+        return archived_commit()
     return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
