@@ -34,8 +34,12 @@ def archived_commit(path: Path = ARCHIVED_COMMIT) -> Optional[str]:
 
 
 def code_commit() -> Optional[str]:
-    """The git commit of this package's checkout, with "-dirty" when tracked files differ from it; in a
-    source tree made by ``git archive``, the archived commit; None otherwise (e.g. an installed wheel)."""
+    """In a source tree made by ``git archive``, the archived commit (first: such a tree may lie inside
+    another checkout); else the git commit of this package's checkout, with "-dirty" when tracked files
+    differ from it; None otherwise (e.g. an installed wheel)."""
+    archived = archived_commit()
+    if archived is not None:
+        return archived
     root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> Optional[str]:
@@ -47,7 +51,7 @@ def code_commit() -> Optional[str]:
 
     head = git("rev-parse", "HEAD")
     if head is None:
-        return archived_commit()
+        return None
     return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
