@@ -19,7 +19,6 @@ ENVIRONMENT_FILE = "environment.jsonl"
 PACKAGES = ("nexus_pretrain", "torch", "torchao", "transformers", "deepspeed", "flash-attn", "lm-eval")
 """Distributions whose versions are recorded (those installed)."""
 
-
 ARCHIVED_COMMIT = Path(__file__).resolve().parents[1] / "ARCHIVED_COMMIT"
 """Holds ``$Format:%H$``, which ``git archive`` replaces with the archived commit (.gitattributes: export-subst)."""
 
