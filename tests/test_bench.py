@@ -80,3 +80,16 @@ def test_profile_categories():
     assert categorize("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>") == "optimizer"
     assert device_time_by_category({"triton_poi_fused_mul_silu_3": 1.0, "gemm_a": 3.0, "gemm_b": 2.0}) == {
         "matmul": 5.0, "fused elementwise (compiled)": 1.0}
+
+
+def test_an_in_process_run_that_leaves_memory_allocated_is_reported(monkeypatch, caplog):
+    """Later runs' peaks would include what an earlier run leaked (as Nexus's hooks once leaked its model)."""
+    import nexus_pretrain.bench as bench
+
+    readings = iter([10.0, 10.0, 10.0, 10.75])  # GiB allocated before and after each of two runs
+    monkeypatch.setattr(bench, "allocated_gib", lambda device: next(readings))
+    results = main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--accum", "1",
+                    "--steps", "1", "--warmup", "1", "--device", "cpu", "--optimizers", "adamw,nexus", "--in-process"])
+    assert "left_allocated_gib" not in results["ours"]["adamw"]
+    assert results["ours"]["nexus"]["left_allocated_gib"] == pytest.approx(0.75)
+    assert "ours/nexus left 0.75 GiB allocated" in caplog.text

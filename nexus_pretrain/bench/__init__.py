@@ -242,14 +242,37 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
     return out
 
 
+LEFT_ALLOCATED_GIB = 0.05
+"""Memory a finished in-process run may leave allocated before later runs' peaks count as skewed."""
+
+
+def allocated_gib(device: torch.device) -> Optional[float]:
+    """GiB of the device's memory allocated now (None on CPU, where nothing is measured)."""
+    return torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
 def _forget_compiled_code(device: torch.device) -> None:
     """Between in-process runs: drop torch.compile's caches (their guards and graphs reference the
-    previous run's model), collect garbage and return cached blocks, so the next run compiles afresh.
-    In-process peaks may still carry leftovers: HF's 1B peak after our runs stayed 5 GiB above its own."""
+    previous run's model), collect garbage and return cached blocks, so the next run compiles afresh."""
     torch._dynamo.reset()
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def run_in_process(model: str, optimizer: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    """run_one, then its compiled code and garbage dropped; a run that leaves memory allocated (a leak: the
+    peaks of the runs after it in this process would include it) is warned about and records
+    ``left_allocated_gib``."""
+    before = allocated_gib(device)
+    result = run_one(model, optimizer, args, device)
+    _forget_compiled_code(device)
+    after = allocated_gib(device)
+    if before is not None and after is not None and after - before > LEFT_ALLOCATED_GIB:
+        result["left_allocated_gib"] = after - before
+        log.warning(f"nexus-bench: {model}/{optimizer} left {after - before:.2f} GiB allocated; the peak memory of "
+                    "the runs after it in this process includes it (drop --in-process to run each alone)")
+    return result
 
 
 def _peak_by_phase(batches: List[torch.Tensor], loss_fn, optimizer, autocast, device: torch.device,
@@ -340,9 +363,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     for m in models:
         for o in optimizers:
-            results.setdefault(m, {})[o] = _run_isolated(m, o, argv) if isolated else run_one(m, o, args, device)
-            if not isolated:
-                _forget_compiled_code(device)
+            results.setdefault(m, {})[o] = _run_isolated(m, o, argv) if isolated else run_in_process(m, o, args, device)
     print_table(results, args, device)
     if args.json_out:
         record = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
