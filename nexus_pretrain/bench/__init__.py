@@ -366,8 +366,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, Dict[str, floa
             results.setdefault(m, {})[o] = _run_isolated(m, o, argv) if isolated else run_in_process(m, o, args, device)
     print_table(results, args, device)
     if args.json_out:
+        env = environment(device)
         record = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                  "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                  "environment": environment(device), "results": results}
+                  "device": env["device"], "environment": env, "results": results}
         args.json_out.write_text(json.dumps(record, indent=1) + "\n")
     return results

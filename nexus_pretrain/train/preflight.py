@@ -165,5 +165,6 @@ def warn_if_fp8_hides_inner_steps(ratio: Optional[float], fp8_layers: List[str],
         return
     warnings.warn(f"optim.inner_lr={inner_lr:g} moves each weight by {ratio:.1e} of the weights' rms per inner step, "
                   f"and {len(fp8_layers)} layers compute in FP8 (model.float8): on small models FP8 forwards kept little "
-                  "of Nexus's alignment term at 1e-4 and below (docs/performance-fp8.md, 'Nexus under FP8'); compare with optim.variant=parallel at the same precision, or set model.float8=false",
+                  "of Nexus's alignment term at 1e-4 and below (docs/performance-fp8.md, 'Nexus under FP8'); compare "
+                  "with optim.variant=parallel at the same precision, or set model.float8=false",
                   PreflightWarning, stacklevel=2)

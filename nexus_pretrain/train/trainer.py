@@ -25,7 +25,7 @@ from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
 from nexus_pretrain.evaluation.inloop import DownstreamProbe
-from nexus_pretrain.model.float8 import float8_layers, recorded_mode
+from nexus_pretrain.model.float8 import float8_layers, float8_mode, recorded_mode
 from nexus_pretrain.model.hf import export_hf_state
 from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss
 from nexus_pretrain.model.presets import resolve_model_args
@@ -70,7 +70,9 @@ class Trainer:
         if t.init_from:  # weights only: optimizer, step and schedule start fresh (e.g. SFT)
             load_pretrained(model, t.init_from)
         self.n_params = count_parameters(model)
-        step_ratio = inner_step_ratio(cfg.optim, model)  # of the whole model, before any sharding
+        # Read over every weight, so only where the warning below can fire; on the whole model, before sharding.
+        may_warn = self.backend.is_main and float8_mode(cfg.model.float8) != "false"
+        step_ratio = inner_step_ratio(cfg.optim, model) if may_warn else None
         self.model, self.optimizer = self.backend.setup(model, cfg.optim, seed=t.seed)
         fp8_layers = float8_layers(self.model)
         # The config as the run records it, auto resolved to what it does here, before resume compares configs
