@@ -20,6 +20,11 @@
 #   profile: where the FP8 step's time goes: nexus-bench --float8 --profile at 1B (AdamW, four micro-batches
 #          per step), the device time by kernel category (FP8 scaling and casts among them) in profile/;
 #          then per layer as in levers, and 3B at micro-batch 8 on a GPU with the memory for it;
+#   options: Inductor options on the compiled regions (nexus-bench --inductor-option), each in a fresh process,
+#          on the 1B step at four micro-batches of 16 (AdamW): bf16 and FP8 with the defaults, then FP8 with
+#          coordinate-descent tuning of the kernels' block sizes, with combo kernels (independent kernels
+#          fused side by side), with autotuned pointwise kernels, then bf16 with coordinate-descent tuning,
+#          as far as the time allows;
 #   nexus: how much of Nexus's alignment term survives bf16 and real FP8 forwards at 1B (random
 #          initialization, 8 inner batches of 4 x 512 random tokens, step ratios 1.5e-5 (the paper's inner
 #          learning rate at 1B) and 1e-4; scripts/nexus_precision.py).
@@ -111,11 +116,21 @@ case "${1:-main}" in
     fi
     clocks; pack
     ;;
+  options)
+    step1b="--preset llama_1b --micro-batch 16 --accum 4 --optimizers adamw --steps 3 --warmup 1"
+    bench opt_base 200 $step1b --models ours,ours_fp8
+    for opt in coordinate_descent_tuning combo_kernels max_autotune_pointwise; do
+      [ "$(left)" -gt 90 ] && bench "opt_$opt" "$(left)" $step1b --models ours_fp8 --inductor-option "$opt=true"
+    done
+    [ "$(left)" -gt 90 ] && bench opt_bf16_coordinate_descent_tuning "$(left)" $step1b --models ours \
+      --inductor-option coordinate_descent_tuning=true
+    clocks; pack
+    ;;
   nexus)
     timeout "$(left)" python3 scripts/nexus_precision.py --preset llama_1b --device cuda --vocab 32000 --seq-len 512 --ratios 1.5e-5,1e-4 \
       --batch 4 --json-out "$RES/nexus_precision_1b.json" 2>&1 | grep -v "Failed to load\|register_constant\|Warning" \
       | tee "$RES/nexus_precision_1b.txt"
     clocks; pack
     ;;
-  *) echo "usage: $0 main|sizes|levers|table|profile|nexus"; exit 2 ;;
+  *) echo "usage: $0 main|sizes|levers|table|profile|options|nexus"; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ import torch
 
 from nexus_pretrain.bench import child_argv, main
 from nexus_pretrain.bench.profile import categorize, device_time_by_category
+from nexus_pretrain.model.llama import INDUCTOR_OPTIONS
 
 
 def test_grid_of_ours_and_hf_under_adamw_and_nexus(tmp_path, capsys):
@@ -47,8 +48,20 @@ def test_inductor_defaults_reach_our_regions_only(monkeypatch, capsys):
             "--steps", "1", "--warmup", "1", "--device", "cpu", "--optimizers", "adamw", "--in-process"]
     main(argv)
     main(argv + ["--inductor-defaults"])
-    assert seen == [None, {}]  # None: model.llama.INDUCTOR_OPTIONS
-    assert "inductor_defaults=True" in capsys.readouterr().out
+    main(argv + ["--inductor-option", "coordinate_descent_tuning=true", "--inductor-option=triton.tile_reductions=0"])
+    main(argv + ["--inductor-defaults", "--inductor-option", "combo_kernels=True"])
+    assert seen == [None, {},  # None: model.llama.INDUCTOR_OPTIONS
+                    {**INDUCTOR_OPTIONS, "coordinate_descent_tuning": True, "triton.tile_reductions": 0},
+                    {"combo_kernels": True}]
+    out = capsys.readouterr().out
+    assert "inductor_defaults=True" in out and "inductor_options={'combo_kernels': True}" in out
+
+
+@pytest.mark.parametrize("item", ["no_such_option=1", "triton.no_such_option=1", "coordinate_descent_tuning"])
+def test_unknown_or_malformed_inductor_options_are_refused(item, capsys):
+    with pytest.raises(SystemExit):
+        main(["--device", "cpu", "--inductor-option", item])
+    assert item in capsys.readouterr().err
 
 
 def test_child_processes_get_one_model_and_optimizer():

@@ -26,7 +26,7 @@ from nexus_pretrain.config import ModelConfig, OptimConfig
 from nexus_pretrain.console import show
 from nexus_pretrain.model.float8 import (DEFAULT_FAST_ACCUM, DEFAULT_HEAD, DEFAULT_MIN_DIM, FLOAT8_RECIPES,
                                          float8_layers)
-from nexus_pretrain.model.llama import flops_per_token, head_sequence_losses
+from nexus_pretrain.model.llama import INDUCTOR_OPTIONS, flops_per_token, head_sequence_losses
 from nexus_pretrain.model.presets import RESIDUAL_DTYPES, mfu_parameters, resolve_model_args
 from nexus_pretrain.optim.build import build_optimizer
 from nexus_pretrain.rundir.environment import environment
@@ -70,6 +70,10 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--inductor-defaults", action="store_true",
                    help="with --compile, compile our regions with Inductor's default options instead of "
                         "model.llama.INDUCTOR_OPTIONS (to measure what those give)")
+    p.add_argument("--inductor-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --compile, one more Inductor option for our regions, on top of "
+                        "model.llama.INDUCTOR_OPTIONS (or Inductor's defaults with --inductor-defaults); "
+                        "repeatable, e.g. --inductor-option coordinate_descent_tuning=true")
     p.add_argument("--attention", default="auto", choices=("auto", "sdpa", "flash"),
                    help="our attention kernel (model.attention); HF uses SDPA's default choice")
     p.add_argument("--sdpa-backend", choices=("cudnn", "flash", "efficient"),
@@ -122,7 +126,44 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     for name in ("micro_batch", "hf_micro_batch", "accum", "steps", "seq_len"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    try:
+        args.inductor_option = dict(_inductor_option(item) for item in args.inductor_option)
+    except ValueError as e:
+        p.error(str(e))
     return args
+
+
+def _inductor_option(item: str) -> tuple[str, object]:
+    """("key", value) of one --inductor-option KEY=VALUE: true/false as bools, integers and floats as
+    numbers, anything else as a string; the key must name an option of torch._inductor.config."""
+    import torch._inductor.config as inductor_config
+
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--inductor-option {item!r}: expected KEY=VALUE")
+    owner = inductor_config
+    *path, last = key.split(".")
+    for part in path:
+        owner = getattr(owner, part, None)
+    if owner is None or not hasattr(owner, last):
+        raise ValueError(f"--inductor-option {item!r}: torch._inductor.config has no option {key!r}")
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    for kind in (int, float):
+        try:
+            return key, kind(text)
+        except ValueError:
+            pass
+    return key, text
+
+
+def region_inductor_options(args: argparse.Namespace) -> Optional[dict]:
+    """The Inductor options of our compiled regions: None (model.llama.INDUCTOR_OPTIONS) unless
+    --inductor-defaults or --inductor-option change them."""
+    if not args.inductor_defaults and not args.inductor_option:
+        return None
+    return {**({} if args.inductor_defaults else INDUCTOR_OPTIONS), **args.inductor_option}
 
 
 def _names(value: str, known, flag: str) -> List[str]:
@@ -181,7 +222,7 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
                             float8_fast_accum=args.float8_fast_accum, float8_head=args.float8_head)
     model_args = resolve_model_args(model_cfg, args.vocab, args.seq_len)
     bench = build_model(model_name, model_args, device, args.compile, args.activation_checkpointing,
-                        inductor_options={} if args.inductor_defaults else None)
+                        inductor_options=region_inductor_options(args))
     if args.eager_head and model_name == "ours":
         bench.module.head_losses = head_sequence_losses
     optimizer = build_optimizer(OPTIMIZERS[optimizer_name], bench.module,
@@ -320,6 +361,7 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
           f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing} "
           f"float8={args.float8} float8_min_dim={args.float8_min_dim} float8_fast_accum={args.float8_fast_accum} "
           f"float8_head={args.float8_head} inductor_defaults={args.inductor_defaults} "
+          f"inductor_options={args.inductor_option} "
           "(MFU against the dense bf16 peak)")
     show(f"{'model':<8} {'optimizer':<14} {'micro':>5} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "
           f"{'boundary ms':>12} {'time vs ' + next(iter(next(iter(results.values())))):>14} {'mem vs same':>12} "
