@@ -128,14 +128,44 @@ def float8_config(recipe: str, fsdp_all_gather: bool = False, emulate: bool = Fa
                                enable_fsdp_float8_all_gather=fsdp_all_gather and recipe == "tensorwise")
 
 
-def _qkv_class():
-    """Float8QKVProjection, defined on first use so that importing this module needs no torchao."""
-    global _QKV_CLASS
-    if _QKV_CLASS is None:
-        import torch  # noqa: PLC0415 (heavy: keeps the config import torch-free)
-        from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415 (optional: torchao)
+def cast_input_once(x: torch.Tensor, linear_mm_config, config) -> torch.Tensor:
+    """``x``, a converted layer's input, cast to FP8 as torchao casts it for the forward matmul, when the
+    recipe's weight-gradient matmul takes the same cast (tensorwise: one scale for the whole tensor);
+    otherwise ``x`` unchanged. Handed an FP8 input, torchao saves it for backward and its weight gradient
+    uses it in the other layout; handed ``x``, it saves ``x`` and in backward takes its maximum and casts
+    it again (for the down projection after recomputing SwiGLU): a full extra pass over every
+    converted layer's input per micro-batch. The FP8 values, and so every result, are the same either way."""
+    from torchao.float8.config import ScalingGranularity, ScalingType  # noqa: PLC0415 (optional: torchao)
+    from torchao.float8.float8_scaling_utils import hp_tensor_to_float8_dynamic  # noqa: PLC0415
+    from torchao.float8.float8_training_tensor import GemmInputRole  # noqa: PLC0415
 
-        class Float8QKVProjection(Float8Linear):
+    cast = config.cast_config_input
+    if (cast.scaling_type is not ScalingType.DYNAMIC or cast.scaling_granularity is not ScalingGranularity.TENSORWISE
+            or config.cast_config_input_for_grad_weight != cast):
+        return x
+    return hp_tensor_to_float8_dynamic(x, cast.target_dtype, linear_mm_config, gemm_input_role=GemmInputRole.INPUT,
+                                       round_scales_to_power_of_2=config.round_scales_to_power_of_2)
+
+
+def _float8_classes():
+    """(Float8LinearCastOnce, Float8QKVProjection), defined on first use so that importing this module
+    needs no torchao."""
+    global _CLASSES
+    if _CLASSES is None:
+        import torch  # noqa: PLC0415 (heavy: keeps the config import torch-free)
+        from torchao.float8.float8_linear import Float8Linear, matmul_with_hp_or_float8_args  # noqa: PLC0415
+
+        from nexus_pretrain.model.llama import to_autocast_dtype  # noqa: PLC0415 (heavy, see above)
+
+        class Float8LinearCastOnce(Float8Linear):
+            """torchao's Float8Linear, with its input cast to FP8 once per forward (cast_input_once)."""
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                x = cast_input_once(to_autocast_dtype(x), self.linear_mm_config, self.config)
+                output = matmul_with_hp_or_float8_args.apply(x, self.weight.t(), self.linear_mm_config, self.config)
+                return output if self.bias is None else output + self.bias.to(output.dtype)
+
+        class Float8QKVProjection(Float8LinearCastOnce):
             """model.llama.QKVProjection in FP8: one FP8 matmul on the stacked (q; k; v) weight, then
             split, so the input is cast to FP8 once and the matmul is as wide as the three together."""
 
@@ -150,11 +180,11 @@ def _qkv_class():
                 new.sizes = list(mod.sizes)
                 return new
 
-        _QKV_CLASS = Float8QKVProjection
-    return _QKV_CLASS
+        _CLASSES = Float8LinearCastOnce, Float8QKVProjection
+    return _CLASSES
 
 
-_QKV_CLASS = None
+_CLASSES = None
 
 
 def float8_head_linear(config) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -170,7 +200,8 @@ def float8_head_linear(config) -> Callable[[torch.Tensor, torch.Tensor], torch.T
         mm_config = Float8Linear(16, 16, bias=False, config=config).linear_mm_config
 
     def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return matmul_with_hp_or_float8_args.apply(to_autocast_dtype(x), weight.t(), mm_config, config)
+        x = cast_input_once(to_autocast_dtype(x), mm_config, config)
+        return matmul_with_hp_or_float8_args.apply(x, weight.t(), mm_config, config)
 
     linear.float8 = True  # what float8_layers reads
     return linear
@@ -194,11 +225,17 @@ def convert(model: nn.Module, recipe: str = "tensorwise", min_dim: Optional[floa
     chosen = [name for name, module in model.named_modules() if converts(module, name, min_dim, head)]
     qkv = [name for name in chosen if isinstance(model.get_submodule(name), QKVProjection)]
     plain = set(chosen) - set(qkv) - {HEAD}
+    # torchao's conversion builds the layers (and patches Inductor's min/max code generation against a
+    # Triton miscompile of FP8 stores); Float8LinearCastOnce, a subclass without state of its own, only
+    # changes their forward.
     convert_to_float8_training(model, module_filter_fn=lambda module, fqn: fqn in plain, config=config)
+    cast_once, qkv_class = _float8_classes()
+    for name in plain:
+        model.get_submodule(name).__class__ = cast_once
     for name in qkv:
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
-        setattr(owner, child, _qkv_class().from_float(getattr(owner, child), config=config))
+        setattr(owner, child, qkv_class.from_float(getattr(owner, child), config=config))
     if HEAD in chosen:
         model.head_linear = float8_head_linear(config)
     return chosen

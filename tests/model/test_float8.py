@@ -146,6 +146,50 @@ def test_fp8_linear_rounds_operands_to_fp8():
     assert (out - x @ weight.t()).norm() / expected.norm() > 0.005  # FP8 rounding did happen
 
 
+def _abs_max_reductions_per_graph(module: nn.Module, x: torch.Tensor) -> dict:
+    """How many abs-max reductions (FP8 scales) the compiled forward and backward graphs of ``module`` take."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.partitioners import min_cut_rematerialization_partition
+
+    counts = {}
+
+    def count(name):
+        def compiler(gm, inputs):
+            counts[name] = sum(node.target is torch.ops.aten.abs.default for node in gm.graph.nodes)
+            return gm.forward
+        return compiler
+
+    torch._dynamo.reset()
+    backend = aot_autograd(fw_compiler=count("forward"), bw_compiler=count("backward"),
+                           partition_fn=min_cut_rematerialization_partition)
+    torch.compile(module, backend=backend)(x).sum().backward()
+    return counts
+
+
+@pytest.mark.parametrize("recipe", ["tensorwise", "rowwise"])
+def test_input_is_cast_once_with_torchao_results_exactly(recipe):
+    pytest.importorskip("torchao")
+    from torchao.float8 import convert_to_float8_training
+
+    torch.manual_seed(0)
+    ours, theirs = nn.Sequential(nn.Linear(64, 48, bias=False)), nn.Sequential(nn.Linear(64, 48, bias=False))
+    theirs.load_state_dict(ours.state_dict())
+    float8.convert(ours, recipe, min_dim=0, emulate=True)
+    convert_to_float8_training(theirs, config=float8.float8_config(recipe, emulate=True, fast_accum=True))
+    x = torch.randn(2, 8, 64)
+    results = []
+    for model in (ours, theirs):
+        xi = x.clone().requires_grad_()
+        out = model(xi)
+        out.pow(2).sum().backward()
+        results.append((out, xi.grad, model[0].weight.grad))
+    assert all(torch.equal(a, b) for a, b in zip(*results))  # the same FP8 values, so the same numbers
+    # The input, the weight and the output gradient; torchao takes the input's maximum a second time for the
+    # weight gradient (in forward or backward, wherever the partitioner puts it), ours only with rowwise scaling.
+    assert sum(_abs_max_reductions_per_graph(ours, x).values()) == (3 if recipe == "tensorwise" else 4)
+    assert sum(_abs_max_reductions_per_graph(theirs, x).values()) == 4
+
+
 def test_fp8_qkv_projection_is_one_fp8_matmul_split_into_q_k_v():
     pytest.importorskip("torchao")
     holder = nn.Sequential(QKVProjection(64, [64, 32, 32]))
