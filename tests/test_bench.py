@@ -14,7 +14,7 @@ def test_grid_of_ours_and_hf_under_adamw_and_nexus(tmp_path, capsys):
     pytest.importorskip("transformers")
     out = tmp_path / "bench.json"
     results = main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--global-batch",
-                    "6", "--hf-micro-batch", "3", "--steps", "1", "--warmup", "1", "--device", "cpu",
+                    "6", "--hf-micro-batch", "3", "--inner-steps", "1", "--steps", "1", "--warmup", "1", "--device", "cpu",
                     "--models", "ours,hf", "--optimizers", "adamw,nexus", "--in-process",
                     "--activation-checkpointing", "2", "--json-out", str(out)])
     assert list(results) == ["ours", "hf"] and all(list(r) == ["adamw", "nexus"] for r in results.values())
@@ -62,6 +62,36 @@ def test_unknown_or_malformed_inductor_options_are_refused(item, capsys):
     with pytest.raises(SystemExit):
         main(["--device", "cpu", "--inductor-option", item])
     assert item in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, calls", [
+    (["--accum", "4"], 2 + 4),  # default K = accum: an inner step per micro-batch (warmup: two micro-batches)
+    (["--accum", "8", "--inner-steps", "4"], 1 + 4),  # nexus-train's default K: inner batches of two micro-batches
+    (["--accum", "4", "--inner-steps", "2"], 1 + 2),
+    (["--accum", "4", "--inner-steps", "1"], 1 + 1),
+])
+def test_inner_steps_come_at_inner_batch_ends_as_in_the_trainer(monkeypatch, extra, calls):
+    import nexus_pretrain.bench as bench
+
+    seen = []
+    real = bench.build_optimizer
+
+    def counting(*a, **k):
+        optimizer = real(*a, **k)
+        micro_step = optimizer.micro_step
+        optimizer.micro_step = lambda: seen.append(1) or micro_step()
+        return optimizer
+
+    monkeypatch.setattr(bench, "build_optimizer", counting)
+    main(["--preset", "tiny", "--vocab", "256", "--seq-len", "16", "--micro-batch", "1", "--steps", "1",
+          "--warmup", "1", "--device", "cpu", "--optimizers", "nexus", "--in-process", *extra])
+    assert len(seen) == calls
+
+
+def test_inner_steps_that_do_not_divide_the_micro_batches_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--device", "cpu", "--accum", "6", "--inner-steps", "4"])
+    assert "--inner-steps 4 does not divide the 6 micro-batches per step" in capsys.readouterr().err
 
 
 def test_child_processes_get_one_model_and_optimizer():

@@ -59,6 +59,11 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     batch.add_argument("--accum", type=int, help="micro-batches per optimizer step (default 4)")
     batch.add_argument("--global-batch", type=int,
                        help="sequences per optimizer step (the paper's is 256); accumulation = this / micro-batch")
+    p.add_argument("--inner-steps", type=int,
+                   help="Nexus's inner steps per optimizer step (optim.inner_steps, K): every optimizer's "
+                        "micro_step comes after each accum/K micro-batches, as in nexus-train (default: accum, "
+                        "an inner step per micro-batch as in the paper's Fig. 4, the most Nexus can cost; "
+                        "nexus-train's default is 4)")
     p.add_argument("--steps", type=int, default=3, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=2,
                    help="untimed optimizer steps first, of min(accum, 2) micro-batches each (compile, optimizer state)")
@@ -126,6 +131,12 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     for name in ("micro_batch", "hf_micro_batch", "accum", "steps", "seq_len"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.inner_steps is None:
+        args.inner_steps = args.accum
+    for flag, accum in (("", args.accum), (" (the HF model's)", batching(args, "hf")[1])):
+        if args.inner_steps < 1 or accum % args.inner_steps:
+            p.error(f"--inner-steps {args.inner_steps} does not divide the {accum} micro-batches per step{flag}; "
+                    "pass --inner-steps with a divisor of it")
     try:
         args.inductor_option = dict(_inductor_option(item) for item in args.inductor_option)
     except ValueError as e:
@@ -234,12 +245,15 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
     batches = [torch.randint(0, args.vocab, (micro_batch, args.seq_len + 1), generator=gen).to(device)
                for _ in range(accum)]
 
+    per_inner_batch = accum // args.inner_steps
+
     def step(micro_batches: List[torch.Tensor], boundary: Optional[List] = None) -> None:
-        for batch in micro_batches:
+        for i, batch in enumerate(micro_batches, start=1):
             with autocast:
                 loss = bench.loss(batch)
             (loss / len(micro_batches)).backward()
-            optimizer.micro_step()
+            if i % per_inner_batch == 0 or i == len(micro_batches):  # an inner batch's end, as nexus-train
+                optimizer.micro_step()
         if boundary is not None:
             boundary[0].record()
         optimizer.step()
@@ -357,7 +371,7 @@ def _fmt(value: Optional[float], spec: str) -> str:
 def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.Namespace, device: torch.device) -> None:
     """One row per model and optimizer; Nexus-vs-first-optimizer and ours-vs-HF ratios."""
     show(f"preset={args.preset} device={device} seq_len={args.seq_len} micro_batch={args.micro_batch} "
-          f"accum={args.accum} steps={args.steps} compile={args.compile} attention={args.attention} "
+          f"accum={args.accum} inner_steps={args.inner_steps} steps={args.steps} compile={args.compile} attention={args.attention} "
           f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing} "
           f"float8={args.float8} float8_min_dim={args.float8_min_dim} float8_fast_accum={args.float8_fast_accum} "
           f"float8_head={args.float8_head} inductor_defaults={args.inductor_defaults} "
