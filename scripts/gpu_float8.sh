@@ -15,8 +15,8 @@
 #          layer (1B at micro-batch 16, 3B at 4 and 8, the output heads) bf16 against tensorwise FP8 with and
 #          without fast accumulation in the backward matmuls;
 #   table: nexus-bench --float8 at 1B (micro-batch 16, two timed steps) and 3B (micro-batch 4, one) with the
-#          default FP8 settings, AdamW and Nexus, global batch 256 x 2048; the GPU tests; then 520M if the
-#          time allows;
+#          default FP8 settings, AdamW and Nexus, global batch 256 x 2048; the GPU tests; then, as the time
+#          allows, 3B in FP8 with Nexus's inner steps as nexus-train's default (4 per step) and 520M;
 #   profile: where the FP8 step's time goes: nexus-bench --float8 --profile at 1B (AdamW, four micro-batches
 #          per step), the device time by kernel category (FP8 scaling and casts among them) in profile/;
 #          then per layer as in levers, and 3B at micro-batch 8 on a GPU with the memory for it;
@@ -103,6 +103,9 @@ case "${1:-main}" in
     bench 1b 230 --preset llama_1b --micro-batch 16 $paper --steps 2 --warmup 1
     bench 3b "$(left)" --preset llama_3b --micro-batch 4 $paper --steps 1 --warmup 1
     gpu_tests
+    # Nexus as nexus-train runs it by default (optim.inner_steps=4) rather than an inner step per micro-batch
+    [ "$(left)" -gt 100 ] && bench 3b_inner4 "$(left)" --preset llama_3b --micro-batch 4 --global-batch 256 --float8 \
+      --optimizers adamw,nexus --inner-steps 4 --steps 1 --warmup 1 --models ours_fp8
     [ "$(left)" -gt 120 ] && bench 520m "$(left)" --preset llama_520m --micro-batch 16 $paper --steps 2 --warmup 1
     clocks; pack
     ;;
