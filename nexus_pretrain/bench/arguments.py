@@ -157,11 +157,12 @@ def region_inductor_options(args: argparse.Namespace) -> Optional[dict]:
 
 
 def names(value: str, known, flag: str) -> List[str]:
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
+    """The names of a comma list (--models, --optimizers), each one of ``known``."""
+    chosen = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in known]
+    if unknown or not chosen:
         raise SystemExit(f"{flag}: unknown {unknown or value!r}; choose from {', '.join(known)}")
-    return names
+    return chosen
 
 
 def batching(args: argparse.Namespace, model_name: str) -> tuple[int, int]:
