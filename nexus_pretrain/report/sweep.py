@@ -199,8 +199,8 @@ def _cell(values: Sequence[float], fmt: str) -> str:
 def compare_runs(run_dirs: Sequence[Path], baseline: Optional[str] = None) -> str:
     """A Markdown table of final losses: one row per swept configuration (run_labels), seeds aggregated as
     mean ± half-width of the 95% t interval; optimizer, step, seeds, pretrain and OOD loss, per-domain
-    validation loss, train loss. With a baseline run directory, a Δ row under each other row gives baseline minus
-    row (positive = better)."""
+    validation loss, train loss. With a baseline run directory, an improvement row under each other row gives
+    baseline minus row (positive: the row's loss is lower), as the results tables' improvements do."""
     run_dirs = [Path(d) for d in run_dirs]
     finals = [final_metrics(d) for d in run_dirs]
     configs = [_config(d) for d in run_dirs]
@@ -233,8 +233,13 @@ def compare_runs(run_dirs: Sequence[Path], baseline: Optional[str] = None) -> st
             for c in columns:
                 a, b = summarize([m.get(c) for m in base]), summarize([m.get(c) for m in members])
                 delta.append("—" if a is None or b is None else f"{a.mean - b.mean:+.4f}")
-            lines.append("| " + " | ".join(["Δ vs baseline", "", "", ""] + delta) + " |")
+            lines.append("| " + " | ".join([f"improvement over {base_group.label}", "", "", ""] + delta) + " |")
+    notes = []
+    if base_group is not None and len(groups) > 1:
+        notes.append("Improvement: the baseline's loss minus the row's, so positive means the row's loss is lower.")
     if any(len(g.members) > 1 for g in groups):
-        lines += ["", "Rows of several seeds: mean ± half-width of the 95% t interval of the mean."]
+        notes.append("Rows of several seeds: mean ± half-width of the 95% t interval of the mean.")
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines)
 

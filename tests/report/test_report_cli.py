@@ -37,7 +37,9 @@ def test_run_dirs_keep_the_old_table_and_get_curves(runs, tmp_path, capsys):
     adamw, nexus = runs
     cli.report([str(adamw), str(nexus), "--baseline", str(adamw), "--plots", str(tmp_path / "fig")])
     out = capsys.readouterr().out
-    assert "| run | optimizer | step |" in out and "| nexus | nexus(adamw) | 30 |" in out and "Δ vs baseline" in out
+    assert "| run | optimizer | step |" in out and "| nexus | nexus(adamw) | 30 |" in out and "improvement over" in out
+    # nexus's losses are 0.05 below adamw's: positive, as the note under the table says
+    assert "| improvement over adamw |  |  |  | +0.0500 | +0.0500 |" in out and "positive means the row's loss is lower" in out
     for name in ("loss_curves", "domain_losses"):
         for ext in ("png", "pdf"):
             assert (tmp_path / "fig" / f"{name}.{ext}").stat().st_size > 1000
