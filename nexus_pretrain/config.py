@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from hydra.core.config_store import ConfigStore
 
 from nexus_pretrain.data.layout import MIXTURE_MODES
-from nexus_pretrain.model.float8 import DEFAULT_FAST_ACCUM, DEFAULT_HEAD, FLOAT8_RECIPES, float8_mode
+from nexus_pretrain.model.float8 import DEFAULT_FAST_ACCUM, DEFAULT_HEAD, FLOAT8_EVALS, FLOAT8_RECIPES, float8_mode
 from nexus_pretrain.model.presets import RESIDUAL_DTYPES
 from nexus_pretrain.optim.schedule import DECAY_SHAPES, SCHEDULES
 from nexus_pretrain.optim.traits import NEXUS_VARIANTS, OPTIMIZERS, OUTER_OPTIMIZERS
@@ -69,6 +69,7 @@ RESUME_MODES = ("never", "auto")
 Attention = choice("Attention", ATTENTIONS)
 ResidualDtype = choice("ResidualDtype", RESIDUAL_DTYPES)
 Float8Recipe = choice("Float8Recipe", FLOAT8_RECIPES)
+Float8Eval = choice("Float8Eval", FLOAT8_EVALS)
 OptimizerName = choice("OptimizerName", OPTIMIZERS)
 OuterOptimizer = choice("OuterOptimizer", OUTER_OPTIMIZERS)
 NexusVariant = choice("NexusVariant", NEXUS_VARIANTS)
@@ -137,6 +138,10 @@ class ModelConfig(Section):
     float8_head: bool = DEFAULT_HEAD
     """The output head's matmul in FP8 too (when its sizes pass float8_min_dim); false keeps it bf16 (the
     default: model/float8.py DEFAULT_HEAD)."""
+    float8_eval: Float8Eval = Float8Eval.fp8
+    """The forward of an FP8 run's evaluations (held-out, OOD and downstream losses): fp8, as it trains, or
+    bf16, the same weights through bf16 matmuls, so that its val/* compare with bf16 runs' (with fsdp2 the
+    weights are then all-gathered in bf16, not FP8)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -14,7 +14,7 @@ from nexus_pretrain.config import (ATTENTIONS, BACKENDS, DATA_SOURCES, DEVICES, 
 from nexus_pretrain.data.layout import MIXTURE_MODES, batch_layout
 from nexus_pretrain.data.mixture import apply_fixed_shares
 from nexus_pretrain.errors import ConfigError
-from nexus_pretrain.model.float8 import FLOAT8_MODES, FLOAT8_RECIPES
+from nexus_pretrain.model.float8 import FLOAT8_EVALS, FLOAT8_MODES, FLOAT8_RECIPES
 from nexus_pretrain.model.presets import PRESETS, RESIDUAL_DTYPES
 from nexus_pretrain.optim.schedule import DECAY_SHAPES, SCHEDULES, phase_steps, resolve_steps
 from nexus_pretrain.optim.traits import NEXUS_VARIANTS, OPTIMIZERS, OUTER_OPTIMIZERS, optimizer_traits
@@ -54,6 +54,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         _choice("model.residual_dtype", m.residual_dtype, RESIDUAL_DTYPES)
     _choice("model.float8", m.float8, FLOAT8_MODES)
     _choice("model.float8_recipe", m.float8_recipe, FLOAT8_RECIPES)
+    _choice("model.float8_eval", m.float8_eval, FLOAT8_EVALS)
     if m.float8_min_dim is not None:
         _positive("model.float8_min_dim", m.float8_min_dim, allow_zero=True)
 

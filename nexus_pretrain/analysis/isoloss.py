@@ -35,9 +35,9 @@ METRIC_PREFIXES = ("ood/", "val/", "downstream/", "cos/")
 BRANCHES_DIR = "cooldown"
 BRANCH_FILE = "branch.json"
 CONFIG_FILE = "config.yaml"
-FORWARD_KEYS = (("backend", "precision"), ("model", "float8"))
-"""The recorded settings that decide the forward every logged loss comes from (bf16 or fp32 compute, FP8
-layers): runs compared at one pretraining loss must agree on them, or their losses are measured differently."""
+FP8_EVALUATIONS = "FP8 evaluations"
+"""What recorded_forward calls whether a run's evaluations went through FP8 layers: model.float8=true
+without model.float8_eval=bf16."""
 INTERPOLATIONS = ("pchip", "linear")
 POINTS = ("decayed", "all")
 
@@ -67,8 +67,7 @@ class Run:
     label: str
     endpoints: Tuple[Endpoint, ...]
     forward: Dict[str, str] = field(default_factory=dict)
-    """The run's recorded FORWARD_KEYS ("section.key" -> value); auto (saved before runs recorded what it
-    did) and absent keys are left out: they say nothing about the forward."""
+    """recorded_forward of the run's config: what decides the forward its losses come from."""
 
     @property
     def main(self) -> Endpoint:
@@ -192,26 +191,33 @@ def load_run(run_dir: Path, metric: str, points: str = "decayed") -> Run:
     if points == "all":
         endpoints += _earlier_evaluations(run_dir, metric, endpoints[0].step)
     label = optimizer_label(cfg["optim"]) if isinstance(cfg.get("optim"), dict) else "?"
-    return Run(run_dir, cfg["trainer"]["seed"], label, tuple(endpoints), _recorded_forward(cfg))
+    return Run(run_dir, cfg["trainer"]["seed"], label, tuple(endpoints), recorded_forward(cfg))
 
 
-def _recorded_forward(cfg: Dict[str, Any]) -> Dict[str, str]:
-    forward = {}
-    for section, key in FORWARD_KEYS:
-        value = (cfg.get(section) or {}).get(key)
-        if value is not None and str(value).lower() != "auto":
-            forward[f"{section}.{key}"] = str(value).lower()
+def recorded_forward(cfg: Dict[str, Any]) -> Dict[str, str]:
+    """The recorded settings that decide the forward a run's logged losses come from: backend.precision (bf16
+    or fp32 compute) and FP8_EVALUATIONS ("true"/"false"); runs compared at one pretraining loss must agree
+    on them, or their losses are measured differently. A setting saved as auto (before runs recorded what
+    auto did) says nothing and is left out."""
+    model = cfg.get("model") or {}
+    precision = str((cfg.get("backend") or {}).get("precision", "auto")).lower()
+    float8 = str(model.get("float8", "false")).lower()
+    forward = {} if precision == "auto" else {"backend.precision": precision}
+    if float8 != "auto":
+        bf16_evaluations = str(model.get("float8_eval", "fp8")).lower() == "bf16"
+        forward[FP8_EVALUATIONS] = str(float8 == "true" and not bf16_evaluations).lower()
     return forward
 
 
 def check_same_forward(candidate: Run, baseline: Run) -> None:
-    """ValueError naming the setting when two runs' losses come from different forwards (FORWARD_KEYS)."""
+    """ValueError naming the setting when two runs' losses come from different forwards (recorded_forward)."""
     for key in sorted(set(candidate.forward) & set(baseline.forward)):
         if candidate.forward[key] != baseline.forward[key]:
             raise ValueError(f"seed {candidate.seed}: {candidate.path} logged its losses with {key}="
                              f"{candidate.forward[key]} and {baseline.path} with {key}={baseline.forward[key]}: their "
                              f"{PRETRAIN} come from different forwards, so equal values are not the same loss; "
-                             "compare runs trained with one setting (nexus-eval scores exported models alike)")
+                             "compare runs evaluated alike (model.float8_eval=bf16 evaluates an FP8 run through "
+                             "bf16 matmuls; nexus-eval scores exported models alike)")
 
 
 def _points(endpoints: Sequence[Endpoint]) -> Tuple[np.ndarray, np.ndarray]:

@@ -10,9 +10,10 @@ compiling or sharding it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
 if TYPE_CHECKING:  # config validation reads the constants below without paying for importing torch
     import torch
@@ -28,6 +29,9 @@ DEFAULT_MIN_DIM = 2048
 """model.float8_min_dim=null: a linear layer converts when its input and output sizes are both at least
 this. On an H100 (docs/performance-fp8.md) each 1B layer (smallest size 2048) gained alone and 1B and 3B
 gained as wholes, while 520M with its layers of smallest size 1280 converted ran 4% slower."""
+
+FLOAT8_EVALS = ("fp8", "bf16")
+"""model.float8_eval's values: an FP8 run evaluates through its FP8 layers, or through bf16 matmuls."""
 
 HEAD = "output"
 """The output head's name: its matmul converts with model.float8_head (see docs/performance-fp8.md)."""
@@ -249,8 +253,45 @@ def apply_float8(model: nn.Module, device: torch.device, fsdp_all_gather: bool =
     args = getattr(model, "args", None)  # a Llama's ModelArgs; other modules stay as they are
     if args is None or not wants_float8(args.float8, device):
         return []
+    # torchao casts FP8-gathered weights whatever the layer's config says: bf16 evaluations need bf16 gathers
+    fsdp_all_gather = fsdp_all_gather and args.float8_eval == "fp8"
     return convert(model, args.float8_recipe, args.float8_min_dim, fsdp_all_gather=fsdp_all_gather,
                    emulate=device.type != "cuda", fast_accum=args.float8_fast_accum, head=args.float8_head)
+
+
+def _bf16_config():
+    """torchao's Float8LinearConfig with every cast disabled: the layer multiplies in its input's dtype
+    (bf16 under autocast), exactly as the plain linear layer it replaced."""
+    from torchao.float8 import CastConfig, Float8LinearConfig, ScalingType  # noqa: PLC0415 (optional: torchao)
+
+    off = CastConfig(scaling_type=ScalingType.DISABLED)
+    return Float8LinearConfig(cast_config_input=off, cast_config_weight=off, cast_config_grad_output=off)
+
+
+@contextlib.contextmanager
+def evaluation_forward(model: nn.Module) -> Iterator[None]:
+    """Within it, a Llama with model.float8_eval=bf16 computes its FP8 layers and head with bf16 matmuls
+    (the same weights); any other model is left as it is."""
+    args = getattr(model, "args", None)
+    layers = float8_layers(model) if args is not None and args.float8_eval == "bf16" else []
+    if not layers:
+        yield
+        return
+    from torch.nn import functional as F  # noqa: PLC0415 (heavy: keeps the config import torch-free)
+
+    modules = [model.get_submodule(name) for name in layers if name != HEAD]
+    saved = [module.config for module in modules], model.head_linear
+    bf16 = _bf16_config()
+    try:
+        for module in modules:
+            module.config = bf16
+        if HEAD in layers:
+            model.head_linear = F.linear
+        yield
+    finally:
+        for module, config in zip(modules, saved[0]):
+            module.config = config
+        model.head_linear = saved[1]
 
 
 def float8_layers(model: nn.Module) -> List[str]:

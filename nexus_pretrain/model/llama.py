@@ -56,6 +56,8 @@ class ModelArgs:
     """FP8 backward matmuls accumulate in the fast, lower-precision mode too; None: the measured default."""
     float8_head: bool | None = None
     """The output head's matmul in FP8 as well (when its sizes qualify); None: the measured default."""
+    float8_eval: str = "fp8"
+    """model.float8_eval: evaluations through the FP8 layers as they train (fp8) or through bf16 matmuls."""
 
     @property
     def head_dim(self) -> int:

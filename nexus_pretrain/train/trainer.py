@@ -25,7 +25,7 @@ from nexus_pretrain.data.loader import MicroBatchLoader
 from nexus_pretrain.data.sampler import MicroBatch, eval_batches
 from nexus_pretrain.evaluation.heldout import heldout_metrics
 from nexus_pretrain.evaluation.inloop import DownstreamProbe
-from nexus_pretrain.model.float8 import float8_layers, float8_mode, recorded_mode
+from nexus_pretrain.model.float8 import evaluation_forward, float8_layers, float8_mode, recorded_mode
 from nexus_pretrain.model.hf import export_hf_state
 from nexus_pretrain.model.llama import Llama, count_parameters, flops_per_token, lm_loss
 from nexus_pretrain.model.presets import resolve_model_args
@@ -259,14 +259,15 @@ class Trainer:
         """Per-domain validation loss, the mixture-weighted pretrain loss and the OOD loss; with
         trainer.eval_tasks also downstream/<task> and the seconds it took (time/downstream_s)."""
         d = self.cfg.data
-        values = heldout_metrics(self.model, self.data.val_streams, self.data.ood_streams, self.data.sampler.weights,
-                                 d.seq_len, d.eval_sequences, self.cfg.trainer.micro_batch, self.backend.device,
-                                 self.backend.autocast)
-        if self.downstream is not None:
-            start = time.perf_counter()
-            values.update(self.downstream.losses(self.model, self.backend.device, self.backend.autocast,
-                                                 self.cfg.trainer.micro_batch))
-            values["time/downstream_s"] = time.perf_counter() - start
+        with evaluation_forward(self.model):  # model.float8_eval
+            values = heldout_metrics(self.model, self.data.val_streams, self.data.ood_streams,
+                                     self.data.sampler.weights, d.seq_len, d.eval_sequences,
+                                     self.cfg.trainer.micro_batch, self.backend.device, self.backend.autocast)
+            if self.downstream is not None:
+                start = time.perf_counter()
+                values.update(self.downstream.losses(self.model, self.backend.device, self.backend.autocast,
+                                                     self.cfg.trainer.micro_batch))
+                values["time/downstream_s"] = time.perf_counter() - start
         return values
 
     def domain_cosine(self) -> Dict[str, float]:

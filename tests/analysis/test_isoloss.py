@@ -225,10 +225,13 @@ def test_runs_whose_losses_come_from_different_forwards_are_not_compared(tmp_pat
 
     record(candidate, model__float8="true", backend__precision="bf16")
     record(baseline, model__float8="false", backend__precision="bf16")
-    with pytest.raises(ValueError, match=r"seed 0: .*nexus/0 logged its losses with model\.float8=true and "
-                                         r".*adamw/0 with model\.float8=false: their val/pretrain come from "
+    with pytest.raises(ValueError, match=r"seed 0: .*nexus/0 logged its losses with FP8 evaluations=true and "
+                                         r".*adamw/0 with FP8 evaluations=false: their val/pretrain come from "
                                          r"different forwards"):
         isoloss.compare([candidate], [baseline], "ood/mean", "linear", skip_out_of_range=True)
+    record(candidate, model__float8_eval="bf16")  # trained in FP8, evaluated through bf16 matmuls: comparable
+    assert isoloss.compare([candidate], [baseline], "ood/mean", "linear")["summary"]["n"] == 3
+    record(candidate, model__float8_eval="fp8")
     record(baseline, model__float8="auto")  # saved before runs recorded what auto did: says nothing
     assert isoloss.compare([candidate], [baseline], "ood/mean", "linear")["summary"]["n"] == 3
     record(baseline, model__float8="true", backend__precision="fp32")

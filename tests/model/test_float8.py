@@ -237,6 +237,41 @@ def test_trainer_with_nexus_trains_fp8_linears_on_fp32_master_weights(tmp_path):
         assert abs(fp8 - exact) < 0.01 * exact
 
 
+@pytest.mark.parametrize("compile", [False, True])
+def test_bf16_evaluations_of_an_fp8_run_equal_its_weights_evaluated_without_fp8(tmp_path, compile):
+    """model.float8_eval=bf16: the run trains in FP8 and its held-out losses are those of a plain model with
+    its weights; with fp8 they come from the FP8 forward. Training is the same either way."""
+    pytest.importorskip("torchao")
+    from nexus_pretrain.evaluation.heldout import heldout_metrics
+
+    fp8_args = ["model.float8=true", "model.float8_min_dim=0", f"trainer.compile={str(compile).lower()}"]
+    fp8_eval, fp8_eval_losses = train_losses(tmp_path / "fp8", *fp8_args)
+    bf16_eval, bf16_eval_losses = train_losses(tmp_path / "bf16", *fp8_args, "model.float8_eval=bf16")
+    assert bf16_eval_losses == fp8_eval_losses and bf16_eval.model.head_linear.float8  # FP8 restored after evaluating
+    plain = Llama(bf16_eval.model.args)
+    plain.load_state_dict(bf16_eval.model.state_dict())  # the same keys: the FP8 layers keep plain weights
+    d = bf16_eval.cfg.data
+    expected = heldout_metrics(plain, bf16_eval.data.val_streams, bf16_eval.data.ood_streams,
+                               bf16_eval.data.sampler.weights, d.seq_len, d.eval_sequences,
+                               bf16_eval.cfg.trainer.micro_batch, torch.device("cpu"), bf16_eval.backend.autocast)
+    final = {k: v for k, v in bf16_eval.evaluate().items() if k in expected}
+    assert final == expected
+    assert fp8_eval.evaluate()["val/pretrain"] != expected["val/pretrain"]
+
+
+def test_bf16_evaluations_need_bf16_weight_gathers_under_fsdp2():
+    """torchao all-gathers FP8-wrapped weights in FP8 whatever the layer's config says at the time."""
+    pytest.importorskip("torchao")
+    from torchao.float8.fsdp_utils import WeightWithDynamicFloat8CastTensor
+
+    for float8_eval, fp8_gathered in (("fp8", True), ("bf16", False)):
+        model = Llama(resolve_model_args(ModelConfig(preset="tiny", float8="true", float8_min_dim=0,
+                                                     float8_eval=float8_eval), 256, 32))
+        float8.apply_float8(model, torch.device("cpu"), fsdp_all_gather=True)
+        weight = model.layers[0].feed_forward.w13.weight
+        assert isinstance(weight.data, WeightWithDynamicFloat8CastTensor) == fp8_gathered
+
+
 def test_recorded_mode_resolves_auto_to_what_it_did():
     assert float8.recorded_mode("auto", ["layers.0.feed_forward.w2"]) == "true"
     assert float8.recorded_mode("auto", []) == "false"

@@ -96,3 +96,15 @@ def test_trainer_records_precision_auto_as_what_it_computes_in(tmp_path):
 
     trainer = Trainer(config(tmp_path / "run", "backend.precision=auto", "backend.device=cpu"))
     assert trainer.cfg.backend.precision == "fp32" and trainer.backend.dtype is None
+
+
+def test_fp8_runs_saved_before_float8_eval_evaluated_in_fp8_and_may_not_switch(tmp_path):
+    """Before model.float8_eval existed an FP8 run evaluated through its FP8 layers, today's default; switching
+    a run's evaluations to bf16 changes what its logged val/* mean, so it is refused as any identity change."""
+    fp8 = config(tmp_path, "model.float8=true")
+    older = run_identity.resolved(fp8)
+    del older["model"]["float8_eval"]
+    assert run_identity.config_changes(older, run_identity.resolved(fp8), 2) == ([], [])
+    bf16_eval = run_identity.resolved(config(tmp_path, "model.float8=true", "model.float8_eval=bf16"))
+    identity, _ = run_identity.config_changes(older, bf16_eval, 2)
+    assert run_identity.describe(identity) == "model.float8_eval: fp8 -> bf16"
