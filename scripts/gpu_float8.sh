@@ -25,6 +25,10 @@
 #          coordinate-descent tuning of the kernels' block sizes, with combo kernels (independent kernels
 #          fused side by side), with autotuned pointwise kernels, then bf16 with coordinate-descent tuning,
 #          as far as the time allows;
+#   cast:  what casting each FP8 input once gives: the 1B FP8 step at four micro-batches of 16 (AdamW), each
+#          input cast once (the default) and cast again for the weight gradient (--float8-cast-inputs-twice),
+#          alternating, twice each, each in a fresh process; bf16 once; then 3B (micro-batch 4) both ways as
+#          far as the time allows;
 #   nexus: how much of Nexus's alignment term survives bf16 and real FP8 forwards at 1B (random
 #          initialization, 8 inner batches of 4 x 512 random tokens, step ratios 1.5e-5 (the paper's inner
 #          learning rate at 1B) and 1e-4; scripts/nexus_precision.py).
@@ -129,11 +133,22 @@ case "${1:-main}" in
       --inductor-option coordinate_descent_tuning=true
     clocks; pack
     ;;
+  cast)
+    step1b="--preset llama_1b --micro-batch 16 --accum 4 --optimizers adamw --steps 3 --warmup 1"
+    for round in 1 2; do
+      bench "cast_once_$round" 150 $step1b --models ours_fp8
+      bench "cast_twice_$round" 150 $step1b --models ours_fp8 --float8-cast-inputs-twice
+    done
+    [ "$(left)" -gt 80 ] && bench cast_bf16 "$(left)" $step1b --models ours
+    step3b="--preset llama_3b --micro-batch 4 --accum 4 --optimizers adamw --steps 2 --warmup 1 --models ours_fp8"
+    [ "$(left)" -gt 180 ] && bench cast_once_3b 120 $step3b && bench cast_twice_3b "$(left)" $step3b --float8-cast-inputs-twice
+    clocks; pack
+    ;;
   nexus)
     timeout "$(left)" python3 scripts/nexus_precision.py --preset llama_1b --device cuda --vocab 32000 --seq-len 512 --ratios 1.5e-5,1e-4 \
       --batch 4 --json-out "$RES/nexus_precision_1b.json" 2>&1 | grep -v "Failed to load\|register_constant\|Warning" \
       | tee "$RES/nexus_precision_1b.txt"
     clocks; pack
     ;;
-  *) echo "usage: $0 main|sizes|levers|table|profile|options|nexus"; exit 2 ;;
+  *) echo "usage: $0 main|sizes|levers|table|profile|options|cast|nexus"; exit 2 ;;
 esac

@@ -25,6 +25,7 @@ from nexus_pretrain.bench.models import MODELS, build_model
 from nexus_pretrain.bench.profile import profile_step
 from nexus_pretrain.config import ModelConfig
 from nexus_pretrain.console import show
+from nexus_pretrain.model import float8
 from nexus_pretrain.model.float8 import float8_layers
 from nexus_pretrain.model.llama import flops_per_token, head_sequence_losses
 from nexus_pretrain.model.presets import mfu_parameters, resolve_model_args
@@ -74,6 +75,7 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
                             float8_recipe=args.float8 or "tensorwise", float8_min_dim=args.float8_min_dim,
                             float8_fast_accum=args.float8_fast_accum, float8_head=args.float8_head)
     model_args = resolve_model_args(model_cfg, args.vocab, args.seq_len)
+    float8.CAST_INPUTS_ONCE = not args.float8_cast_inputs_twice  # read when the FP8 layers are traced
     bench = build_model(model_name, model_args, device, args.compile, args.activation_checkpointing,
                         inductor_options=region_inductor_options(args))
     if args.eager_head and model_name == "ours":
@@ -216,7 +218,8 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
           f"accum={args.accum} inner_steps={args.inner_steps} steps={args.steps} compile={args.compile} attention={args.attention} "
           f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing} "
           f"float8={args.float8} float8_min_dim={args.float8_min_dim} float8_fast_accum={args.float8_fast_accum} "
-          f"float8_head={args.float8_head} inductor_defaults={args.inductor_defaults} "
+          f"float8_head={args.float8_head} float8_cast_inputs_twice={args.float8_cast_inputs_twice} "
+          f"inductor_defaults={args.inductor_defaults} "
           f"inductor_options={args.inductor_option} "
           "(MFU against the dense bf16 peak)")
     show(f"{'model':<8} {'optimizer':<14} {'micro':>5} {'step s':>8} {'tok/s':>10} {'MFU':>7} {'peak GiB':>9} "

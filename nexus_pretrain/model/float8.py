@@ -132,6 +132,11 @@ def float8_config(recipe: str, fsdp_all_gather: bool = False, emulate: bool = Fa
                                enable_fsdp_float8_all_gather=fsdp_all_gather and recipe == "tensorwise")
 
 
+CAST_INPUTS_ONCE = True
+"""Whether cast_input_once casts; False leaves each input to torchao, which casts it again for the weight
+gradient (nexus-bench --float8-cast-inputs-twice sets it, to measure what casting once gives)."""
+
+
 def cast_input_once(x: torch.Tensor, linear_mm_config, config) -> torch.Tensor:
     """``x``, a converted layer's input, cast to FP8 as torchao casts it for the forward matmul, when the
     recipe's weight-gradient matmul takes the same cast (tensorwise: one scale for the whole tensor);
@@ -144,7 +149,7 @@ def cast_input_once(x: torch.Tensor, linear_mm_config, config) -> torch.Tensor:
     from torchao.float8.float8_training_tensor import GemmInputRole  # noqa: PLC0415
 
     cast = config.cast_config_input
-    if (cast.scaling_type is not ScalingType.DYNAMIC or cast.scaling_granularity is not ScalingGranularity.TENSORWISE
+    if (not CAST_INPUTS_ONCE or cast.scaling_type is not ScalingType.DYNAMIC or cast.scaling_granularity is not ScalingGranularity.TENSORWISE
             or config.cast_config_input_for_grad_weight != cast):
         return x
     return hp_tensor_to_float8_dynamic(x, cast.target_dtype, linear_mm_config, gemm_input_role=GemmInputRole.INPUT,

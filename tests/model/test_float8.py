@@ -167,7 +167,7 @@ def _abs_max_reductions_per_graph(module: nn.Module, x: torch.Tensor) -> dict:
 
 
 @pytest.mark.parametrize("recipe", ["tensorwise", "rowwise"])
-def test_input_is_cast_once_with_torchao_results_exactly(recipe):
+def test_input_is_cast_once_with_torchao_results_exactly(recipe, monkeypatch):
     pytest.importorskip("torchao")
     from torchao.float8 import convert_to_float8_training
 
@@ -188,6 +188,8 @@ def test_input_is_cast_once_with_torchao_results_exactly(recipe):
     # weight gradient (in forward or backward, wherever the partitioner puts it), ours only with rowwise scaling.
     assert sum(_abs_max_reductions_per_graph(ours, x).values()) == (3 if recipe == "tensorwise" else 4)
     assert sum(_abs_max_reductions_per_graph(theirs, x).values()) == 4
+    monkeypatch.setattr(float8, "CAST_INPUTS_ONCE", False)  # nexus-bench --float8-cast-inputs-twice
+    assert sum(_abs_max_reductions_per_graph(ours, x).values()) == 4
 
 
 def test_fp8_qkv_projection_is_one_fp8_matmul_split_into_q_k_v():
@@ -308,7 +310,21 @@ def test_bench_float8_adds_the_fp8_model_and_its_ratio(capsys):
                     "--float8-min-dim", "0", "--in-process"])
     assert list(results) == ["ours", "ours_fp8"]
     assert results["ours"]["adamw"]["float8_layers"] == 0 and results["ours_fp8"]["adamw"]["float8_layers"] == 17
-    assert "tok/s vs bf16" in capsys.readouterr().out
+    assert "tok/s vs bf16" in capsys.readouterr().out and float8.CAST_INPUTS_ONCE
+
+
+def test_bench_can_leave_the_inputs_cast_twice_to_measure_the_lever(monkeypatch, capsys):
+    pytest.importorskip("torchao")
+    from nexus_pretrain.bench import main
+
+    monkeypatch.setattr(float8, "CAST_INPUTS_ONCE", True)  # restored after the test
+    traced = []
+    real = float8.cast_input_once
+    monkeypatch.setattr(float8, "cast_input_once", lambda x, *a: traced.append(float8.CAST_INPUTS_ONCE) or real(x, *a))
+    main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--accum", "1", "--steps", "1",
+          "--warmup", "1", "--device", "cpu", "--optimizers", "adamw", "--models", "ours_fp8", "--float8-min-dim", "0",
+          "--in-process", "--float8-cast-inputs-twice"])
+    assert traced and not any(traced) and "float8_cast_inputs_twice=True" in capsys.readouterr().out
 
 
 # -------------------------------------------------------------------------------------------- GPU
