@@ -62,6 +62,11 @@ def _run_isolated(model: str, optimizer: str, argv: List[str]) -> Dict[str, floa
 
 def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     """Time args.steps optimizer steps of one model under one optimizer; returns its measurements."""
+    with float8.inputs_cast(once=not args.float8_cast_inputs_twice):  # read when the FP8 layers are traced
+        return _timed_run(model_name, optimizer_name, args, device)
+
+
+def _timed_run(model_name: str, optimizer_name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     torch.manual_seed(0)
     micro_batch, accum = batching(args, model_name)
     cuda = device.type == "cuda"
@@ -75,7 +80,6 @@ def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, devi
                             float8_recipe=args.float8 or "tensorwise", float8_min_dim=args.float8_min_dim,
                             float8_fast_accum=args.float8_fast_accum, float8_head=args.float8_head)
     model_args = resolve_model_args(model_cfg, args.vocab, args.seq_len)
-    float8.CAST_INPUTS_ONCE = not args.float8_cast_inputs_twice  # read when the FP8 layers are traced
     bench = build_model(model_name, model_args, device, args.compile, args.activation_checkpointing,
                         inductor_options=region_inductor_options(args))
     if args.eager_head and model_name == "ours":

@@ -137,6 +137,17 @@ CAST_INPUTS_ONCE = True
 gradient (nexus-bench --float8-cast-inputs-twice sets it, to measure what casting once gives)."""
 
 
+@contextlib.contextmanager
+def inputs_cast(once: bool) -> Iterator[None]:
+    """CAST_INPUTS_ONCE set to ``once`` within it (FP8 layers traced or run there see it), restored after."""
+    global CAST_INPUTS_ONCE
+    previous, CAST_INPUTS_ONCE = CAST_INPUTS_ONCE, once
+    try:
+        yield
+    finally:
+        CAST_INPUTS_ONCE = previous
+
+
 def cast_input_once(x: torch.Tensor, linear_mm_config, config) -> torch.Tensor:
     """``x``, a converted layer's input, cast to FP8 as torchao casts it for the forward matmul, when the
     recipe's weight-gradient matmul takes the same cast (tensorwise: one scale for the whole tensor);

@@ -317,7 +317,6 @@ def test_bench_can_leave_the_inputs_cast_twice_to_measure_the_lever(monkeypatch,
     pytest.importorskip("torchao")
     from nexus_pretrain.bench import main
 
-    monkeypatch.setattr(float8, "CAST_INPUTS_ONCE", True)  # restored after the test
     traced = []
     real = float8.cast_input_once
     monkeypatch.setattr(float8, "cast_input_once", lambda x, *a: traced.append(float8.CAST_INPUTS_ONCE) or real(x, *a))
@@ -325,6 +324,7 @@ def test_bench_can_leave_the_inputs_cast_twice_to_measure_the_lever(monkeypatch,
           "--warmup", "1", "--device", "cpu", "--optimizers", "adamw", "--models", "ours_fp8", "--float8-min-dim", "0",
           "--in-process", "--float8-cast-inputs-twice"])
     assert traced and not any(traced) and "float8_cast_inputs_twice=True" in capsys.readouterr().out
+    assert float8.CAST_INPUTS_ONCE  # restored once the run is done
 
 
 # -------------------------------------------------------------------------------------------- GPU
