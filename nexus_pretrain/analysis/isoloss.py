@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from nexus_pretrain.analysis.forward import recorded_forward
 from nexus_pretrain.report.plots import pyplot, save_figure
 from nexus_pretrain.report.stats import (LOSS_THRESHOLD, Difference, paired_difference, significant_gain,
                                         summarize)
@@ -35,9 +36,6 @@ METRIC_PREFIXES = ("ood/", "val/", "downstream/", "cos/")
 BRANCHES_DIR = "cooldown"
 BRANCH_FILE = "branch.json"
 CONFIG_FILE = "config.yaml"
-FP8_EVALUATIONS = "FP8 evaluations"
-"""What recorded_forward calls whether a run's evaluations went through FP8 layers: model.float8=true
-without model.float8_eval=bf16."""
 INTERPOLATIONS = ("pchip", "linear")
 POINTS = ("decayed", "all")
 
@@ -192,21 +190,6 @@ def load_run(run_dir: Path, metric: str, points: str = "decayed") -> Run:
         endpoints += _earlier_evaluations(run_dir, metric, endpoints[0].step)
     label = optimizer_label(cfg["optim"]) if isinstance(cfg.get("optim"), dict) else "?"
     return Run(run_dir, cfg["trainer"]["seed"], label, tuple(endpoints), recorded_forward(cfg))
-
-
-def recorded_forward(cfg: Dict[str, Any]) -> Dict[str, str]:
-    """The recorded settings that decide the forward a run's logged losses come from: backend.precision (bf16
-    or fp32 compute) and FP8_EVALUATIONS ("true"/"false"); runs compared at one pretraining loss must agree
-    on them, or their losses are measured differently. A setting saved as auto (before runs recorded what
-    auto did) says nothing and is left out."""
-    model = cfg.get("model") or {}
-    precision = str((cfg.get("backend") or {}).get("precision", "auto")).lower()
-    float8 = str(model.get("float8", "false")).lower()
-    forward = {} if precision == "auto" else {"backend.precision": precision}
-    if float8 != "auto":
-        bf16_evaluations = str(model.get("float8_eval", "fp8")).lower() == "bf16"
-        forward[FP8_EVALUATIONS] = str(float8 == "true" and not bf16_evaluations).lower()
-    return forward
 
 
 def check_same_forward(candidate: Run, baseline: Run) -> None:
