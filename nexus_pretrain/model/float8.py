@@ -160,8 +160,8 @@ def cast_input_once(x: torch.Tensor, linear_mm_config, config) -> torch.Tensor:
     from torchao.float8.float8_training_tensor import GemmInputRole  # noqa: PLC0415
 
     cast = config.cast_config_input
-    if (not CAST_INPUTS_ONCE or cast.scaling_type is not ScalingType.DYNAMIC or cast.scaling_granularity is not ScalingGranularity.TENSORWISE
-            or config.cast_config_input_for_grad_weight != cast):
+    tensorwise = cast.scaling_type is ScalingType.DYNAMIC and cast.scaling_granularity is ScalingGranularity.TENSORWISE
+    if not CAST_INPUTS_ONCE or not tensorwise or config.cast_config_input_for_grad_weight != cast:
         return x
     return hp_tensor_to_float8_dynamic(x, cast.target_dtype, linear_mm_config, gemm_input_role=GemmInputRole.INPUT,
                                        round_scales_to_power_of_2=config.round_scales_to_power_of_2)
@@ -296,7 +296,7 @@ def evaluation_forward(model: nn.Module) -> Iterator[None]:
     from torch.nn import functional as F  # noqa: PLC0415 (heavy: keeps the config import torch-free)
 
     modules = [model.get_submodule(name) for name in layers if name != HEAD]
-    saved = [module.config for module in modules], model.head_linear
+    configs, head_linear = [module.config for module in modules], model.head_linear
     bf16 = _bf16_config()
     try:
         for module in modules:
@@ -305,9 +305,9 @@ def evaluation_forward(model: nn.Module) -> Iterator[None]:
             model.head_linear = F.linear
         yield
     finally:
-        for module, config in zip(modules, saved[0]):
+        for module, config in zip(modules, configs):
             module.config = config
-        model.head_linear = saved[1]
+        model.head_linear = head_linear
 
 
 def float8_layers(model: nn.Module) -> List[str]:
