@@ -139,9 +139,9 @@ class ModelConfig(Section):
     """The output head's matmul in FP8 too (when its sizes pass float8_min_dim); false keeps it bf16 (the
     default: model/float8.py DEFAULT_HEAD)."""
     float8_eval: Float8Eval = Float8Eval.fp8
-    """The forward of an FP8 run's evaluations (held-out, OOD and downstream losses): fp8, as it trains, or
-    bf16, the same weights through bf16 matmuls, so that its val/* compare with bf16 runs' (with fsdp2 the
-    weights are then all-gathered in bf16, not FP8)."""
+    """The forward of an FP8 run's evaluated losses (held-out, OOD, downstream; not gradient cosines): fp8,
+    as it trains, or bf16, the same weights through bf16 matmuls, so that its val/* compare with bf16 runs'
+    (with fsdp2 the weights are then all-gathered in bf16, not FP8)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -189,7 +189,7 @@ def load_run(run_dir: Path, metric: str, points: str = "decayed") -> Run:
     if points == "all":
         endpoints += _earlier_evaluations(run_dir, metric, endpoints[0].step)
     label = optimizer_label(cfg["optim"]) if isinstance(cfg.get("optim"), dict) else "?"
-    return Run(run_dir, cfg["trainer"]["seed"], label, tuple(endpoints), recorded_forward(cfg))
+    return Run(run_dir, cfg["trainer"]["seed"], label, tuple(endpoints), recorded_forward(cfg, metric))
 
 
 def check_same_forward(candidate: Run, baseline: Run) -> None:

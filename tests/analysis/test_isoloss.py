@@ -231,6 +231,12 @@ def test_runs_whose_losses_come_from_different_forwards_are_not_compared(tmp_pat
         isoloss.compare([candidate], [baseline], "ood/mean", "linear", skip_out_of_range=True)
     record(candidate, model__float8_eval="bf16")  # trained in FP8, evaluated through bf16 matmuls: comparable
     assert isoloss.compare([candidate], [baseline], "ood/mean", "linear")["summary"]["n"] == 3
+    for metrics in [*candidate.rglob("metrics.jsonl"), *baseline.rglob("metrics.jsonl")]:  # cosines: training forward
+        records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        metrics.write_text("".join(json.dumps({**r, "cos/mean": r["ood/mean"]} if "ood/mean" in r else r) + "\n"
+                                   for r in records))
+    with pytest.raises(ValueError, match=r"with FP8 gradient cosines=true and .* FP8 gradient cosines=false"):
+        isoloss.compare([candidate], [baseline], "cos/mean", "linear")
     record(candidate, model__float8_eval="fp8")
     record(baseline, model__float8="auto")  # saved before runs recorded what auto did: says nothing
     assert isoloss.compare([candidate], [baseline], "ood/mean", "linear")["summary"]["n"] == 3
