@@ -25,7 +25,7 @@
 #          coordinate-descent tuning of the kernels' block sizes, with combo kernels (independent kernels
 #          fused side by side), with autotuned pointwise kernels, then bf16 with coordinate-descent tuning,
 #          as far as the time allows;
-#   cast:  what casting each FP8 input once gives: the 1B FP8 step at four micro-batches of 16 (AdamW), each
+#   cast:  the GPU tests of model.float8; then what casting each FP8 input once gives: the 1B FP8 step at four micro-batches of 16 (AdamW), each
 #          input cast once (the default) and cast again for the weight gradient (--float8-cast-inputs-twice),
 #          alternating, twice each, each in a fresh process; bf16 once; then 3B (micro-batch 4) both ways as
 #          far as the time allows;
@@ -134,6 +134,7 @@ case "${1:-main}" in
     clocks; pack
     ;;
   cast)
+    gpu_tests
     step1b="--preset llama_1b --micro-batch 16 --accum 4 --optimizers adamw --steps 3 --warmup 1"
     for round in 1 2; do
       bench "cast_once_$round" 150 $step1b --models ours_fp8
