@@ -25,8 +25,9 @@
 #          coordinate-descent tuning of the kernels' block sizes, with combo kernels (independent kernels
 #          fused side by side), with autotuned pointwise kernels, then bf16 with coordinate-descent tuning,
 #          as far as the time allows;
-#   cast:  the GPU tests of model.float8; then what casting each FP8 input once gives: the 1B FP8 step at four micro-batches of 16 (AdamW), each
-#          input cast once (the default) and cast again for the weight gradient (--float8-cast-inputs-twice),
+#   cast:  the GPU tests of model.float8; then what casting each FP8 input and weight once gives: the 1B FP8
+#          step at four micro-batches of 16 (AdamW), each cast once (the default) and again in backward
+#          (--float8-cast-twice),
 #          alternating, twice each, each in a fresh process; bf16 once; then 3B (micro-batch 4) both ways as
 #          far as the time allows;
 #   nexus: how much of Nexus's alignment term survives bf16 and real FP8 forwards at 1B (random
@@ -138,11 +139,11 @@ case "${1:-main}" in
     step1b="--preset llama_1b --micro-batch 16 --accum 4 --optimizers adamw --steps 3 --warmup 1"
     for round in 1 2; do
       bench "cast_once_$round" 150 $step1b --models ours_fp8
-      bench "cast_twice_$round" 150 $step1b --models ours_fp8 --float8-cast-inputs-twice
+      bench "cast_twice_$round" 150 $step1b --models ours_fp8 --float8-cast-twice
     done
     [ "$(left)" -gt 80 ] && bench cast_bf16 "$(left)" $step1b --models ours
     step3b="--preset llama_3b --micro-batch 4 --accum 4 --optimizers adamw --steps 2 --warmup 1 --models ours_fp8"
-    [ "$(left)" -gt 180 ] && bench cast_once_3b 120 $step3b && bench cast_twice_3b "$(left)" $step3b --float8-cast-inputs-twice
+    [ "$(left)" -gt 180 ] && bench cast_once_3b 120 $step3b && bench cast_twice_3b "$(left)" $step3b --float8-cast-twice
     clocks; pack
     ;;
   nexus)

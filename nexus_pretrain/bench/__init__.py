@@ -62,7 +62,7 @@ def _run_isolated(model: str, optimizer: str, argv: List[str]) -> Dict[str, floa
 
 def run_one(model_name: str, optimizer_name: str, args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     """Time args.steps optimizer steps of one model under one optimizer; returns its measurements."""
-    with float8.inputs_cast(once=not args.float8_cast_inputs_twice):  # read when the FP8 layers are traced
+    with float8.casts(once=not args.float8_cast_twice):  # read when the FP8 layers are traced
         return _timed_run(model_name, optimizer_name, args, device)
 
 
@@ -222,7 +222,7 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
           f"accum={args.accum} inner_steps={args.inner_steps} steps={args.steps} compile={args.compile} attention={args.attention} "
           f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing} "
           f"float8={args.float8} float8_min_dim={args.float8_min_dim} float8_fast_accum={args.float8_fast_accum} "
-          f"float8_head={args.float8_head} float8_cast_inputs_twice={args.float8_cast_inputs_twice} "
+          f"float8_head={args.float8_head} float8_cast_twice={args.float8_cast_twice} "
           f"inductor_defaults={args.inductor_defaults} "
           f"inductor_options={args.inductor_option} "
           "(MFU against the dense bf16 peak)")

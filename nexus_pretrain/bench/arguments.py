@@ -82,9 +82,9 @@ def parse_args(argv: Optional[List[str]], description: str) -> argparse.Namespac
                         "(default: model/float8.py's)")
     p.add_argument("--float8-head", action=argparse.BooleanOptionalAction,
                    help="model.float8_head: the output head in FP8 too (default: model/float8.py's)")
-    p.add_argument("--float8-cast-inputs-twice", action="store_true",
-                   help="leave each FP8 layer's input to torchao, which casts it again for the weight gradient "
-                        "(model/float8.py CAST_INPUTS_ONCE; to measure what casting once gives)")
+    p.add_argument("--float8-cast-twice", action="store_true",
+                   help="leave each FP8 layer's input and weight to torchao, which casts them again in backward "
+                        "(model/float8.py CAST_ONCE; to measure what casting once gives)")
     p.add_argument("--models", default="ours", help=f"comma list of {', '.join(MODELS)}")
     p.add_argument("--optimizers", default="adamw,nexus", help=f"comma list of {', '.join(OPTIMIZERS)}")
     p.add_argument("--in-process", action="store_true",

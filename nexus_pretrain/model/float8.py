@@ -132,39 +132,60 @@ def float8_config(recipe: str, fsdp_all_gather: bool = False, emulate: bool = Fa
                                enable_fsdp_float8_all_gather=fsdp_all_gather and recipe == "tensorwise")
 
 
-CAST_INPUTS_ONCE = True
-"""Whether cast_input_once casts; False leaves each input to torchao, which casts it again for the weight
-gradient (nexus-bench --float8-cast-inputs-twice sets it, to measure what casting once gives)."""
+CAST_ONCE = True
+"""Whether cast_once casts; False leaves each input and weight to torchao, which casts them again in
+backward (nexus-bench --float8-cast-twice sets it, to measure what casting once gives)."""
 
 
 @contextlib.contextmanager
-def inputs_cast(once: bool) -> Iterator[None]:
-    """CAST_INPUTS_ONCE set to ``once`` within it (FP8 layers traced or run there see it), restored after."""
-    global CAST_INPUTS_ONCE
-    previous, CAST_INPUTS_ONCE = CAST_INPUTS_ONCE, once
+def casts(once: bool) -> Iterator[None]:
+    """CAST_ONCE set to ``once`` within it (FP8 layers traced or run there see it), restored after."""
+    global CAST_ONCE
+    previous, CAST_ONCE = CAST_ONCE, once
     try:
         yield
     finally:
-        CAST_INPUTS_ONCE = previous
+        CAST_ONCE = previous
 
 
-def cast_input_once(x: torch.Tensor, linear_mm_config, config) -> torch.Tensor:
-    """``x``, a converted layer's input, cast to FP8 as torchao casts it for the forward matmul, when the
-    recipe's weight-gradient matmul takes the same cast (tensorwise: one scale for the whole tensor);
-    otherwise ``x`` unchanged. Handed an FP8 input, torchao saves it for backward and its weight gradient
-    uses it in the other layout; handed ``x``, it saves ``x`` and in backward takes its maximum and casts
-    it again (for the down projection after recomputing SwiGLU): a full extra pass over every
-    converted layer's input per micro-batch. The FP8 values, and so every result, are the same either way."""
+def cast_once(x: torch.Tensor, role: str, linear_mm_config, config) -> torch.Tensor:
+    """A converted layer's ``role`` operand ("input", or "weight" transposed as torchao multiplies it)
+    cast to FP8 as torchao casts it for the forward matmul, when the backward matmul that takes it again
+    takes the same cast (tensorwise: one scale for the whole tensor); otherwise ``x`` unchanged (so also
+    when it is FP8 already, as FSDP2's FP8 all-gather hands the weight).
+
+    Handed a bf16 input or fp32 weight, torchao saves it for backward and there takes its maximum and
+    casts it again, for the weight gradient (the input, after recomputing SwiGLU for the down projection)
+    or the input gradient (the weight): a full extra pass over every converted layer's input and two
+    over its fp32 weight per micro-batch. Handed the FP8 tensor, it saves that (a byte per weight
+    parameter more held until backward) and uses it in the other layout. The FP8 values, and so every
+    result, are the same either way."""
     from torchao.float8.config import ScalingGranularity, ScalingType  # noqa: PLC0415 (optional: torchao)
+    from torchao.float8.distributed_utils import tensor_already_casted_to_fp8  # noqa: PLC0415
     from torchao.float8.float8_scaling_utils import hp_tensor_to_float8_dynamic  # noqa: PLC0415
     from torchao.float8.float8_training_tensor import GemmInputRole  # noqa: PLC0415
 
-    cast = config.cast_config_input
+    if role == "input":
+        cast, again, gemm_role = config.cast_config_input, config.cast_config_input_for_grad_weight, GemmInputRole.INPUT
+    else:
+        cast, again, gemm_role = config.cast_config_weight, config.cast_config_weight_for_grad_input, GemmInputRole.WEIGHT
     tensorwise = cast.scaling_type is ScalingType.DYNAMIC and cast.scaling_granularity is ScalingGranularity.TENSORWISE
-    if not CAST_INPUTS_ONCE or not tensorwise or config.cast_config_input_for_grad_weight != cast:
+    if not CAST_ONCE or not tensorwise or again != cast or tensor_already_casted_to_fp8(x):
         return x
-    return hp_tensor_to_float8_dynamic(x, cast.target_dtype, linear_mm_config, gemm_input_role=GemmInputRole.INPUT,
+    return hp_tensor_to_float8_dynamic(x, cast.target_dtype, linear_mm_config, gemm_input_role=gemm_role,
                                        round_scales_to_power_of_2=config.round_scales_to_power_of_2)
+
+
+def float8_matmul(x: torch.Tensor, weight: torch.Tensor, linear_mm_config, config) -> torch.Tensor:
+    """``x @ weight.T`` as torchao's Float8Linear computes it under ``config``, with the input and the
+    weight each cast to FP8 once (cast_once)."""
+    from torchao.float8.float8_linear import matmul_with_hp_or_float8_args  # noqa: PLC0415 (optional: torchao)
+
+    from nexus_pretrain.model.llama import to_autocast_dtype  # noqa: PLC0415 (heavy: keeps the config import torch-free)
+
+    x = cast_once(to_autocast_dtype(x), "input", linear_mm_config, config)
+    weight_t = cast_once(weight.t(), "weight", linear_mm_config, config)
+    return matmul_with_hp_or_float8_args.apply(x, weight_t, linear_mm_config, config)
 
 
 def _float8_classes():
@@ -173,16 +194,13 @@ def _float8_classes():
     global _CLASSES
     if _CLASSES is None:
         import torch  # noqa: PLC0415 (heavy: keeps the config import torch-free)
-        from torchao.float8.float8_linear import Float8Linear, matmul_with_hp_or_float8_args  # noqa: PLC0415
-
-        from nexus_pretrain.model.llama import to_autocast_dtype  # noqa: PLC0415 (heavy, see above)
+        from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415 (optional: torchao)
 
         class Float8LinearCastOnce(Float8Linear):
-            """torchao's Float8Linear, with its input cast to FP8 once per forward (cast_input_once)."""
+            """torchao's Float8Linear, with its input and weight each cast to FP8 once per forward (cast_once)."""
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                x = cast_input_once(to_autocast_dtype(x), self.linear_mm_config, self.config)
-                output = matmul_with_hp_or_float8_args.apply(x, self.weight.t(), self.linear_mm_config, self.config)
+                output = float8_matmul(x, self.weight, self.linear_mm_config, self.config)
                 return output if self.bias is None else output + self.bias.to(output.dtype)
 
         class Float8QKVProjection(Float8LinearCastOnce):
@@ -212,16 +230,13 @@ def float8_head_linear(config) -> Callable[[torch.Tensor, torch.Tensor], torch.T
     its Float8Linear computes it, for Llama.head_linear: the head keeps its plain weight, so the fused
     norm-head-loss region, FSDP2's handling of the root and checkpoints stay as they are."""
     import torch  # noqa: PLC0415 (heavy: keeps the config import torch-free)
-    from torchao.float8.float8_linear import Float8Linear, matmul_with_hp_or_float8_args  # noqa: PLC0415
-
-    from nexus_pretrain.model.llama import to_autocast_dtype  # noqa: PLC0415 (heavy, see above)
+    from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415 (optional: torchao)
 
     with torch.device("meta"):
         mm_config = Float8Linear(16, 16, bias=False, config=config).linear_mm_config
 
     def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        x = cast_input_once(to_autocast_dtype(x), mm_config, config)
-        return matmul_with_hp_or_float8_args.apply(x, weight.t(), mm_config, config)
+        return float8_matmul(x, weight, mm_config, config)
 
     linear.float8 = True  # what float8_layers reads
     return linear

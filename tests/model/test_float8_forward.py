@@ -1,4 +1,4 @@
-"""What each FP8 layer's forward computes, and when: each input cast to FP8 once (the same numbers as
+"""What each FP8 layer's forward computes, and when: each input and weight cast to FP8 once (the same numbers as
 torchao's own layers, with fewer reductions), and evaluations through bf16 matmuls (model.float8_eval=bf16).
 CPU, FP8 emulated (see test_float8.py)."""
 
@@ -36,7 +36,7 @@ def _abs_max_reductions_per_graph(module: nn.Module, x: torch.Tensor) -> dict:
 
 
 @pytest.mark.parametrize("recipe", ["tensorwise", "rowwise"])
-def test_input_is_cast_once_with_torchao_results_exactly(recipe, monkeypatch):
+def test_input_and_weight_are_cast_once_with_torchao_results_exactly(recipe, monkeypatch):
     pytest.importorskip("torchao")
     from torchao.float8 import convert_to_float8_training
 
@@ -54,25 +54,27 @@ def test_input_is_cast_once_with_torchao_results_exactly(recipe, monkeypatch):
         results.append((out, xi.grad, model[0].weight.grad))
     assert all(torch.equal(a, b) for a, b in zip(*results))  # the same FP8 values, so the same numbers
     # The input, the weight and the output gradient; torchao takes the input's maximum a second time for the
-    # weight gradient (in forward or backward, wherever the partitioner puts it), ours only with rowwise scaling.
+    # weight gradient (in forward or backward, wherever the partitioner puts it), ours only with rowwise
+    # scaling. The weight's second cast, for the input gradient, repeats the first exactly on the same tensor,
+    # so compiled graphs already merge the two (eager, torchao computes both).
     assert sum(_abs_max_reductions_per_graph(ours, x).values()) == (3 if recipe == "tensorwise" else 4)
     assert sum(_abs_max_reductions_per_graph(theirs, x).values()) == 4
-    monkeypatch.setattr(float8, "CAST_INPUTS_ONCE", False)  # nexus-bench --float8-cast-inputs-twice
+    monkeypatch.setattr(float8, "CAST_ONCE", False)  # nexus-bench --float8-cast-twice
     assert sum(_abs_max_reductions_per_graph(ours, x).values()) == 4
 
 
-def test_bench_can_leave_the_inputs_cast_twice_to_measure_the_lever(monkeypatch, capsys):
+def test_bench_can_leave_the_casts_to_torchao_to_measure_the_lever(monkeypatch, capsys):
     pytest.importorskip("torchao")
     from nexus_pretrain.bench import main
 
     traced = []
-    real = float8.cast_input_once
-    monkeypatch.setattr(float8, "cast_input_once", lambda x, *a: traced.append(float8.CAST_INPUTS_ONCE) or real(x, *a))
+    real = float8.cast_once
+    monkeypatch.setattr(float8, "cast_once", lambda x, *a: traced.append(float8.CAST_ONCE) or real(x, *a))
     main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--accum", "1", "--steps", "1",
           "--warmup", "1", "--device", "cpu", "--optimizers", "adamw", "--models", "ours_fp8", "--float8-min-dim", "0",
-          "--in-process", "--float8-cast-inputs-twice"])
-    assert traced and not any(traced) and "float8_cast_inputs_twice=True" in capsys.readouterr().out
-    assert float8.CAST_INPUTS_ONCE  # restored once the run is done
+          "--in-process", "--float8-cast-twice"])
+    assert traced and not any(traced) and "float8_cast_twice=True" in capsys.readouterr().out
+    assert float8.CAST_ONCE  # restored once the run is done
 
 
 # ------------------------------------------------------------------------------------ evaluations
