@@ -30,6 +30,8 @@
 #          (--float8-cast-twice),
 #          alternating, twice each, each in a fresh process; bf16 once; then 3B (micro-batch 4) both ways as
 #          far as the time allows;
+#   inner: Nexus/AdamW step time with Nexus's inner steps as nexus-train's default (4 per step, each inner batch
+#          16 micro-batches at 3B, 4 at 1B): 3B then 1B in FP8, global batch 256 x 2048;
 #   nexus: how much of Nexus's alignment term survives bf16 and real FP8 forwards at 1B (random
 #          initialization, 8 inner batches of 4 x 512 random tokens, step ratios 1.5e-5 (the paper's inner
 #          learning rate at 1B) and 1e-4; scripts/nexus_precision.py).
@@ -146,11 +148,18 @@ case "${1:-main}" in
     [ "$(left)" -gt 180 ] && bench cast_once_3b 120 $step3b && bench cast_twice_3b "$(left)" $step3b --float8-cast-twice
     clocks; pack
     ;;
+  inner)
+    for preset in llama_3b:4 llama_1b:16; do
+      [ "$(left)" -gt 100 ] && bench "${preset%%:*}_inner4" "$(left)" --preset "${preset%%:*}" --micro-batch "${preset##*:}" \
+        --global-batch 256 --float8 --optimizers adamw,nexus --inner-steps 4 --steps 1 --warmup 1 --models ours_fp8
+    done
+    clocks; pack
+    ;;
   nexus)
     timeout "$(left)" python3 scripts/nexus_precision.py --preset llama_1b --device cuda --vocab 32000 --seq-len 512 --ratios 1.5e-5,1e-4 \
       --batch 4 --json-out "$RES/nexus_precision_1b.json" 2>&1 | grep -v "Failed to load\|register_constant\|Warning" \
       | tee "$RES/nexus_precision_1b.txt"
     clocks; pack
     ;;
-  *) echo "usage: $0 main|sizes|levers|table|profile|options|cast|nexus"; exit 2 ;;
+  *) echo "usage: $0 main|sizes|levers|table|profile|options|cast|inner|nexus"; exit 2 ;;
 esac

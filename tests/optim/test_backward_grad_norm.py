@@ -64,3 +64,39 @@ def test_a_discarded_tracker_and_its_nexus_free_their_parameters():
 
     assert built_and_dropped(lambda m: BackwardGradNorm(list(m.parameters())))
     assert built_and_dropped(lambda m: Nexus(torch.optim.SGD(m.parameters(), lr=0.1), inner_lr=0.01))
+
+
+def _inner_batch(model, tracker, passes):
+    """``passes`` backward passes accumulated into one gradient; returns (tracked norm, norm after backward)."""
+    for _ in range(passes):
+        model(torch.randn(4, 3)).sum().backward()
+    expected = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
+    total = tracker.total()
+    tracker.reset()
+    model.zero_grad(set_to_none=True)
+    return total, expected
+
+
+@BATCHES
+def test_an_inner_batch_of_several_passes_takes_each_norm_once_after_the_first(batch, monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    tracker = BackwardGradNorm(list(model.parameters()), batch)
+    written = []
+    write = tracker._write
+    monkeypatch.setattr(tracker, "_write", lambda indices, grads: written.extend(indices) or write(indices, grads))
+    torch.testing.assert_close(*_inner_batch(model, tracker, 4))
+    assert tracker.passes == 4 and len(written) == 2 * 4  # the first inner batch: every pass (count unknown)
+    written.clear()
+    torch.testing.assert_close(*_inner_batch(model, tracker, 4))
+    assert sorted(written) == [0, 1]  # then each gradient's norm once, at its last pass
+
+
+@BATCHES
+def test_inner_batches_of_another_size_than_counted_still_give_the_exact_norm(batch):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    tracker = BackwardGradNorm(list(model.parameters()), batch)
+    for passes in (2, 3, 1, 4, 2):  # more passes than counted (norms taken early are retaken), then fewer
+        torch.testing.assert_close(*_inner_batch(model, tracker, passes))
+        assert tracker.passes == passes
