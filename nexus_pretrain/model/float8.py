@@ -156,10 +156,10 @@ def cast_once(x: torch.Tensor, role: str, linear_mm_config, config) -> torch.Ten
 
     Handed a bf16 input or fp32 weight, torchao saves it for backward and there takes its maximum and
     casts it again, for the weight gradient (the input, after recomputing SwiGLU for the down projection)
-    or the input gradient (the weight): a full extra pass over every converted layer's input and two
-    over its fp32 weight per micro-batch. Handed the FP8 tensor, it saves that (a byte per weight
-    parameter more held until backward) and uses it in the other layout. The FP8 values, and so every
-    result, are the same either way."""
+    or the input gradient (the weight): a full extra pass over every converted layer's input per
+    micro-batch, and in eager runs two over its fp32 weight (compiled graphs merge the weight's two
+    identical casts). Handed the FP8 tensor, it saves that and uses it in the other layout. The FP8
+    values, and so every result, are the same either way."""
     from torchao.float8.config import ScalingGranularity, ScalingType  # noqa: PLC0415 (optional: torchao)
     from torchao.float8.distributed_utils import tensor_already_casted_to_fp8  # noqa: PLC0415
     from torchao.float8.float8_scaling_utils import hp_tensor_to_float8_dynamic  # noqa: PLC0415
