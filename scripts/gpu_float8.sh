@@ -30,6 +30,9 @@
 #          (--float8-cast-twice),
 #          alternating, twice each, each in a fresh process; bf16 once; then 3B (micro-batch 4) both ways as
 #          far as the time allows;
+#   keep:  the GPU tests; FP8 weights kept across micro-batches (--float8-cache-weights) against cast in each
+#          forward: 3B (four micro-batches of 4, AdamW) alternating, twice each, then 1B (four of 16), each in
+#          a fresh process, as far as the time allows;
 #   inner: Nexus/AdamW step time with Nexus's inner steps as nexus-train's default (4 per step, each inner batch
 #          16 micro-batches at 3B, 4 at 1B): 3B then 1B in FP8, global batch 256 x 2048;
 #   nexus: how much of Nexus's alignment term survives bf16 and real FP8 forwards at 1B (random
@@ -62,7 +65,8 @@ loss_run() {  # NAME SECONDS OVERRIDES...: nexus-train for 500 steps (520M, 32 x
   echo "$name exit $? after ${SECONDS}s"; cp /tmp/$name/metrics.jsonl "$RES/${name}_metrics.jsonl"
 }
 gpu_tests() {  # the GPU tests of model.float8, with pytest's summary line
-  timeout 150 python3 -m pytest -o addopts="" -q -rfEs -p no:cacheprovider -m gpu tests/model/test_float8.py 2>&1 \
+  timeout 180 python3 -m pytest -o addopts="" -q -rfEs -p no:cacheprovider -m gpu tests/model/test_float8.py \
+    tests/model/test_float8_weights.py 2>&1 \
     | grep -E "passed|failed|error|FAILED|ERROR|SKIPPED" | tee "$RES/gpu_tests.txt"
   pack
 }
@@ -148,6 +152,18 @@ case "${1:-main}" in
     [ "$(left)" -gt 180 ] && bench cast_once_3b 120 $step3b && bench cast_twice_3b "$(left)" $step3b --float8-cast-twice
     clocks; pack
     ;;
+  keep)
+    gpu_tests
+    step1b="--preset llama_1b --micro-batch 16 --accum 4 --optimizers adamw --steps 3 --warmup 1 --models ours_fp8"
+    step3b="--preset llama_3b --micro-batch 4 --accum 4 --optimizers adamw --steps 3 --warmup 1 --models ours_fp8"
+    for round in 1 2; do
+      [ "$(left)" -gt 100 ] && bench "keep_3b_$round" "$(left)" $step3b --float8-cache-weights
+      [ "$(left)" -gt 100 ] && bench "cast_3b_$round" "$(left)" $step3b
+    done
+    [ "$(left)" -gt 100 ] && bench keep_1b "$(left)" $step1b --float8-cache-weights
+    [ "$(left)" -gt 100 ] && bench cast_1b "$(left)" $step1b
+    clocks; pack
+    ;;
   inner)
     for preset in llama_3b:4 llama_1b:16; do
       [ "$(left)" -gt 100 ] && bench "${preset%%:*}_inner4" "$(left)" --preset "${preset%%:*}" --micro-batch "${preset##*:}" \
@@ -161,5 +177,5 @@ case "${1:-main}" in
       | tee "$RES/nexus_precision_1b.txt"
     clocks; pack
     ;;
-  *) echo "usage: $0 main|sizes|levers|table|profile|options|cast|inner|nexus"; exit 2 ;;
+  *) echo "usage: $0 main|sizes|levers|table|profile|options|cast|keep|inner|nexus"; exit 2 ;;
 esac

@@ -78,7 +78,8 @@ def _timed_run(model_name: str, optimizer_name: str, args: argparse.Namespace, d
     model_cfg = ModelConfig(preset=args.preset, attention=args.attention, residual_dtype=args.residual_dtype,
                             float8="true" if model_name == "ours_fp8" else "false",
                             float8_recipe=args.float8 or "tensorwise", float8_min_dim=args.float8_min_dim,
-                            float8_fast_accum=args.float8_fast_accum, float8_head=args.float8_head)
+                            float8_fast_accum=args.float8_fast_accum, float8_head=args.float8_head,
+                            float8_cache_weights=args.float8_cache_weights)
     model_args = resolve_model_args(model_cfg, args.vocab, args.seq_len)
     bench = build_model(model_name, model_args, device, args.compile, args.activation_checkpointing,
                         inductor_options=region_inductor_options(args))
@@ -223,6 +224,7 @@ def print_table(results: Dict[str, Dict[str, Dict[str, float]]], args: argparse.
           f"residual_dtype={args.residual_dtype} activation_checkpointing={args.activation_checkpointing} "
           f"float8={args.float8} float8_min_dim={args.float8_min_dim} float8_fast_accum={args.float8_fast_accum} "
           f"float8_head={args.float8_head} float8_cast_twice={args.float8_cast_twice} "
+          f"float8_cache_weights={args.float8_cache_weights} "
           f"inductor_defaults={args.inductor_defaults} "
           f"inductor_options={args.inductor_option} "
           "(MFU against the dense bf16 peak)")

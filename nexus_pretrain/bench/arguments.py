@@ -82,6 +82,8 @@ def parse_args(argv: Optional[List[str]], description: str) -> argparse.Namespac
                         "(default: model/float8.py's)")
     p.add_argument("--float8-head", action=argparse.BooleanOptionalAction,
                    help="model.float8_head: the output head in FP8 too (default: model/float8.py's)")
+    p.add_argument("--float8-cache-weights", action="store_true",
+                   help="model.float8_cache_weights: keep each FP8 weight until the optimizer changes it")
     p.add_argument("--float8-cast-twice", action="store_true",
                    help="leave each FP8 layer's input and weight to torchao, which casts them again in backward "
                         "(model/float8.py CAST_ONCE; to measure what casting once gives)")

@@ -31,7 +31,7 @@ def build_ours(args: ModelArgs, device: torch.device, compile: bool, activation_
     ``activation_checkpointing`` is n > 0, every n-th block recomputed in backward."""
     with torch.device(device):
         model = Llama(args)
-    apply_float8(model, device)
+    apply_float8(model, device, compile=compile)
     model.activation_checkpointing = activation_checkpointing > 0
     model.recompute_every = max(activation_checkpointing, 1)
     if compile:

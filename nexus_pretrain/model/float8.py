@@ -160,31 +160,46 @@ def cast_once(x: torch.Tensor, role: str, linear_mm_config, config) -> torch.Ten
     micro-batch, and in eager runs two over its fp32 weight (compiled graphs merge the weight's two
     identical casts). Handed the FP8 tensor, it saves that and uses it in the other layout. The FP8
     values, and so every result, are the same either way."""
-    from torchao.float8.config import ScalingGranularity, ScalingType  # noqa: PLC0415 (optional: torchao)
-    from torchao.float8.distributed_utils import tensor_already_casted_to_fp8  # noqa: PLC0415
+    from torchao.float8.distributed_utils import tensor_already_casted_to_fp8  # noqa: PLC0415 (optional: torchao)
     from torchao.float8.float8_scaling_utils import hp_tensor_to_float8_dynamic  # noqa: PLC0415
     from torchao.float8.float8_training_tensor import GemmInputRole  # noqa: PLC0415
 
-    if role == "input":
-        cast, again, gemm_role = config.cast_config_input, config.cast_config_input_for_grad_weight, GemmInputRole.INPUT
-    else:
-        cast, again, gemm_role = config.cast_config_weight, config.cast_config_weight_for_grad_input, GemmInputRole.WEIGHT
-    tensorwise = cast.scaling_type is ScalingType.DYNAMIC and cast.scaling_granularity is ScalingGranularity.TENSORWISE
-    if not CAST_ONCE or not tensorwise or again != cast or tensor_already_casted_to_fp8(x):
+    cast = single_cast(config, role)
+    if not CAST_ONCE or cast is None or tensor_already_casted_to_fp8(x):
         return x
+    gemm_role = GemmInputRole.INPUT if role == "input" else GemmInputRole.WEIGHT
     return hp_tensor_to_float8_dynamic(x, cast.target_dtype, linear_mm_config, gemm_input_role=gemm_role,
                                        round_scales_to_power_of_2=config.round_scales_to_power_of_2)
 
 
-def float8_matmul(x: torch.Tensor, weight: torch.Tensor, linear_mm_config, config) -> torch.Tensor:
+def single_cast(config, role: str):
+    """torchao's CastConfig of a layer's ``role`` operand ("input" or "weight") under ``config`` when one
+    FP8 cast serves both matmuls that take it (dynamic tensorwise scaling, the same for both); else None."""
+    from torchao.float8.config import ScalingGranularity, ScalingType  # noqa: PLC0415 (optional: torchao)
+
+    if role == "input":
+        cast, again = config.cast_config_input, config.cast_config_input_for_grad_weight
+    else:
+        cast, again = config.cast_config_weight, config.cast_config_weight_for_grad_input
+    tensorwise = cast.scaling_type is ScalingType.DYNAMIC and cast.scaling_granularity is ScalingGranularity.TENSORWISE
+    return cast if tensorwise and again == cast else None
+
+
+def float8_matmul(x: torch.Tensor, weight: torch.Tensor, linear_mm_config, config,
+                  kept_weight_t: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x @ weight.T`` as torchao's Float8Linear computes it under ``config``, with the input and the
-    weight each cast to FP8 once (cast_once)."""
+    weight each cast to FP8 once (cast_once), or the weight's kept FP8 cast ``kept_weight_t`` used where
+    one cast serves (model/float8_weights.py)."""
     from torchao.float8.float8_linear import matmul_with_hp_or_float8_args  # noqa: PLC0415 (optional: torchao)
 
-    from nexus_pretrain.model.llama import to_autocast_dtype  # noqa: PLC0415 (heavy: keeps the config import torch-free)
+    from nexus_pretrain.model.float8_weights import kept_weight  # noqa: PLC0415 (heavy: keeps the config import torch-free)
+    from nexus_pretrain.model.llama import to_autocast_dtype  # noqa: PLC0415 (heavy, see above)
 
     x = cast_once(to_autocast_dtype(x), "input", linear_mm_config, config)
-    weight_t = cast_once(weight.t(), "weight", linear_mm_config, config)
+    if kept_weight_t is not None and single_cast(config, "weight") is not None:
+        weight_t = kept_weight(weight.t(), kept_weight_t)
+    else:
+        weight_t = cast_once(weight.t(), "weight", linear_mm_config, config)
     return matmul_with_hp_or_float8_args.apply(x, weight_t, linear_mm_config, config)
 
 
@@ -196,11 +211,14 @@ def _float8_classes():
         import torch  # noqa: PLC0415 (heavy: keeps the config import torch-free)
         from torchao.float8.float8_linear import Float8Linear  # noqa: PLC0415 (optional: torchao)
 
+        from nexus_pretrain.model.float8_weights import CACHED  # noqa: PLC0415 (heavy, see above)
+
         class Float8LinearCastOnce(Float8Linear):
             """torchao's Float8Linear, with its input and weight each cast to FP8 once per forward (cast_once)."""
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                output = float8_matmul(x, self.weight, self.linear_mm_config, self.config)
+                kept = getattr(self, CACHED, None)  # model.float8_cache_weights
+                output = float8_matmul(x, self.weight, self.linear_mm_config, self.config, kept)
                 return output if self.bias is None else output + self.bias.to(output.dtype)
 
         class Float8QKVProjection(Float8LinearCastOnce):
@@ -276,18 +294,25 @@ def convert(model: nn.Module, recipe: str = "tensorwise", min_dim: Optional[floa
     return chosen
 
 
-def apply_float8(model: nn.Module, device: torch.device, fsdp_all_gather: bool = False) -> List[str]:
+def apply_float8(model: nn.Module, device: torch.device, fsdp_all_gather: bool = False,
+                 compile: bool = False) -> List[str]:
     """Convert a Llama (on ``device``, not yet compiled or sharded) as its model.float8,
     float8_recipe, float8_min_dim, float8_fast_accum and float8_head ask, emulated off the GPU
-    (PyTorch's CPU FP8 matmuls are ~200x slower than emulation); returns the converted layers' names
-    ([] when it stays bf16)."""
+    (PyTorch's CPU FP8 matmuls are ~200x slower than emulation), keeping the block layers' FP8 weights
+    with float8_cache_weights (their casts compiled with ``compile``; one device only); returns the
+    converted layers' names ([] when it stays bf16)."""
+    from nexus_pretrain.model.float8_weights import keep_weights  # noqa: PLC0415 (heavy: keeps the config import torch-free)
+
     args = getattr(model, "args", None)  # a Llama's ModelArgs; other modules stay as they are
     if args is None or not wants_float8(args.float8, device):
         return []
     # torchao casts FP8-gathered weights whatever the layer's config says: bf16 evaluations need bf16 gathers
     fsdp_all_gather = fsdp_all_gather and args.float8_eval == "fp8"
-    return convert(model, args.float8_recipe, args.float8_min_dim, fsdp_all_gather=fsdp_all_gather,
-                   emulate=device.type != "cuda", fast_accum=args.float8_fast_accum, head=args.float8_head)
+    names = convert(model, args.float8_recipe, args.float8_min_dim, fsdp_all_gather=fsdp_all_gather,
+                    emulate=device.type != "cuda", fast_accum=args.float8_fast_accum, head=args.float8_head)
+    if args.float8_cache_weights:
+        keep_weights(model, [model.get_submodule(name) for name in names if name != HEAD], compile)
+    return names
 
 
 def _bf16_config():

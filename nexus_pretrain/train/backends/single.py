@@ -68,7 +68,7 @@ class SingleDevice:
         build the optimizer."""
         model = model.to(self.device)
         model.activation_checkpointing = self.activation_checkpointing
-        apply_float8(model, self.device)
+        apply_float8(model, self.device, compile=self.compile)
         if self.compile:
             compile_regions(model)
         return model, build_optimizer(optim_cfg, model, seed=seed, compile=self.compile)
