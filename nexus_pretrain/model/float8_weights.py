@@ -23,6 +23,8 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import nn
 
+from nexus_pretrain.model.float8 import single_cast
+
 CACHED = "float8_weight_t"
 """The attribute of a converted layer that holds its kept FP8 weight (transposed, as torchao multiplies it)."""
 
@@ -84,24 +86,19 @@ class Float8WeightCache:
         """How many layer weights were cast (for tests and benchmarks)."""
 
     def refresh(self) -> None:
-        """Cast every layer weight that changed since its last cast (none the first time: all of them)."""
+        """Cast every layer weight that changed since its last cast (every one the first time). A layer set
+        to cast otherwise for the moment (bf16 evaluations) is left to cast at its next FP8 forward."""
         with torch.no_grad(), torch.inference_mode(False):
             for i, layer in enumerate(self.layers):
                 weight = layer.weight
                 seen = (weight._version, weight.data_ptr())
-                if seen == self._seen[i]:
+                cast = single_cast(layer.config, "weight")
+                if seen == self._seen[i] or cast is None:
                     continue
-                cast = layer.config.cast_config_weight
                 setattr(layer, CACHED, self.cast(weight, cast.target_dtype, layer.linear_mm_config,
                                                  layer.config.round_scales_to_power_of_2))
                 self._seen[i] = seen
                 self.casts += 1
-
-    def clear(self) -> None:
-        """Drop the kept weights (their memory too); the next refresh casts every layer again."""
-        for layer in self.layers:
-            setattr(layer, CACHED, None)
-        self._seen = [None] * len(self.layers)
 
 
 def keep_weights(model: nn.Module, layers: List[nn.Module], compile: bool = False) -> Float8WeightCache:

@@ -15,10 +15,10 @@ from .test_float8 import train_losses
 pytest.importorskip("torchao")
 
 
-def _model(cache: bool, compile: bool = False, checkpointing: bool = False) -> Llama:
+def _model(cache: bool, compile: bool = False, checkpointing: bool = False, float8_eval: str = "fp8") -> Llama:
     torch.manual_seed(0)
     model = Llama(resolve_model_args(ModelConfig(preset="tiny", float8="true", float8_min_dim=0,
-                                                 float8_cache_weights=cache), 256, 32))
+                                                 float8_cache_weights=cache, float8_eval=float8_eval), 256, 32))
     float8.apply_float8(model, torch.device("cpu"), compile=compile)
     model.activation_checkpointing = checkpointing
     if compile:
@@ -27,7 +27,8 @@ def _model(cache: bool, compile: bool = False, checkpointing: bool = False) -> L
 
 
 def _train(model: Llama, steps: int = 3, accum: int = 2) -> list:
-    """AdamW steps of ``accum`` micro-batches each; the losses of every micro-batch."""
+    """AdamW steps of ``accum`` micro-batches each, each step followed by an evaluation forward; the
+    losses of every micro-batch and evaluation."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(1)
     losses = []
@@ -39,6 +40,8 @@ def _train(model: Llama, steps: int = 3, accum: int = 2) -> list:
             losses.append(loss.item())
         optimizer.step()
         optimizer.zero_grad()
+        with float8.evaluation_forward(model), torch.no_grad():
+            losses.append(model(batch[:, :-1], batch[:, 1:]).mean().item())
     return losses
 
 
@@ -51,7 +54,17 @@ def test_kept_weights_train_exactly_as_casting_in_each_forward_with_one_cast_per
     assert _train(model) == reference
     layers = len(model.float8_weight_cache.layers)
     assert layers == len(float8.float8_layers(model)) - 1  # every converted block layer; the head casts its own
-    assert model.float8_weight_cache.casts == 3 * layers  # one per optimizer step, not one per micro-batch
+    # one per weight change (the initial weights, then each step's), not one per micro-batch or evaluation
+    assert model.float8_weight_cache.casts == 4 * layers
+
+
+def test_kept_weights_wait_out_bf16_evaluations():
+    """model.float8_eval=bf16: the evaluation after each step casts nothing; the next training forward does
+    (so the last step's weights are never cast)."""
+    reference = _train(_model(False, float8_eval="bf16"))
+    model = _model(True, float8_eval="bf16")
+    assert _train(model) == reference
+    assert model.float8_weight_cache.casts == 3 * len(model.float8_weight_cache.layers)
 
 
 def test_kept_weights_compile_once():
