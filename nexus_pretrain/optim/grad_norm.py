@@ -45,8 +45,8 @@ class BackwardGradNorm:
         self._pending: List[int] = []  # indices of gradients whose norms are not taken yet
         self._pending_elements = 0
         self.passes = 1
-        """Backward passes per inner batch, as counted in the last one: a gradient's norm is taken at every
-        passes-th accumulation."""
+        """Backward passes per inner batch, as counted in the last one: a gradient's norm is taken at its
+        passes-th accumulation (at total() when that is not its last)."""
         self._accumulations = [0] * len(params)  # per gradient, since the last reset
         self._unmeasured: set = set()  # indices accumulated into since their last norm was queued
         self._handles = [p.register_post_accumulate_grad_hook(self._hook(i)) for i, p in enumerate(params)]
@@ -61,7 +61,8 @@ class BackwardGradNorm:
             if owner is None:  # the tracker is gone; its hooks are inert until the parameter goes too
                 return
             owner._accumulations[index] += 1
-            if owner._accumulations[index] % owner.passes:  # more passes to come before its inner batch ends
+            if owner._accumulations[index] != owner.passes:  # its inner batch has passes still to come (or more
+                # than counted: then its norm is taken at total())
                 owner._unmeasured.add(index)
                 return
             owner._unmeasured.discard(index)
