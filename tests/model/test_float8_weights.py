@@ -99,6 +99,21 @@ def test_nexus_trains_the_same_with_kept_weights(tmp_path, inner_steps):
     assert losses == reference and trainer.model.float8_weight_cache.casts > 0
 
 
+def test_bench_measures_kept_weights(capsys, monkeypatch):
+    from nexus_pretrain.bench import main
+    from nexus_pretrain.model import float8_weights
+
+    caches = []
+    keep = float8_weights.keep_weights
+    monkeypatch.setattr(float8_weights, "keep_weights", lambda *a: caches.append(keep(*a)) or caches[-1])
+    main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--accum", "2", "--steps", "1",
+          "--warmup", "1", "--device", "cpu", "--optimizers", "adamw", "--models", "ours_fp8", "--float8-min-dim", "0",
+          "--in-process", "--float8-cache-weights"])
+    assert "float8_cache_weights=True" in capsys.readouterr().out
+    # 16 block layers, each cast once for the warm-up step and once for the timed step of two micro-batches
+    assert [cache.casts for cache in caches] == [2 * 16]
+
+
 @pytest.mark.parametrize("override,names", [("backend.name=fsdp2", "backend.name=fsdp2"),
                                             ("model.float8_recipe=rowwise", "model.float8_recipe=rowwise")])
 def test_kept_weights_are_refused_where_they_cannot_serve(override, names):
