@@ -18,7 +18,7 @@ that.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -63,31 +63,21 @@ def _cast_bits(weight: torch.Tensor, target_dtype: torch.dtype, linear_mm_config
     return fp8._data, fp8._scale
 
 
-def _transposed_cast(bits: Callable):
-    """A cast of ``weight.t()`` as torchao's layers take it, from ``bits`` of ``weight`` (row-major, one
-    scale for the tensor, so the same values as casting the transposed view)."""
-    from torchao.float8.float8_training_tensor import Float8TrainingTensor, GemmInputRole  # noqa: PLC0415
-
-    def cast(weight: torch.Tensor, target_dtype: torch.dtype, linear_mm_config, round_scales_to_power_of_2: bool):
-        data, scale = bits(weight, target_dtype, linear_mm_config, round_scales_to_power_of_2)
-        return Float8TrainingTensor(data.t(), scale, weight.dtype, linear_mm_config, GemmInputRole.WEIGHT, None)
-
-    return cast
-
-
 class Float8WeightCache:
     """The kept FP8 weights of a model's converted layers, recast before a forward where a weight changed."""
 
     def __init__(self, layers: List[nn.Module], compile: bool = False):
         self.layers = layers
-        self.cast = _transposed_cast(torch.compile(_cast_bits, dynamic=False) if compile else _cast_bits)
+        self._bits = torch.compile(_cast_bits, dynamic=False) if compile else _cast_bits
         self._seen: List[Optional[Tuple[int, int]]] = [None] * len(layers)
         self.casts = 0
-        """How many layer weights were cast (for tests and benchmarks)."""
+        """How many layer weights were cast (what the tests count)."""
 
     def refresh(self) -> None:
         """Cast every layer weight that changed since its last cast (every one the first time). A layer set
         to cast otherwise for the moment (bf16 evaluations) is left to cast at its next FP8 forward."""
+        from torchao.float8.float8_training_tensor import Float8TrainingTensor, GemmInputRole  # noqa: PLC0415
+
         with torch.no_grad(), torch.inference_mode(False):
             for i, layer in enumerate(self.layers):
                 weight = layer.weight
@@ -95,8 +85,12 @@ class Float8WeightCache:
                 cast = single_cast(layer.config, "weight")
                 if seen == self._seen[i] or cast is None:
                     continue
-                setattr(layer, CACHED, self.cast(weight, cast.target_dtype, layer.linear_mm_config,
-                                                 layer.config.round_scales_to_power_of_2))
+                # Cast row-major and kept transposed: the same values as casting weight.t() (one scale for
+                # the tensor), in the layout torchao's own cast of weight.t() gives.
+                data, scale = self._bits(weight, cast.target_dtype, layer.linear_mm_config,
+                                         layer.config.round_scales_to_power_of_2)
+                setattr(layer, CACHED, Float8TrainingTensor(data.t(), scale, weight.dtype, layer.linear_mm_config,
+                                                            GemmInputRole.WEIGHT, None))
                 self._seen[i] = seen
                 self.casts += 1
 
@@ -106,8 +100,6 @@ def keep_weights(model: nn.Module, layers: List[nn.Module], compile: bool = Fals
     before each forward of ``model`` where they changed; ``compile`` compiles the cast (one pass over the
     weight for its maximum, one for the cast, as in the layers' own compiled forwards)."""
     cache = Float8WeightCache(layers, compile)
-    for layer in layers:
-        setattr(layer, CACHED, None)
     model.register_forward_pre_hook(lambda module, args: cache.refresh())
     model.float8_weight_cache = cache
     return cache
