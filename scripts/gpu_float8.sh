@@ -15,8 +15,8 @@
 #          layer (1B at micro-batch 16, 3B at 4 and 8, the output heads) bf16 against tensorwise FP8 with and
 #          without fast accumulation in the backward matmuls;
 #   table: nexus-bench --float8 at 1B (micro-batch 16, two timed steps) and 3B (micro-batch 4, one) with the
-#          default FP8 settings, AdamW and Nexus, global batch 256 x 2048; the GPU tests; then, as the time
-#          allows, 3B in FP8 with Nexus's inner steps as nexus-train's default (4 per step) and 520M;
+#          default FP8 settings, AdamW and Nexus with nexus-train's default of 4 inner steps per step, global
+#          batch 256 x 2048; the GPU tests; then 520M as the time allows;
 #   profile: where the FP8 step's time goes: nexus-bench --float8 --profile at 1B (AdamW, four micro-batches
 #          per step), the device time by kernel category (FP8 scaling and casts among them) in profile/;
 #          then per layer as in levers, and 3B at micro-batch 8 on a GPU with the memory for it;
@@ -35,6 +35,7 @@
 #          a fresh process, as far as the time allows;
 #   inner: Nexus/AdamW step time with Nexus's inner steps as nexus-train's default (4 per step, each inner batch
 #          16 micro-batches at 3B, 4 at 1B): 3B then 1B in FP8, global batch 256 x 2048;
+#   (table and inner pass any arguments after the mode on to nexus-bench, e.g. --float8-cache-weights)
 #   nexus: how much of Nexus's alignment term survives bf16 and real FP8 forwards at 1B (random
 #          initialization, 8 inner batches of 4 x 512 random tokens, step ratios 1.5e-5 (the paper's inner
 #          learning rate at 1B) and 1e-4; scripts/nexus_precision.py).
@@ -77,9 +78,10 @@ layers() {  # SECONDS ARGS...: bench_float8_layers.py (RES/layers.json, .log) if
     | grep -v "Failed to load\|register_constant\|Warning" | tee "$RES/layers.log"
 }
 gpu_mib() { nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -n 1; }
-paper="--global-batch 256 --float8 --optimizers adamw,nexus"
+mode=${1:-main}; shift $(( $# > 0 ? 1 : 0 )); extra=("$@")  # nexus-bench arguments for table and inner
+paper="--global-batch 256 --float8 --optimizers adamw,nexus --inner-steps 4"
 left() { echo $(( ${LIMIT:-570} - SECONDS )); }  # seconds left of LIMIT; later parts run only if they fit
-case "${1:-main}" in
+case "$mode" in
   main)
     bench 1b 270 --preset llama_1b --micro-batch 16 $paper --steps 1 --warmup 1
     loss_run loss_bf16 230 &
@@ -111,13 +113,11 @@ case "${1:-main}" in
     clocks; pack
     ;;
   table)
-    bench 1b 230 --preset llama_1b --micro-batch 16 $paper --steps 2 --warmup 1
-    bench 3b "$(left)" --preset llama_3b --micro-batch 4 $paper --steps 1 --warmup 1
+    bench 1b 230 --preset llama_1b --micro-batch 16 $paper --steps 2 --warmup 1 "${extra[@]}"
+    bench 3b "$(left)" --preset llama_3b --micro-batch 4 $paper --steps 1 --warmup 1 "${extra[@]}"
     gpu_tests
-    # Nexus as nexus-train runs it by default (optim.inner_steps=4) rather than an inner step per micro-batch
-    [ "$(left)" -gt 100 ] && bench 3b_inner4 "$(left)" --preset llama_3b --micro-batch 4 --global-batch 256 --float8 \
-      --optimizers adamw,nexus --inner-steps 4 --steps 1 --warmup 1 --models ours_fp8
-    [ "$(left)" -gt 120 ] && bench 520m "$(left)" --preset llama_520m --micro-batch 16 $paper --steps 2 --warmup 1
+    [ "$(left)" -gt 120 ] && bench 520m "$(left)" --preset llama_520m --micro-batch 16 $paper --steps 2 --warmup 1 \
+      "${extra[@]}"
     clocks; pack
     ;;
   profile)
@@ -167,7 +167,8 @@ case "${1:-main}" in
   inner)
     for preset in llama_3b:4 llama_1b:16; do
       [ "$(left)" -gt 100 ] && bench "${preset%%:*}_inner4" "$(left)" --preset "${preset%%:*}" --micro-batch "${preset##*:}" \
-        --global-batch 256 --float8 --optimizers adamw,nexus --inner-steps 4 --steps 1 --warmup 1 --models ours_fp8
+        --global-batch 256 --float8 --optimizers adamw,nexus --inner-steps 4 --steps 1 --warmup 1 --models ours_fp8 \
+        "${extra[@]}"
     done
     clocks; pack
     ;;
