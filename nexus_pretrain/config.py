@@ -142,15 +142,17 @@ class ModelConfig(Section):
     """The forward of an FP8 run's evaluated losses (held-out, OOD, downstream; not gradient cosines): fp8,
     as it trains, or bf16, the same weights through bf16 matmuls, so that its val/* compare with bf16 runs'
     (with fsdp2 the weights are then all-gathered in bf16, not FP8)."""
-    float8_cache_weights: bool = False
+    float8_cache_weights: str = "false"
     """Keep each FP8 layer's weight cast to FP8 until the weight changes, instead of casting it in every
     micro-batch's forward (model/float8_weights.py): one cast per optimizer step under gradient
-    accumulation, the same numbers. Tensorwise scaling, backend single; 1 byte per converted weight kept.
+    accumulation, the same numbers; 1 byte per converted weight kept. false; true (tensorwise scaling and
+    backend single, refused otherwise); auto (where they can be kept: tensorwise on backend single).
     Off by default: not yet timed on a GPU (docs/performance-fp8.md)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.float8 = float8_mode(self.float8)
+        self.float8_cache_weights = float8_mode(self.float8_cache_weights)
 
 
 @dataclass

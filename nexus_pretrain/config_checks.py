@@ -55,6 +55,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _choice("model.float8", m.float8, FLOAT8_MODES)
     _choice("model.float8_recipe", m.float8_recipe, FLOAT8_RECIPES)
     _choice("model.float8_eval", m.float8_eval, FLOAT8_EVALS)
+    _choice("model.float8_cache_weights", m.float8_cache_weights, FLOAT8_MODES)
     if m.float8_min_dim is not None:
         _positive("model.float8_min_dim", m.float8_min_dim, allow_zero=True)
 
@@ -127,14 +128,14 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     _require(not (b.name == "deepspeed" and m.float8 == "true"),
              "model.float8=true with backend.name=deepspeed is not supported (ZeRO's flattened bf16 parameters "
              "bypass torchao's FP8 linears); use backend.name=fsdp2 or single, or model.float8=false")
-    _require(not (m.float8_cache_weights and b.name != "single"),
+    _require(not (m.float8_cache_weights == "true" and b.name != "single"),
              f"model.float8_cache_weights=true with backend.name={b.name}: sharded weights are gathered anew for "
              "every forward, so there is no FP8 weight to keep; use backend.name=single or "
-             "model.float8_cache_weights=false")
-    _require(not (m.float8_cache_weights and m.float8_recipe != "tensorwise"),
+             "model.float8_cache_weights=auto")
+    _require(not (m.float8_cache_weights == "true" and m.float8_recipe != "tensorwise"),
              f"model.float8_cache_weights=true with model.float8_recipe={m.float8_recipe}: only a tensorwise "
              "weight cast serves both matmuls that take it; use model.float8_recipe=tensorwise or "
-             "model.float8_cache_weights=false")
+             "model.float8_cache_weights=auto")
     _require(not (b.name == "deepspeed" and optimizer_traits(o).needs_whole_matrices),
              "optim muon with backend.name=deepspeed: ZeRO flattens parameters, so Muon's per-matrix "
              "orthogonalization is not available there; use backend.name=fsdp2")

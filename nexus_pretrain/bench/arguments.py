@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from nexus_pretrain.bench.models import MODELS
-from nexus_pretrain.config import OptimConfig
-from nexus_pretrain.model.float8 import DEFAULT_FAST_ACCUM, DEFAULT_HEAD, DEFAULT_MIN_DIM, FLOAT8_RECIPES
+from nexus_pretrain.config import ModelConfig, OptimConfig
+from nexus_pretrain.model.float8 import DEFAULT_FAST_ACCUM, DEFAULT_HEAD, DEFAULT_MIN_DIM, FLOAT8_MODES, FLOAT8_RECIPES
 from nexus_pretrain.model.llama import INDUCTOR_OPTIONS
 from nexus_pretrain.model.presets import RESIDUAL_DTYPES
 
@@ -82,8 +82,10 @@ def parse_args(argv: Optional[List[str]], description: str) -> argparse.Namespac
                         "(default: model/float8.py's)")
     p.add_argument("--float8-head", action=argparse.BooleanOptionalAction,
                    help="model.float8_head: the output head in FP8 too (default: model/float8.py's)")
-    p.add_argument("--float8-cache-weights", action="store_true",
-                   help="model.float8_cache_weights: keep each FP8 weight until the optimizer changes it")
+    p.add_argument("--float8-cache-weights", nargs="?", const="true", choices=FLOAT8_MODES,
+                   default=ModelConfig.float8_cache_weights,
+                   help="model.float8_cache_weights: keep each FP8 weight until the optimizer changes it (true "
+                        "when named without a value; default: %(default)s, as in the config)")
     p.add_argument("--float8-cast-twice", action="store_true",
                    help="leave each FP8 layer's input and weight to torchao, which casts them again in backward "
                         "(model/float8.py CAST_ONCE; to measure what casting once gives)")

@@ -294,25 +294,32 @@ def convert(model: nn.Module, recipe: str = "tensorwise", min_dim: Optional[floa
     return chosen
 
 
-def apply_float8(model: nn.Module, device: torch.device, fsdp_all_gather: bool = False,
+def apply_float8(model: nn.Module, device: torch.device, sharded: bool = False,
                  compile: bool = False) -> List[str]:
-    """Convert a Llama (on ``device``, not yet compiled or sharded) as its model.float8,
-    float8_recipe, float8_min_dim, float8_fast_accum and float8_head ask, emulated off the GPU
-    (PyTorch's CPU FP8 matmuls are ~200x slower than emulation), keeping the block layers' FP8 weights
-    with float8_cache_weights (their casts compiled with ``compile``; one device only); returns the
-    converted layers' names ([] when it stays bf16)."""
+    """Convert a Llama (on ``device``, not yet compiled, and to be sharded by FSDP2 when ``sharded``: its
+    weights then gathered in FP8 where the recipe allows) as its model.float8, float8_recipe,
+    float8_min_dim, float8_fast_accum and float8_head ask, emulated off the GPU (PyTorch's CPU FP8 matmuls
+    are ~200x slower than emulation), keeping the block layers' FP8 weights as float8_cache_weights asks
+    (their casts compiled with ``compile``); returns the converted layers' names ([] when it stays bf16)."""
     from nexus_pretrain.model.float8_weights import keep_weights  # noqa: PLC0415 (heavy: keeps the config import torch-free)
 
     args = getattr(model, "args", None)  # a Llama's ModelArgs; other modules stay as they are
     if args is None or not wants_float8(args.float8, device):
         return []
     # torchao casts FP8-gathered weights whatever the layer's config says: bf16 evaluations need bf16 gathers
-    fsdp_all_gather = fsdp_all_gather and args.float8_eval == "fp8"
+    fsdp_all_gather = sharded and args.float8_eval == "fp8"
     names = convert(model, args.float8_recipe, args.float8_min_dim, fsdp_all_gather=fsdp_all_gather,
                     emulate=device.type != "cuda", fast_accum=args.float8_fast_accum, head=args.float8_head)
-    if args.float8_cache_weights:
+    if keeps_weights(args.float8_cache_weights, args.float8_recipe, sharded):
         keep_weights(model, [model.get_submodule(name) for name in names if name != HEAD], compile)
     return names
+
+
+def keeps_weights(mode: str, recipe: str, sharded: bool) -> bool:
+    """Whether model.float8_cache_weights=``mode`` keeps FP8 weights across forwards: true always (the
+    config checks refuse it where it cannot serve), auto where it can (unsharded, tensorwise)."""
+    mode = float8_mode(mode)
+    return mode == "true" or (mode == "auto" and not sharded and recipe == "tensorwise")
 
 
 def _bf16_config():

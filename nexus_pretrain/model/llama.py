@@ -58,8 +58,9 @@ class ModelArgs:
     """The output head's matmul in FP8 as well (when its sizes qualify); None: the measured default."""
     float8_eval: str = "fp8"
     """model.float8_eval: evaluations through the FP8 layers as they train (fp8) or through bf16 matmuls."""
-    float8_cache_weights: bool = False
-    """model.float8_cache_weights: FP8 weights kept until the weights change (model/float8_weights.py)."""
+    float8_cache_weights: str = "false"
+    """model.float8_cache_weights (false, true, auto): FP8 weights kept until the weights change
+    (model/float8_weights.py)."""
 
     @property
     def head_dim(self) -> int:

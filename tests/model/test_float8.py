@@ -46,6 +46,7 @@ def test_float8_values_are_accepted(value, normalized):
     (["model.float8=yes"], "model.float8='yes' is not one of false, true, auto"),
     (["model.float8_recipe=blockwise"], "model.float8_recipe=blockwise is not one of tensorwise, rowwise"),
     (["model.float8_min_dim=-1"], "model.float8_min_dim=-1 must be >= 0"),
+    (["model.float8_cache_weights=always"], "model.float8_cache_weights='always' is not one of false, true, auto"),
     (["model.float8=true", "backend=deepspeed"], "model.float8=true with backend.name=deepspeed is not supported"),
 ])
 def test_bad_float8_settings_fail_with_one_line(overrides, message):

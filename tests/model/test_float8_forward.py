@@ -108,6 +108,6 @@ def test_bf16_evaluations_need_bf16_weight_gathers_under_fsdp2():
     for float8_eval, fp8_gathered in (("fp8", True), ("bf16", False)):
         model = Llama(resolve_model_args(ModelConfig(preset="tiny", float8="true", float8_min_dim=0,
                                                      float8_eval=float8_eval), 256, 32))
-        float8.apply_float8(model, torch.device("cpu"), fsdp_all_gather=True)
+        float8.apply_float8(model, torch.device("cpu"), sharded=True)
         weight = model.layers[0].feed_forward.w13.weight
         assert isinstance(weight.data, WeightWithDynamicFloat8CastTensor) == fp8_gathered

@@ -109,7 +109,7 @@ def test_bench_measures_kept_weights(capsys, monkeypatch):
     main(["--preset", "tiny", "--vocab", "256", "--seq-len", "32", "--micro-batch", "2", "--accum", "2", "--steps", "1",
           "--warmup", "1", "--device", "cpu", "--optimizers", "adamw", "--models", "ours_fp8", "--float8-min-dim", "0",
           "--in-process", "--float8-cache-weights"])
-    assert "float8_cache_weights=True" in capsys.readouterr().out
+    assert "float8_cache_weights=true" in capsys.readouterr().out
     # 16 block layers, each cast once for the warm-up step and once for the timed step of two micro-batches
     assert [cache.casts for cache in caches] == [2 * 16]
 
@@ -124,6 +124,25 @@ def test_kept_weights_are_refused_where_they_cannot_serve(override, names):
     cfg = compose_config(["model.float8=true", "model.float8_cache_weights=true", override])
     with pytest.raises(ConfigError, match=f"model.float8_cache_weights=true with {names}"):
         validate(cfg, world_size=2)
+
+
+@pytest.mark.parametrize("mode,recipe,sharded,keeps", [
+    ("auto", "tensorwise", False, True), ("auto", "tensorwise", True, False), ("auto", "rowwise", False, False),
+    ("true", "tensorwise", False, True), ("false", "tensorwise", False, False), (True, "tensorwise", False, True)])
+def test_auto_keeps_weights_only_where_they_can_serve(mode, recipe, sharded, keeps):
+    assert float8.keeps_weights(mode, recipe, sharded) is keeps
+
+
+def test_auto_is_accepted_with_fsdp2_and_rowwise_and_converts_unsharded_models():
+    from nexus_pretrain.config_checks import validate
+    from nexus_pretrain.demo import compose_config
+
+    for override in ("backend.name=fsdp2", "model.float8_recipe=rowwise"):
+        validate(compose_config(["model.float8=true", "model.float8_cache_weights=auto", override]), world_size=2)
+    model = Llama(resolve_model_args(ModelConfig(preset="tiny", float8="true", float8_min_dim=0,
+                                                 float8_cache_weights="auto"), 256, 32))
+    float8.apply_float8(model, torch.device("cpu"))
+    assert len(model.float8_weight_cache.layers) == len(float8.float8_layers(model)) - 1
 
 
 @pytest.mark.gpu

@@ -79,7 +79,7 @@ class FSDP2:
         build the optimizer on the shards."""
         model = model.to(self.device)
         model.activation_checkpointing = self.activation_checkpointing
-        apply_float8(model, self.device, fsdp_all_gather=True)  # FP8 weight all-gather where the recipe allows
+        apply_float8(model, self.device, sharded=True)  # FP8 weight all-gather where the recipe allows
         if self.compile:
             compile_regions(model)  # before fully_shard, whose hooks then run around the compiled regions
         kwargs = {"mesh": self.mesh}
