@@ -66,7 +66,7 @@ loss_run() {  # NAME SECONDS OVERRIDES...: nexus-train for 500 steps (520M, 32 x
   echo "$name exit $? after ${SECONDS}s"; cp /tmp/$name/metrics.jsonl "$RES/${name}_metrics.jsonl"
 }
 gpu_tests() {  # the GPU tests of model.float8, with pytest's summary line
-  timeout 180 python3 -m pytest -o addopts="" -q -rfEs -p no:cacheprovider -m gpu tests/model/test_float8.py \
+  timeout 180 python3 -m pytest -o addopts="" --import-mode=importlib -q -rfEs -p no:cacheprovider -m gpu tests/model/test_float8.py \
     tests/model/test_float8_weights.py 2>&1 \
     | grep -E "passed|failed|error|FAILED|ERROR|SKIPPED" | tee "$RES/gpu_tests.txt"
   pack
