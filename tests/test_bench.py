@@ -88,6 +88,20 @@ def test_inner_steps_come_at_inner_batch_ends_as_in_the_trainer(monkeypatch, ext
     assert len(seen) == calls
 
 
+@pytest.mark.parametrize("extra, passes", [(["--accum", "8", "--inner-steps", "2"], 4), (["--accum", "4"], 1)])
+def test_warmup_teaches_nexus_the_length_of_an_inner_batch(monkeypatch, extra, passes):
+    """So the timed step takes each gradient's norm once per inner batch from its first one."""
+    import nexus_pretrain.bench as bench
+
+    optimizers = []
+    real = bench.build_optimizer
+    monkeypatch.setattr(bench, "build_optimizer", lambda *a, **k: optimizers.append(real(*a, **k)) or optimizers[-1])
+    monkeypatch.setattr(bench.gc, "collect", lambda: optimizers[-1]._backward_norm.passes == passes or pytest.fail(
+        f"after warm-up the norm hooks expect {optimizers[-1]._backward_norm.passes} passes, not {passes}"))
+    main(["--preset", "tiny", "--vocab", "256", "--seq-len", "16", "--micro-batch", "1", "--steps", "1",
+          "--warmup", "1", "--device", "cpu", "--optimizers", "nexus", "--in-process", *extra])
+
+
 def test_inner_steps_that_do_not_divide_the_micro_batches_are_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--device", "cpu", "--accum", "6", "--inner-steps", "4"])

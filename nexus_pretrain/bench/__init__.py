@@ -110,8 +110,8 @@ def _timed_run(model_name: str, optimizer_name: str, args: argparse.Namespace, d
         if boundary is not None:
             boundary[1].record()
 
-    for _ in range(args.warmup):
-        step(batches[:2])
+    for _ in range(args.warmup):  # one whole inner batch at least: Nexus's norm hooks learn its length
+        step(batches[:max(2, per_inner_batch)])
     gc.collect()  # as the trainer does after its first step (train/callbacks.py release_garbage)
     if cuda:
         torch.cuda.synchronize(device)

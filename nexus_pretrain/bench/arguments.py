@@ -45,7 +45,8 @@ def parse_args(argv: Optional[List[str]], description: str) -> argparse.Namespac
                         "nexus-train's default is 4)")
     p.add_argument("--steps", type=int, default=3, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=2,
-                   help="untimed optimizer steps first, of min(accum, 2) micro-batches each (compile, optimizer state)")
+                   help="untimed optimizer steps first (compile, optimizer state), each of one inner batch's "
+                        "micro-batches and at least two (at most accum)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile: ours per block and the norm-head-loss, as the trainer does; HF whole model")
