@@ -104,18 +104,6 @@ def test_operational_changes_resume_with_a_warning_and_a_record(tmp_path, caplog
     assert record["step"] == 2 and record["operational"]["trainer.max_steps"] == [6, 10]
 
 
-def test_a_longer_run_that_rewrites_the_schedule_already_taken_is_refused(tmp_path):
-    """Phases given as fractions of max_steps move when max_steps does: the learning rate of steps
-    already taken would no longer be the one they were trained with."""
-    run = tmp_path / "run"
-    write_checkpoints(run, config(run, "trainer.max_steps=10", "schedule.warmup_steps=0.4", "schedule.decay_steps=0.2"))
-    longer = config(run, "trainer.max_steps=20", "schedule.warmup_steps=0.4", "schedule.decay_steps=0.2",
-                    "trainer.resume=auto")
-    with pytest.raises(RunError, match=r"trainer.max_steps: 10 -> 20 \(the learning rate of step 1, already taken, "
-                                       r"would be x0.125 instead of x0.25\).*allow_config_change=\[trainer.max_steps\]"):
-        run_identity.prepare_start(longer, world_size=1)
-
-
 def test_a_deliberate_change_resumes_and_is_recorded_while_config_yaml_never_changes_silently(tmp_path, caplog):
     run = tmp_path / "run"
     Trainer(config(run, "trainer.max_steps=4", "trainer.checkpoint_every=2")).fit(until_step=2)
