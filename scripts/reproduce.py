@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     from nexus_pretrain.experiments import compare, runner
     from nexus_pretrain.experiments.paper import load_paper, paper_source
     from nexus_pretrain.experiments.registry import table_spec
-    from nexus_pretrain.report.tables import FORMATS
+    from nexus_pretrain.report.render import FORMATS
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if args.estimate:

@@ -12,7 +12,8 @@ from nexus_pretrain.console import show
 from nexus_pretrain.evaluation.results import load_results
 from nexus_pretrain.report.plots import domain_losses, downstream_vs_pretrain, loss_curves
 from nexus_pretrain.report.sweep import compare_runs, expand_inputs, is_run_dir
-from nexus_pretrain.report.tables import FORMATS, build_table, default_layout, load_layout, with_match
+from nexus_pretrain.report.render import FORMATS
+from nexus_pretrain.report.tables import build_table, default_layout, load_layout, with_match
 
 log = logging.getLogger(__name__)
 

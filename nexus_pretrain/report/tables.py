@@ -1,4 +1,4 @@
-"""The paper's result tables from results JSONs, in Markdown, LaTeX and CSV.
+"""The paper's result tables from results JSONs (rendered in Markdown, LaTeX and CSV by report.render).
 
 A layout (eval/tables/*.yaml) lists groups of rows; each row selects results JSONs by matching
 fields (dotted paths such as ``optimizer``, ``model``, ``config.schedule.name`` or ``run_name``,
@@ -19,10 +19,8 @@ Welch's otherwise. The pretraining loss is never bolded: a gap above 0.01 is mar
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import glob
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -381,54 +379,3 @@ def _gain_cell(gain: Optional[Difference], kind: str, bold: bool, flag: bool = F
     if gain is None:
         return Cell("—")
     return Cell(_fmt_diff(gain.mean, kind, gain.ci) + (f" {NOT_SAME_MARK}" if flag else ""), bold)
-
-
-def to_markdown(table: Table) -> str:
-    """GitHub Markdown; bold as **x**."""
-    lines = []
-    if table.layout.title:
-        lines += [f"**{table.layout.title}**", ""]
-    lines += ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
-    for row in table.rows:
-        lines.append("| " + " | ".join(f"**{c.text}**" if c.bold else c.text for c in row) + " |")
-    for note in table.notes:
-        lines += ["", note]
-    return "\n".join(lines) + "\n"
-
-
-def _tex(text: str) -> str:
-    text = text.replace("\\", "\\textbackslash{}")
-    for ch in "%&_#$":
-        text = text.replace(ch, "\\" + ch)
-    return text.replace("±", "$\\pm$").replace(UP, "$\\uparrow$").replace(DOWN, "$\\downarrow$").replace("—", "--")
-
-
-def to_latex(table: Table) -> str:
-    """A booktabs tabular inside a table environment; bold as \\textbf{}."""
-    n = len(table.header)
-    lines = ["\\begin{table}[t]", "\\centering"]
-    if table.layout.title:
-        lines.append(f"\\caption{{{_tex(table.layout.title)}}}")
-    lines += ["\\small", "\\begin{tabular}{lll" + "c" * (n - 3) + "}", "\\toprule",
-              " & ".join(_tex(h) for h in table.header) + " \\\\", "\\midrule"]
-    for i, row in enumerate(table.rows):
-        if i and row[0].text:
-            lines.append("\\midrule")
-        lines.append(" & ".join(f"\\textbf{{{_tex(c.text)}}}" if c.bold else _tex(c.text) for c in row) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    lines += [f"\\par\\footnotesize {_tex(note)}" for note in table.notes]
-    lines.append("\\end{table}")
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(table: Table) -> str:
-    """Plain cells (no bold), one line per table row."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(table.header)
-    for row in table.rows:
-        writer.writerow([c.text for c in row])
-    return buf.getvalue()
-
-
-FORMATS = {"md": to_markdown, "tex": to_latex, "csv": to_csv}

@@ -31,7 +31,8 @@ from nexus_pretrain.analysis import isoloss  # noqa: E402
 from nexus_pretrain.report import plots  # noqa: E402
 from nexus_pretrain.report.stats import (LOSS_THRESHOLD, NOT_SAME, paired_difference, pretraining_loss_verdict,  # noqa: E402
                                         summarize)
-from nexus_pretrain.report.tables import build_table, default_layout, to_markdown  # noqa: E402
+from nexus_pretrain.report.render import to_markdown  # noqa: E402
+from nexus_pretrain.report.tables import build_table, default_layout  # noqa: E402
 
 
 def unpack(archives: Sequence[Path], runs_root: Path) -> None:

@@ -8,7 +8,8 @@ import pytest
 from nexus_pretrain.report import stats
 from nexus_pretrain.report.stats import (INCONCLUSIVE, NOT_SAME, SAME, paired_difference, pretraining_loss_verdict,
                                          significant_gain, t975, unpaired_difference)
-from nexus_pretrain.report.tables import batch_key, build_table, default_layout, paired_runs, to_latex, to_markdown
+from nexus_pretrain.report.render import to_latex, to_markdown
+from nexus_pretrain.report.tables import batch_key, build_table, default_layout, paired_runs
 
 from .results_factory import make_result
 

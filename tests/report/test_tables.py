@@ -9,8 +9,8 @@ import pytest
 
 from nexus_pretrain.paths import REPO_ROOT
 from nexus_pretrain.report.stats import Summary, mean_ci, summarize, t975, welch_ci
-from nexus_pretrain.report.tables import (BENCH_COLUMNS, build_table, default_layout, load_layout, to_csv, to_latex,
-                                          to_markdown)
+from nexus_pretrain.report.render import to_csv, to_latex, to_markdown
+from nexus_pretrain.report.tables import BENCH_COLUMNS, build_table, default_layout, load_layout
 
 from .results_factory import ADAMW_1B, NEXUS_1B, make_result
 
