@@ -32,7 +32,7 @@ class BackwardGradNorm:
     """Per-parameter gradient norms written during backward; ``total()`` is their global L2 norm.
 
     Only for plain (non-DTensor) parameters: sharded gradients need a cross-rank reduction, which
-    ``nexus.global_norm`` does after backward. ``batch_elements`` = 0 takes each norm on its own.
+    ``normalized.global_norm`` does after backward. ``batch_elements`` = 0 takes each norm on its own.
     """
 
     def __init__(self, params: List[torch.Tensor], batch_elements: int = BATCH_ELEMENTS):

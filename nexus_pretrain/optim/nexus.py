@@ -12,33 +12,17 @@ import torch
 
 from nexus_pretrain.optim.base import (clip_coefficient, clip_gradients, record_peak_learning_rates,
                                        scale_learning_rates, skipped)
-from nexus_pretrain.optim.dtensor import full_tensor as _full
 from nexus_pretrain.optim.dtensor import is_dtensor as _is_dtensor
 from nexus_pretrain.optim.dtensor import like_param as _like_param
 from nexus_pretrain.optim.dtensor import local_tensor as _local
 from nexus_pretrain.optim.grad_norm import BackwardGradNorm
+from nexus_pretrain.optim.normalized import MIN_NORM, global_norm, normalized_step
 from nexus_pretrain.optim.traits import NEXUS_VARIANTS as VARIANTS
-
-# Floor of the gradient norm in a normalized step: a zero gradient then gives a zero step, not NaN.
-_MIN_NORM = 1e-12
 
 
 def _wide_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp32 for 16-bit parameters, the parameter's own dtype otherwise (fp64 stays fp64)."""
     return torch.promote_types(dtype, torch.float32)
-
-
-def global_norm(tensors: List[torch.Tensor]) -> torch.Tensor:
-    """L2 norm over all tensors as a 0-d device tensor; DTensors are reduced across ranks."""
-    return _full(torch.nn.utils.get_total_norm(tensors, foreach=True))
-
-
-def normalized_step(params: List[torch.Tensor], grads: List[torch.Tensor], scale: torch.Tensor) -> None:
-    """params -= grads * scale, with scale a 0-d device tensor (no host sync), in one pass."""
-    # One fused pass p -= g * scale: 6.6 ms against 12.9 ms for scale-then-subtract at 1.3B parameters
-    # on an H100 (scripts/bench_inner_step.py). Compiled, Inductor turns it into a few horizontally fused
-    # kernels instead of one broadcasting addcmul_ launch per parameter.
-    torch._foreach_addcmul_(params, grads, [scale] * len(grads), value=-1.0)
 
 
 @dataclass
@@ -198,7 +182,7 @@ class Nexus:
         window.micro_steps += 1
         local_grads = [_local(g) for g in grads]
         local_params = [_local(p) for p in params]
-        scale = self.inner_lr / norm.clamp_min(_MIN_NORM)
+        scale = self.inner_lr / norm.clamp_min(MIN_NORM)
         if self.variant == "nexus":
             self._normalized_step(local_params, local_grads, scale)
         elif self.variant == "nexus_dot":
@@ -364,7 +348,7 @@ class Nexus:
         for r in noise:
             r.normal_(generator=self.generator)
         r_norm = self._norm([_like_param(p, r) for p, r in zip(self.params, noise)])
-        torch._foreach_mul_(noise, radius / r_norm.clamp_min(_MIN_NORM))
+        torch._foreach_mul_(noise, radius / r_norm.clamp_min(MIN_NORM))
         locals_ = [_local(p) for p in self.params]
         if self.offload_anchor:
             for i, (p, r) in enumerate(zip(locals_, noise)):
@@ -404,5 +388,5 @@ class Nexus:
             raise RuntimeError("step() found no accumulated gradients for variant='nsgd'")
         grads = [p.grad for p in params]
         norm = self._norm(grads)
-        torch._foreach_mul_([_local(g) for g in grads], self.inner_lr / norm.clamp_min(_MIN_NORM))
+        torch._foreach_mul_([_local(g) for g in grads], self.inner_lr / norm.clamp_min(MIN_NORM))
         return norm

@@ -20,7 +20,7 @@ WORKER = textwrap.dedent(
     from nexus_pretrain.config import OptimConfig
     from nexus_pretrain.optim import Nexus
     from nexus_pretrain.optim.build import build_outer
-    from nexus_pretrain.optim.nexus import global_norm
+    from nexus_pretrain.optim.normalized import global_norm
 
     dist.init_process_group("gloo")
     rank, K, results = dist.get_rank(), 3, {}
