@@ -155,6 +155,13 @@ def _phase_steps(leaves: Dict[str, Any], key: str) -> Optional[int]:
         return None
 
 
+def _same_phase(key: str, old: Dict[str, Any], new: Dict[str, Any]) -> bool:
+    """Whether ``key`` is a phase length that comes to the same steps in both configs (each under its
+    own trainer.max_steps)."""
+    steps = _phase_steps(old, key) if key in PHASE_KEYS else None
+    return steps is not None and steps == _phase_steps(new, key)
+
+
 def _schedule_change(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int) -> Optional[str]:
     """Where the learning-rate multiplier of the first ``steps_taken`` steps differs between two configs,
     else None."""
@@ -185,8 +192,7 @@ def config_changes(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int,
     for key in b:
         if _same(key, a[key], b[key]) or key in NOT_REPORTED or (bf16_throughout and key.startswith(FLOAT8_DETAIL)):
             continue
-        same_steps = key in PHASE_KEYS and _phase_steps(a, key) is not None and _phase_steps(a, key) == _phase_steps(b, key)
-        (operational if is_operational(key) or same_steps else identity).append((key, a[key], b[key]))
+        (operational if is_operational(key) or _same_phase(key, a, b) else identity).append((key, a[key], b[key]))
     if not any(key.startswith("schedule.") for key, _, _ in identity) and a["trainer.max_steps"] != b["trainer.max_steps"]:
         if _schedule_change(a, b, steps_taken):
             operational = [c for c in operational if c[0] != "trainer.max_steps"]
@@ -252,7 +258,8 @@ def _longer_run_note(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int)
     for pinned in (fractions[:1], fractions):  # the warmup alone first: a decay may well grow with the run
         steps = {key: _phase_steps(old, key) for key in pinned}
         if steps and _schedule_change(old, {**new, **steps}, steps_taken) is None:
-            return note + " (to keep them, give " + " ".join(f"{k}={v}" for k, v in steps.items()) + ")"
+            given = " ".join(f"{key}={value}" for key, value in steps.items())
+            return f"{note} (giving {given} keeps the steps taken as they were)"
     return note
 
 

@@ -22,8 +22,8 @@ def test_a_longer_run_that_rewrites_the_schedule_already_taken_is_refused_with_t
     write_checkpoints(run, config(run, "trainer.max_steps=10", *FRACTIONS))
     longer = config(run, "trainer.max_steps=20", *FRACTIONS, "trainer.resume=auto")
     with pytest.raises(RunError, match=r"trainer.max_steps: 10 -> 20 \(the learning rate of step 1, already taken, "
-                                       r"would be x0.125 instead of x0.25\) \(to keep them, give "
-                                       r"schedule.warmup_steps=4\).*allow_config_change=\[trainer.max_steps\]"):
+                                       r"would be x0.125 instead of x0.25\) \(giving "
+                                       r"schedule.warmup_steps=4 keeps the steps taken as they were\).*allow_config_change=\[trainer.max_steps\]"):
         run_identity.prepare_start(longer, world_size=1)
 
 
@@ -60,7 +60,7 @@ def test_a_run_decayed_past_its_old_end_gets_no_pinning_advice(tmp_path):
                                           "schedule.decay_steps=0.2", "trainer.resume=auto"), world_size=1)
     message = str(info.value)
     assert "trainer.max_steps: 10 -> 20 (the learning rate of step 9, already taken" in message
-    assert "to keep them" not in message
+    assert "giving" not in message
 
 
 def test_the_longer_run_trains_on_from_the_checkpoint_with_the_learning_rates_it_had(tmp_path):
