@@ -21,7 +21,7 @@ Streams = Dict[str, Any]  # numpy arrays, memmaps or store.ShardedStream: anythi
 class RunData:
     """Everything the trainer reads: the tokenizer, the mixture sampler and held-out streams."""
     tokenizer: Any
-    sampler: MixtureSampler  # or sft.sampler.SFTSampler: anything with domains, weights and micro_batch()
+    sampler: MixtureSampler  # or sft.sampler.SFTSampler: anything with domains, weights, train_tokens, micro_batch()
     val_streams: Dict[str, np.ndarray]
     ood_streams: Dict[str, np.ndarray]
 

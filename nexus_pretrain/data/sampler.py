@@ -81,6 +81,8 @@ class MixtureSampler:
                              "each inner batch's domain by weight, or give every domain the same weight")
         self.streams, self.seq_len, self.seed, self.mode = streams, seq_len, seed, mode
         self.domains = list(self.weights)
+        self.train_tokens: Dict[str, int] = {d: len(streams[d]) for d in self.domains}
+        """Tokens of each domain's training stream (what data/epochs.py divides by)."""
 
     def step_plan(self, step: int, global_batch: int, inner_steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Domain index and start offset of each of the step's global_batch sequences, in order."""

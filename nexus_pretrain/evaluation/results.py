@@ -16,6 +16,7 @@ from nexus_pretrain.rundir.metrics_file import read_metrics
 from nexus_pretrain.rundir.run_name import run_optimizer_label
 
 SCHEMA = "nexus_pretrain.eval_results/1"
+EPOCHS = "epochs/"
 
 
 def task_hashes(benchmarks: Sequence[Benchmark], data_dir: Path,
@@ -34,35 +35,37 @@ def task_hashes(benchmarks: Sequence[Benchmark], data_dir: Path,
 
 
 def run_metadata(run_dir: Optional[Path], step: Optional[int] = None) -> Dict[str, Any]:
-    """Config, optimizer, data mixture, step and tokens seen of a run (at ``step``, default its last)."""
+    """Config, optimizer, data mixture, step, tokens seen and epochs of each domain (data/epochs.py; {} for
+    runs that did not log them) of a run (at ``step``, default its last)."""
     if run_dir is None:
         return {"run_dir": None, "run_name": None, "config": None, "optimizer": None, "model": None,
-                "data_mixture": None, "step": step, "tokens": None}
+                "data_mixture": None, "step": step, "tokens": None, "epochs": {}}
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found; is {run_dir} a nexus-train run directory?")
     config = yaml.safe_load(config_path.read_text())
     data = config.get("data", {})
-    step, tokens = _step_and_tokens(run_dir / "metrics.jsonl", step)
+    step, tokens, epochs = _step_and_tokens(run_dir / "metrics.jsonl", step)
     return {
         "run_dir": str(run_dir.resolve()), "run_name": run_dir.name, "config": config,
         "optimizer": run_optimizer_label(run_dir), "model": config.get("model", {}).get("preset"),
         "data_mixture": {k: data.get(k) for k in ("name", "source", "domains", "fixed_shares", "ood_domains")},
-        "step": step, "tokens": tokens,
+        "step": step, "tokens": tokens, "epochs": epochs,
     }
 
 
 def _step_and_tokens(metrics_path: Path, step: Optional[int]) -> tuple:
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{metrics_path} not found; the run logged no metrics")
-    last_step, tokens = None, None
+    last_step, tokens, epochs = None, None, {}
     for row in read_metrics(metrics_path):
         if step is not None and row.get("step", 0) > step:
             break
         last_step = row.get("step", last_step)
         tokens = row.get("tokens", tokens)
-    return (step if step is not None else last_step), tokens
+        epochs = {key[len(EPOCHS):]: value for key, value in row.items() if key.startswith(EPOCHS)} or epochs
+    return (step if step is not None else last_step), tokens, epochs
 
 
 def benchmark_metrics(accuracy: Mapping[str, float], loss: Mapping[str, float],

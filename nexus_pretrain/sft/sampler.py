@@ -69,6 +69,8 @@ class SFTSampler:
         self.examples, self.seed = examples, seed
         self.domains = [DOMAIN]
         self.weights: Dict[str, float] = {DOMAIN: 1.0}
+        # a row per example, counted as seq_len tokens as the trainer counts rows: epochs = examples seen / N
+        self.train_tokens: Dict[str, int] = {DOMAIN: len(examples) * examples.seq_len}
         self._permutations: Dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:

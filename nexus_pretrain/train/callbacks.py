@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Dict, List
 
 import torch
 
+from nexus_pretrain.data.epochs import epochs
+
 if TYPE_CHECKING:
     from nexus_pretrain.train.metrics import MetricsLogger, Throughput
     from nexus_pretrain.train.trainer import Trainer
@@ -95,7 +97,9 @@ class MetricsCallback(Callback):
         record.update(trainer.domain_training_losses())
         record.update(loop.speed.rates())
         record["tokens"] = float(loop.step * trainer.cfg.trainer.global_batch * trainer.cfg.data.seq_len)
-        record.update({f"tokens/{d}": float(n) for d, n in trainer.domain_tokens().items()})
+        tokens = trainer.domain_tokens()
+        record.update({f"tokens/{d}": float(n) for d, n in tokens.items()})
+        record.update({f"epochs/{d}": e for d, e in epochs(tokens, trainer.data.sampler.train_tokens).items()})
         if trainer.skipped_steps:
             record["skipped_steps"] = float(trainer.skipped_steps)
         loop.log(record)

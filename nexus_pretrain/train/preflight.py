@@ -7,7 +7,9 @@ its first step.
 - every token id is below the tokenizer's vocabulary, and prepared shards match their manifest's sizes
   and sha256 (data/verify.py: read once per dataset, in the background when large);
 - Nexus's inner steps are large enough for FP8 forwards to see them (a warning: the run is still Nexus,
-  on weights seen through FP8).
+  on weights seen through FP8);
+- no pretraining domain is planned for more epochs than repeated data trains like fresh data
+  (data/epochs.py; a warning: the run is valid, but not a once-per-token run like the paper's).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from nexus_pretrain.data.build import RunData, shard_domains
+from nexus_pretrain.data.epochs import REPEATED_EPOCHS, describe, planned_epochs, repeated
 from nexus_pretrain.data.tokens import default_cache_dir
 from nexus_pretrain.data.verify import BACKGROUND_BYTES, ShardCheck
 from nexus_pretrain.errors import ConfigError
@@ -58,6 +61,7 @@ def preflight(cfg: Any, data: RunData, run_dir: Path, n_params: int, is_main: bo
     check_token_ids(cfg.data, data, vocab)
     if not is_main:
         return None
+    warn_if_data_repeats(cfg, data)
     warn_if_disk_short(Path(run_dir), n_params, cfg.optim)
     domains = shard_domains(cfg.data, data)
     return ShardCheck(cfg.data.path, domains, vocab, background_bytes) if domains else None
@@ -168,3 +172,18 @@ def warn_if_fp8_hides_inner_steps(ratio: Optional[float], fp8_layers: List[str],
                   "of Nexus's alignment term at 1e-4 and below (docs/performance-fp8.md, 'Nexus under FP8'); compare "
                   "with optim.variant=parallel at the same precision, or set model.float8=false",
                   PreflightWarning, stacklevel=2)
+
+
+def warn_if_data_repeats(cfg: Any, data: RunData) -> None:
+    """PreflightWarning naming the pretraining domains that trainer.max_steps would repeat more than
+    REPEATED_EPOCHS times (fine-tuning runs, data.source=sft, repeat their examples by design)."""
+    if cfg.data.source == "sft":
+        return
+    total = cfg.trainer.max_steps * cfg.trainer.global_batch * cfg.data.seq_len
+    many = repeated(planned_epochs(data.sampler.weights, data.sampler.train_tokens, total))
+    if many:
+        warnings.warn(f"data: trainer.max_steps={cfg.trainer.max_steps} would train on these domains' tokens this many "
+                      f"times (epochs): {describe(many)}; past about {REPEATED_EPOCHS:g}, repeated tokens are worth "
+                      "less than fresh ones (Muennighoff et al. 2023), unlike the paper's runs, which see each token "
+                      "about once: add data (docs/own-data.md) or shorten the run, or state the epochs with the "
+                      "result (logged as epochs/<domain>)", PreflightWarning, stacklevel=3)

@@ -51,3 +51,11 @@ def test_resuming_the_loader_mid_run_gives_the_same_batches():
     got = [resumed.get(s, m) for s in range(3, 6) for m in range(2)]
     for x, y in zip(expected[6:], got):
         assert torch.equal(x.inputs, y.inputs) and torch.equal(x.targets, y.targets)
+
+
+def test_an_epoch_of_examples_is_one_epoch_of_training_tokens():
+    """The trainer counts a row as seq_len tokens; one pass over the 10 examples is epochs/sft = 1."""
+    from nexus_pretrain.data.epochs import epochs
+
+    sampler = SFTSampler(_examples(n=10, seq_len=8), seed=0)
+    assert epochs({d: 10 * 8 for d in sampler.domains}, sampler.train_tokens) == {d: 1.0 for d in sampler.domains}
