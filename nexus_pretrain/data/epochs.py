@@ -9,7 +9,10 @@ run says so at start, logs ``epochs/<domain>``, and reports carry it next to the
 
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Dict, Iterable, List, Mapping
+
+METRIC = "epochs/"
+"""The metrics' prefix: ``epochs/<domain>`` in metrics.jsonl."""
 
 REPEATED_EPOCHS = 4.0
 """Epochs of a domain past which repeated tokens are worth measurably less than fresh ones (Muennighoff
@@ -38,3 +41,17 @@ def describe(epochs_by_domain: Mapping[str, float]) -> str:
     """'math 12.3, code 5.1': domains with their epochs, most repeated first."""
     ordered = sorted(epochs_by_domain.items(), key=lambda item: -item[1])
     return ", ".join(f"{d} {e:.3g}" for d, e in ordered)
+
+
+def repeated_data_notes(runs: Iterable[Mapping[str, float]]) -> List[str]:
+    """A report's note when some run (its epochs per domain) trained on a domain more than REPEATED_EPOCHS
+    times, with the most epochs of each such domain; else none."""
+    most: Dict[str, float] = {}
+    for run in runs:
+        for domain, value in repeated(run).items():
+            most[domain] = max(value, most.get(domain, 0.0))
+    if not most:
+        return []
+    return [f"Repeated data: runs shown trained on some domains more than {REPEATED_EPOCHS:g} times (most epochs: "
+            f"{describe(most)}); past about {REPEATED_EPOCHS:g}, repeated tokens are worth less than fresh ones "
+            "(Muennighoff et al. 2023), unlike the paper's runs, which see each token about once."]

@@ -10,13 +10,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import yaml
 
+from nexus_pretrain.data.epochs import METRIC as EPOCHS
 from nexus_pretrain.data.store import sha256_file
 from nexus_pretrain.evaluation.benchmarks import TASKS_DIR, Benchmark, data_files, task_files
 from nexus_pretrain.rundir.metrics_file import read_metrics
 from nexus_pretrain.rundir.run_name import run_optimizer_label
 
 SCHEMA = "nexus_pretrain.eval_results/1"
-EPOCHS = "epochs/"
 
 
 def task_hashes(benchmarks: Sequence[Benchmark], data_dir: Path,

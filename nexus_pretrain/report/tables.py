@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from nexus_pretrain.data.epochs import REPEATED_EPOCHS, describe, repeated
+from nexus_pretrain.data.epochs import repeated_data_notes
 from nexus_pretrain.report.stats import (ACC_THRESHOLD, LOSS_THRESHOLD, NOT_SAME, Difference, Summary,
                                         paired_difference, pretraining_loss_verdict, significant_gain, summarize,
                                         unpaired_difference)
@@ -334,23 +334,9 @@ def build_table(layout: Layout, results: Sequence[Mapping[str, Any]]) -> Table:
     if not_same:
         notes.append(f"{NOT_SAME_MARK} {NOT_SAME}: the pretraining losses differ by more than {LOSS_THRESHOLD} "
                      "(paper Sec. 4.1), so the other gains of that row are not at the same pretraining loss.")
-    notes += repeated_data_note(shown)
+    notes += repeated_data_notes(r.get("epochs") or {} for r in shown)
     layout_shown = Layout(**{**layout.__dict__, "title": layout.title.replace("{models}", model_sizes(shown))})
     return Table(layout_shown, header, rows, notes, missing(layout, matched, results, columns, has_acc))
-
-
-def repeated_data_note(results: Sequence[Mapping[str, Any]]) -> List[str]:
-    """A note when some result's run trained on a domain more than REPEATED_EPOCHS times (its "epochs",
-    data/epochs.py), with the most epochs of each such domain; else none."""
-    most: Dict[str, float] = {}
-    for result in results:
-        for domain, value in repeated(result.get("epochs") or {}).items():
-            most[domain] = max(value, most.get(domain, 0.0))
-    if not most:
-        return []
-    return [f"Repeated data: runs shown trained on some domains more than {REPEATED_EPOCHS:g} times (most epochs: "
-            f"{describe(most)}); past about {REPEATED_EPOCHS:g}, repeated tokens are worth less than fresh ones "
-            "(Muennighoff et al. 2023), unlike the paper's runs, which see each token about once."]
 
 
 SIZE = re.compile(r"^llama_(\d+)([mb])$")

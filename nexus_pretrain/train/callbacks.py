@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Dict, List
 
 import torch
 
+from nexus_pretrain.data.epochs import METRIC as EPOCHS
 from nexus_pretrain.data.epochs import epochs
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class MetricsCallback(Callback):
         record["tokens"] = float(loop.step * trainer.cfg.trainer.global_batch * trainer.cfg.data.seq_len)
         tokens = trainer.domain_tokens()
         record.update({f"tokens/{d}": float(n) for d, n in tokens.items()})
-        record.update({f"epochs/{d}": e for d, e in epochs(tokens, trainer.data.sampler.train_tokens).items()})
+        record.update({f"{EPOCHS}{d}": e for d, e in epochs(tokens, trainer.data.sampler.train_tokens).items()})
         if trainer.skipped_steps:
             record["skipped_steps"] = float(trainer.skipped_steps)
         loop.log(record)

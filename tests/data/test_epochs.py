@@ -88,3 +88,15 @@ def test_report_tables_note_repeated_data(math_epochs, noted):
     note = ("Repeated data: runs shown trained on some domains more than 4 times (most epochs: math 6.25); past "
             "about 4, repeated tokens are worth less than fresh ones (Muennighoff et al. 2023)")
     assert (note in text) is noted
+
+
+def test_run_comparisons_note_repeated_data(tmp_path):
+    from nexus_pretrain.report.sweep import compare_runs
+
+    from ..report.test_report_cli import _fake_run
+
+    adamw, nexus = _fake_run(tmp_path, "adamw", "adamw", 0.0), _fake_run(tmp_path, "nexus", "nexus", 0.05)
+    assert "Repeated data" not in compare_runs([adamw, nexus])
+    with open(nexus / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 30, "tokens": 3000, "epochs/web": 2.5, "epochs/math": 9.0}) + "\n")
+    assert "(most epochs: math 9); past about 4" in compare_runs([adamw, nexus])
