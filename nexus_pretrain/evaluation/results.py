@@ -46,7 +46,7 @@ def run_metadata(run_dir: Optional[Path], step: Optional[int] = None) -> Dict[st
         raise FileNotFoundError(f"{config_path} not found; is {run_dir} a nexus-train run directory?")
     config = yaml.safe_load(config_path.read_text())
     data = config.get("data", {})
-    step, tokens, epochs = _step_and_tokens(run_dir / "metrics.jsonl", step)
+    step, tokens, epochs = _progress(run_dir / "metrics.jsonl", step)
     return {
         "run_dir": str(run_dir.resolve()), "run_name": run_dir.name, "config": config,
         "optimizer": run_optimizer_label(run_dir), "model": config.get("model", {}).get("preset"),
@@ -55,7 +55,7 @@ def run_metadata(run_dir: Optional[Path], step: Optional[int] = None) -> Dict[st
     }
 
 
-def _step_and_tokens(metrics_path: Path, step: Optional[int]) -> tuple:
+def _progress(metrics_path: Path, step: Optional[int]) -> tuple:
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{metrics_path} not found; the run logged no metrics")
     last_step, tokens, epochs = None, None, {}
