@@ -4,7 +4,7 @@
     nexus-analyze closeness RUN_DIR|CHECKPOINT --tasks gsm8k --data-dir DIR [--domains web,legal] --steps 100 --out DIR
     nexus-analyze landscape RUN_DIR|CHECKPOINT --tasks gsm8k --data-dir DIR --grid 11 --out DIR
     nexus-analyze fig7a RUN_DIR|CHECKPOINT... --tasks gsm8k --data-dir DIR --out DIR
-    nexus-analyze isoloss RUN... --baseline RUN... --metric ood/mean --out DIR
+    nexus-analyze isoloss RUN... --baseline RUN... --metric ood/mean [--levels] --out DIR
 
 A run directory stands for all its checkpoints (cosine, fig7a) or its newest one (closeness, landscape);
 for isoloss, a run stands for its fully decayed endpoints (its own and its cooldown branches') and a
@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from nexus_pretrain import eval_command
-from nexus_pretrain.analysis import isoloss
+from nexus_pretrain.analysis import isoloss, isoloss_report
 from nexus_pretrain.analysis import landscape as ls
 from nexus_pretrain.analysis.closeness import GDSettings, parameter_closeness
 from nexus_pretrain.analysis.downstream_cosine import cosines_over_checkpoints
@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--skip-out-of-range", action="store_true",
                    help="leave out (and list) a seed whose matched loss lies outside the candidate's range, "
                         "instead of refusing the comparison")
+    i.add_argument("--levels", action="store_true",
+                   help="also match at each of the baseline's cooldown branches' pretraining losses, one paired "
+                        "comparison per branch: does the difference hold along the run, not only at its end")
     i.add_argument("--out", type=Path, default=Path("analysis"), help="output directory (default: analysis)")
     return parser
 
@@ -283,11 +286,11 @@ def run_fig7a(args: argparse.Namespace) -> Dict[str, Any]:
 def run_isoloss(args: argparse.Namespace) -> Dict[str, Any]:
     """analysis.isoloss.compare, its table, JSON and figure (OUT/isoloss_<metric>.json, .png, .pdf)."""
     result = isoloss.compare(args.paths, args.baseline, args.metric, args.interpolation, args.points,
-                             args.skip_out_of_range)
-    show(isoloss.summary_text(result))
-    stem = isoloss.file_stem(args.metric)
+                             args.skip_out_of_range, args.levels)
+    show(isoloss_report.summary_text(result))
+    stem = isoloss_report.file_stem(args.metric)
     try:
-        result["figures"] = [str(p) for p in isoloss.plot(result, args.out, stem)]
+        result["figures"] = [str(p) for p in isoloss_report.plot(result, args.out, stem)]
         figures = f" and {result['figures'][0]}"
     except MissingExtra as error:
         figures = f"; no figure: {error}"

@@ -10,7 +10,9 @@ get a paired t interval and the reports' significance rule (report.stats).
 
 ``points="all"`` also takes every earlier evaluation of a main run (stable-phase ones included), the view of
 the paper's Fig. 7a for runs without branches; such points mix learning-rate states, so the default uses fully
-decayed endpoints only.
+decayed endpoints only. ``levels`` also matches at each of the baseline's other endpoints (its cooldown
+branches'), one paired comparison per endpoint: whether the difference holds along the run, not only at
+its end.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import numpy as np
 import yaml
 
 from nexus_pretrain.analysis.forward import recorded_forward
-from nexus_pretrain.report.plots import pyplot, save_figure
 from nexus_pretrain.report.stats import (LOSS_THRESHOLD, Difference, paired_difference, significant_gain,
                                         summarize)
 from nexus_pretrain.rundir.metrics_file import records_by_step
@@ -203,7 +204,7 @@ def check_same_forward(candidate: Run, baseline: Run) -> None:
                              "bf16 matmuls; nexus-eval scores exported models alike)")
 
 
-def _points(endpoints: Sequence[Endpoint]) -> Tuple[np.ndarray, np.ndarray]:
+def loss_points(endpoints: Sequence[Endpoint]) -> Tuple[np.ndarray, np.ndarray]:
     """Pretraining losses (sorted, distinct) and metrics; endpoints with equal loss are averaged."""
     by_loss: Dict[float, List[float]] = {}
     for e in endpoints:
@@ -216,7 +217,7 @@ def interpolant(endpoints: Sequence[Endpoint], method: str) -> Callable[[Any], n
     """The metric as a function of pretraining loss through the endpoints (PCHIP or piecewise linear),
     defined on their loss range only."""
     check_interpolation(method)
-    xs, ys = _points(endpoints)
+    xs, ys = loss_points(endpoints)
     if len(xs) == 1:
         return lambda x: np.where(np.asarray(x, dtype=float) == xs[0], ys[0], np.nan)
     if method == "linear":
@@ -226,10 +227,12 @@ def interpolant(endpoints: Sequence[Endpoint], method: str) -> Callable[[Any], n
     return PchipInterpolator(xs, ys, extrapolate=False)
 
 
-def match(candidate: Run, baseline: Run, method: str) -> Dict[str, Any]:
-    """One seed: the candidate's metric interpolated at the baseline main run's pretraining loss; ValueError
-    (naming the run and its range) where that loss lies outside the candidate's endpoints."""
-    target = baseline.main.pretrain
+def match(candidate: Run, baseline: Run, method: str, at: Optional[Endpoint] = None) -> Dict[str, Any]:
+    """One seed: the candidate's metric interpolated at the pretraining loss of the baseline's endpoint ``at``
+    (default: its main run's); ValueError (naming the run and its range) where that loss lies outside the
+    candidate's endpoints."""
+    at = at or baseline.main
+    target = at.pretrain
     low, high = candidate.loss_range
     if not low <= target <= high:
         fix = ("train it longer" if target < low else "branch it earlier (trainer.cooldown_from)")
@@ -238,8 +241,8 @@ def match(candidate: Run, baseline: Run, method: str) -> Dict[str, Any]:
                          f"({len(candidate.endpoints)} endpoint(s)); no extrapolation: {fix}")
     value = float(interpolant(candidate.endpoints, method)(target))
     return {"seed": candidate.seed, "candidate_run": str(candidate.path), "baseline_run": str(baseline.path),
-            "pretrain": target, "baseline_metric": baseline.main.metric, "candidate_metric": value,
-            "difference": value - baseline.main.metric, "candidate_range": [low, high],
+            "pretrain": target, "baseline_metric": at.metric, "candidate_metric": value,
+            "difference": value - at.metric, "candidate_range": [low, high],
             "candidate_endpoints": [e.as_dict() for e in candidate.endpoints],
             "baseline_endpoints": [e.as_dict() for e in baseline.endpoints]}
 
@@ -288,14 +291,16 @@ def significance(differences: Sequence[float]) -> str:
 
 
 def compare(candidate_paths: Sequence[Path], baseline_paths: Sequence[Path], metric: str,
-            method: str = "pchip", points: str = "decayed", skip_out_of_range: bool = False) -> Dict[str, Any]:
+            method: str = "pchip", points: str = "decayed", skip_out_of_range: bool = False,
+            levels: bool = False) -> Dict[str, Any]:
     """The iso-loss comparison of two arms of runs (each a run or a directory of runs) on one metric: per seed,
     the baseline's metric, the candidate's at the same pretraining loss and their difference; the mean,
     std and paired t 95% interval of the differences and their significance. ValueError (one line) for
     unpaired seeds, runs whose losses come from different forwards (check_same_forward), extrapolation,
     missing or unfinished evaluations. ``points``: see load_run. With
     ``skip_out_of_range`` a seed whose matched loss lies outside the candidate's range is left out and listed
-    under "excluded" (with the reason) instead of failing the comparison."""
+    under "excluded" (with the reason) instead of failing the comparison. With ``levels`` the result also
+    has "levels": the same comparison at each of the baselines' endpoints (match_levels)."""
     check_metric(metric)
     check_interpolation(method)
     candidates = [load_run(p, metric, points) for p in run_dirs(candidate_paths)]
@@ -317,71 +322,52 @@ def compare(candidate_paths: Sequence[Path], baseline_paths: Sequence[Path], met
     if not seeds:
         raise ValueError(f"every seed lies outside the candidate's range: {excluded[0]['reason']}")
     diffs = [s["difference"] for s in seeds]
+    result = {"metric": metric, "matched_on": PRETRAIN, "interpolation": method, "points": points,
+              "candidate": _arm_label(candidates, "candidate"), "baseline": _arm_label(baselines, "baseline"),
+              "difference": f"candidate - baseline {metric} at the baseline's final {PRETRAIN}",
+              "seeds": seeds, "excluded": excluded, "summary": _summary(diffs), "significance": significance(diffs)}
+    if levels:
+        result["levels"] = match_levels(pairs, method)
+    return result
+
+
+def _summary(diffs: Sequence[float]) -> Dict[str, Any]:
     diff, spread = paired_difference(diffs), summarize(diffs)
-    return {"metric": metric, "matched_on": PRETRAIN, "interpolation": method, "points": points,
-            "candidate": _arm_label(candidates, "candidate"), "baseline": _arm_label(baselines, "baseline"),
-            "difference": f"candidate - baseline {metric} at the baseline's final {PRETRAIN}",
-            "seeds": seeds, "excluded": excluded,
-            "summary": {"mean": diff.mean, "std": spread.std, "n": diff.n,
-                        "ci95": None if diff.ci is None else list(diff.ci), "method": diff.method},
-            "significance": significance(diffs)}
+    return {"mean": diff.mean, "std": spread.std, "n": diff.n, "ci95": None if diff.ci is None else list(diff.ci),
+            "method": diff.method}
 
 
-def file_stem(metric: str) -> str:
-    """isoloss_<metric> with / as _: the name of the JSON and figure files."""
-    return "isoloss_" + metric.replace("/", "_")
+def level_name(endpoint: Endpoint, run: Run) -> str:
+    """Which of a run's endpoints: "final" (its main run's), "cooldown from step S" or, with points="all",
+    "step S" (an earlier evaluation)."""
+    if endpoint == run.main:
+        return "final"
+    return f"cooldown from step {endpoint.from_step}" if endpoint.from_step is not None else f"step {endpoint.step}"
 
 
-def summary_text(result: Dict[str, Any]) -> str:
-    """The per-seed table and the summary line."""
-    m = result["metric"]
-    lines = [f"{m} at matched {result['matched_on']} ({result['interpolation']} interpolation): "
-             f"{result['candidate']} (candidate) - {result['baseline']} (baseline)",
-             f"{'seed':>6} {'pretrain':>10} {'baseline':>10} {'candidate':>10} {'diff':>10}"]
-    for s in result["seeds"]:
-        lines.append(f"{s['seed']:>6} {s['pretrain']:>10.4f} {s['baseline_metric']:>10.4f} "
-                     f"{s['candidate_metric']:>10.4f} {s['difference']:>+10.4f}")
-    sm = result["summary"]
-    ci = "no interval" if sm["ci95"] is None else f"95% CI [{sm['ci95'][0]:+.4f}, {sm['ci95'][1]:+.4f}]"
-    lines.append(f"mean {sm['mean']:+.4f}, std {sm['std']:.4f}, {ci} ({sm['method']}); {result['significance']}")
-    for e in result.get("excluded", []):
-        lines.append(f"excluded seed {e['seed']}: {e['reason']}")
-    return "\n".join(lines)
-
-
-def plot(result: Dict[str, Any], out_dir: Path, name: str) -> List[Path]:
-    """Metric against pretraining loss: every run's endpoints and interpolant (one colour per arm), the
-    baseline's matched endpoint (square) and the candidate's value at its loss (star), per seed."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    arms = (("baseline", "C0"), ("candidate", "C1"))
-    for arm, colour in arms:
-        for i, s in enumerate(result["seeds"]):
-            endpoints = [Endpoint(Path(e["run"]), e["from_step"], e["step"], e["pretrain"], e["metric"])
-                         for e in s[f"{arm}_endpoints"]]
-            xs, ys = _points(endpoints)
-            if len(xs) > 1:
-                grid = np.linspace(xs[0], xs[-1], 100)
-                ax.plot(grid, interpolant(endpoints, result["interpolation"])(grid), color=colour, alpha=0.5,
-                        lw=1)
-            ax.scatter(xs, ys, color=colour, s=14, label=f"{arm}: {result[arm]}" if i == 0 else None)
-    for i, s in enumerate(result["seeds"]):
-        x = s["pretrain"]
-        ax.plot([x, x], [s["baseline_metric"], s["candidate_metric"]], color="0.3", lw=0.8, ls=":")
-        ax.scatter([x], [s["baseline_metric"]], marker="s", s=40, facecolors="none", edgecolors="C0",
-                   label="baseline, final" if i == 0 else None)
-        ax.scatter([x], [s["candidate_metric"]], marker="*", s=80, color="C1", edgecolors="k", linewidths=0.5,
-                   label="candidate at matched loss" if i == 0 else None)
-        ax.annotate(f"s{s['seed']}", (x, s["candidate_metric"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=7)
-    sm = result["summary"]
-    ci = "" if sm["ci95"] is None else f", 95% CI [{sm['ci95'][0]:+.4f}, {sm['ci95'][1]:+.4f}]"
-    ax.set_title(f"{result['metric']} at matched pretraining loss\n{result['candidate']} - {result['baseline']} = "
-                 f"{sm['mean']:+.4f}{ci}",
-                 fontsize=10)
-    decayed = ", fully decayed" if result.get("points", "decayed") == "decayed" else ", every evaluation"
-    ax.set_xlabel(f"pretraining loss ({result['matched_on']}){decayed}")
-    ax.set_ylabel(result["metric"])
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, Path(out_dir), name)
+def match_levels(pairs: Sequence[Tuple[Run, Run]], method: str) -> List[Dict[str, Any]]:
+    """Per endpoint of the baselines (named by level_name, the same in every seed's run), the candidate matched
+    at its pretraining loss, seed by seed, with the summary and significance of the differences; a seed out of
+    the candidate's range there is listed under "excluded". Highest mean pretraining loss first (earliest)."""
+    by_level: Dict[str, List[Tuple[Run, Run, Endpoint]]] = {}
+    for candidate, baseline in pairs:
+        for endpoint in baseline.endpoints:
+            by_level.setdefault(level_name(endpoint, baseline), []).append((candidate, baseline, endpoint))
+    levels = []
+    for name, items in by_level.items():
+        seeds, excluded = [], []
+        for candidate, baseline, endpoint in items:
+            try:
+                matched = match(candidate, baseline, method, endpoint)
+            except ValueError as error:
+                excluded.append({"seed": candidate.seed, "reason": str(error)})
+                continue
+            seeds.append({k: matched[k] for k in ("seed", "pretrain", "baseline_metric", "candidate_metric",
+                                                  "difference")})
+        level = {"baseline_endpoint": name, "pretrain": float(np.mean([e.pretrain for _, _, e in items])),
+                 "seeds": seeds, "excluded": excluded}
+        if seeds:
+            diffs = [s["difference"] for s in seeds]
+            level.update(summary=_summary(diffs), significance=significance(diffs))
+        levels.append(level)
+    return sorted(levels, key=lambda level: -level["pretrain"])

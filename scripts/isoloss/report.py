@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from nexus_pretrain.analysis import isoloss
+from nexus_pretrain.analysis import isoloss, isoloss_report
 from nexus_pretrain.config import ModelConfig
 from nexus_pretrain.experiments.compute import BENCH_VOCAB, throughput
 from nexus_pretrain.model.presets import non_embedding_parameters, resolve_model_args
@@ -101,7 +101,7 @@ def comparison(candidate: List[Path], baseline: List[Path], metric: str, figures
         result["verdict"] += f" (seed {', '.join(str(e['seed']) for e in result['excluded'])} out of range, left out)"
     name = f"{candidate[0].name.rsplit('_seed', 1)[0]}_vs_{baseline[0].name.rsplit('_seed', 1)[0]}_" \
            f"{metric.replace('/', '_')}"
-    result["figures"] = [str(p.relative_to(figures.parent)) for p in isoloss.plot(result, figures, name)]
+    result["figures"] = [str(p.relative_to(figures.parent)) for p in isoloss_report.plot(result, figures, name)]
     return result
 
 

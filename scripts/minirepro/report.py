@@ -27,7 +27,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from nexus_pretrain.analysis import isoloss  # noqa: E402
+from nexus_pretrain.analysis import isoloss, isoloss_report  # noqa: E402
 from nexus_pretrain.report import plots  # noqa: E402
 from nexus_pretrain.report.stats import (LOSS_THRESHOLD, NOT_SAME, paired_difference, pretraining_loss_verdict,  # noqa: E402
                                         summarize)
@@ -167,7 +167,7 @@ def matched_loss_section(runs: Mapping[str, Dict], figures: Path) -> Tuple[List[
               "- Downstream losses were measured along the run only for seed 0 (Fig. 7a below), so they have no "
               "matched comparison over seeds. `results/isoloss/` answers the question with cooldown branches and "
               "6 seeds."]
-    made = isoloss.plot(result, figures, "isoloss_ood_mean_all_evaluations")
+    made = isoloss_report.plot(result, figures, "isoloss_ood_mean_all_evaluations")
     return lines, made, result
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from nexus_pretrain.analysis import isoloss
+from nexus_pretrain.analysis import isoloss, isoloss_report
 from nexus_pretrain.analysis.command import run
 
 T975_DF2 = 4.302652729749464  # the 0.975 quantile of Student's t with 2 degrees of freedom
@@ -163,7 +163,7 @@ def test_without_the_optional_packages(tmp_path, monkeypatch, capsys):
         raise missing("matplotlib", "plots need")
 
     candidate, baseline = two_arms(tmp_path / "runs")
-    monkeypatch.setattr(isoloss, "plot", no_matplotlib)
+    monkeypatch.setattr(isoloss_report, "plot", no_matplotlib)
     run(["isoloss", str(candidate), "--baseline", str(baseline), "--out", str(tmp_path / "out")])
     assert "figures" not in json.loads((tmp_path / "out" / "isoloss_ood_mean.json").read_text())
     assert 'no figure: plots need matplotlib: pip install "nexus_pretrain[plots]"' in capsys.readouterr().out
@@ -208,7 +208,7 @@ def test_out_of_range_seeds_are_listed_and_left_out_when_asked(tmp_path):
     result = isoloss.compare([candidate], [baseline], "ood/mean", "linear", skip_out_of_range=True)
     assert [s["seed"] for s in result["seeds"]] == [0, 1, 2]
     assert [e["seed"] for e in result["excluded"]] == [3] and "lies outside" in result["excluded"][0]["reason"]
-    assert "excluded seed 3" in isoloss.summary_text(result)
+    assert "excluded seed 3" in isoloss_report.summary_text(result)
 
 
 def test_runs_whose_losses_come_from_different_forwards_are_not_compared(tmp_path):
@@ -243,3 +243,35 @@ def test_runs_whose_losses_come_from_different_forwards_are_not_compared(tmp_pat
     record(baseline, model__float8="true", backend__precision="fp32")
     with pytest.raises(ValueError, match=r"backend\.precision=bf16 and .* backend\.precision=fp32"):
         isoloss.compare([candidate], [baseline], "ood/mean", "linear")
+
+
+def test_levels_match_at_each_of_the_baselines_endpoints(tmp_path, capsys):
+    """Baselines on the line with endpoints 3.3 (own), 3.45 (branch from step 40) and 3.6 (from step 60):
+    the candidate (range 3.0-3.5, line + delta) differs by its delta at 3.3 and 3.45; 3.6 is out of range."""
+    for seed, delta in DELTAS.items():
+        write_run(tmp_path / "nexus" / str(seed), seed, [(x, line(x, delta)) for x in (3.0, 3.2, 3.5)])
+        write_run(tmp_path / "adamw" / str(seed), seed, [(x, line(x)) for x in (3.3, 3.45, 3.6)], optim="adamw")
+    result = isoloss.compare([tmp_path / "nexus"], [tmp_path / "adamw"], "ood/mean", "linear", levels=True)
+    assert [level["baseline_endpoint"] for level in result["levels"]] == [
+        "cooldown from step 60", "cooldown from step 40", "final"]
+    out_of_range, branch, final = result["levels"]
+    assert out_of_range["seeds"] == [] and "summary" not in out_of_range
+    assert [e["seed"] for e in out_of_range["excluded"]] == [0, 1, 2]
+    assert "the baseline's pretraining loss 3.60000" in out_of_range["excluded"][0]["reason"]
+    for level, loss in ((branch, 3.45), (final, 3.3)):
+        assert level["pretrain"] == pytest.approx(loss, abs=1e-12)
+        assert [s["difference"] for s in level["seeds"]] == pytest.approx(list(DELTAS.values()), abs=1e-12)
+        assert level["summary"]["mean"] == pytest.approx(-0.02, abs=1e-12) and level["summary"]["n"] == 3
+    assert final["summary"] == result["summary"] and final["significance"] == result["significance"]
+    assert "levels" not in isoloss.compare([tmp_path / "nexus"], [tmp_path / "adamw"], "ood/mean", "linear")
+    text = isoloss_report.summary_text(result)
+    assert "cooldown from step 60" in text and "every seed outside the candidate's range" in text
+    assert "cooldown from step 40" in text and "-0.0200" in text
+
+
+def test_cli_levels(tmp_path, capsys):
+    candidate, baseline = two_arms(tmp_path)
+    result = run(["isoloss", str(candidate), "--baseline", str(baseline), "--levels", "--out", str(tmp_path / "out")])
+    assert [level["baseline_endpoint"] for level in result["levels"]] == ["cooldown from step 40", "final"]
+    saved = json.loads((tmp_path / "out" / "isoloss_ood_mean.json").read_text())
+    assert saved["levels"][1]["summary"]["mean"] == pytest.approx(-0.02, abs=1e-12)
