@@ -188,6 +188,10 @@ def test_points_all_adds_earlier_evaluations_of_runs_without_branches(tmp_path):
     result = isoloss.compare([tmp_path / "nexus"], [tmp_path / "adamw"], "ood/mean", "linear", points="all")
     assert result["points"] == "all"
     assert [s["difference"] for s in result["seeds"]] == pytest.approx([-0.5 + d for d in DELTAS.values()])
+    # the baseline's earlier evaluation (step 50, pretrain 4.5) is a level of its own, outside [3.0, 4.0]
+    levels = isoloss.compare([tmp_path / "nexus"], [tmp_path / "adamw"], "ood/mean", "linear", points="all",
+                             levels=True)["levels"]
+    assert [(level["baseline_endpoint"], len(level["excluded"])) for level in levels] == [("step 50", 3), ("final", 0)]
     with pytest.raises(ValueError, match="points 'some'"):
         isoloss.compare([tmp_path / "nexus"], [tmp_path / "adamw"], "ood/mean", "linear", points="some")
 
