@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -30,10 +28,10 @@ from omegaconf import OmegaConf
 
 from nexus_pretrain.config import TrainConfig
 from nexus_pretrain.errors import RunError
-from nexus_pretrain.optim.schedule import lr_multiplier, resolve_steps
 from nexus_pretrain.rundir.metrics_file import METRICS_FILE, truncate_metrics
 from nexus_pretrain.train import checkpoint as ckpt
 from nexus_pretrain.train.backends.single import recorded_precision, resolve_device
+from nexus_pretrain.train.schedule_change import longer_run_note, same_phase, schedule_change
 
 OPERATIONAL = (
     "trainer.max_steps", "trainer.micro_batch", "trainer.run_dir", "trainer.resume", "trainer.log_every",
@@ -50,14 +48,8 @@ OPERATIONAL = (
 executed or recorded, not what it computes (kernels, placement, parallelism, intervals, sinks). Every
 other key, present or future, is part of what the run is (backend.precision and model.float8 too: they
 change the numbers). trainer.max_steps is operational as long as the learning rate of the steps already
-taken stays the same, and a phase length (:data:`PHASE_KEYS`) as long as it comes to the same number of
-steps (see :func:`config_changes`)."""
-
-PHASE_KEYS = ("schedule.warmup_steps", "schedule.decay_steps")
-"""Schedule phases given as a fraction of trainer.max_steps or in steps: rewriting one in the other form
-with the same number of steps (0.1 of 1000 as 100) changes nothing, and is how a run is made longer
-without moving a phase it has already passed."""
-
+taken stays the same, and a phase length as long as it comes to the same number of steps
+(train/schedule_change.py)."""
 
 def _micro_steps_per_step(leaves: Dict[str, Any], world_size: int) -> int:
     return leaves["trainer.global_batch"] // (leaves["trainer.micro_batch"] * world_size)
@@ -143,40 +135,6 @@ def resolved(cfg: TrainConfig) -> Dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
-def _schedule(leaves: Dict[str, Any]) -> SimpleNamespace:
-    return SimpleNamespace(**{k[len("schedule."):]: v for k, v in leaves.items() if k.startswith("schedule.")})
-
-
-def _phase_steps(leaves: Dict[str, Any], key: str) -> Optional[int]:
-    """The steps a phase key of a config's leaves comes to (None where its value cannot be resolved)."""
-    try:
-        return resolve_steps(leaves[key], leaves["trainer.max_steps"], key)
-    except (TypeError, ValueError):
-        return None
-
-
-def _same_phase(key: str, old: Dict[str, Any], new: Dict[str, Any]) -> bool:
-    """Whether ``key`` is a phase length that comes to the same steps in both configs (each under its
-    own trainer.max_steps)."""
-    steps = _phase_steps(old, key) if key in PHASE_KEYS else None
-    return steps is not None and steps == _phase_steps(new, key)
-
-
-def _schedule_change(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int) -> Optional[str]:
-    """Where the learning-rate multiplier of the first ``steps_taken`` steps differs between two configs,
-    else None."""
-    old_schedule, new_schedule = _schedule(old), _schedule(new)
-    try:
-        for step in range(steps_taken):
-            a = lr_multiplier(old_schedule, step, old["trainer.max_steps"])
-            b = lr_multiplier(new_schedule, step, new["trainer.max_steps"])
-            if not math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15):
-                return f"the learning rate of step {step + 1}, already taken, would be x{b:.4g} instead of x{a:.4g}"
-    except ValueError:  # a schedule the new max_steps cannot hold; validate() reports it
-        return None
-    return None
-
-
 def config_changes(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int,
                    old_world_size: Optional[int] = None) -> Tuple[List[Change], List[Change]]:
     """(identity changes, operational changes) from a checkpoint's resolved config (of a run on
@@ -192,9 +150,9 @@ def config_changes(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int,
     for key in b:
         if _same(key, a[key], b[key]) or key in NOT_REPORTED or (bf16_throughout and key.startswith(FLOAT8_DETAIL)):
             continue
-        (operational if is_operational(key) or _same_phase(key, a, b) else identity).append((key, a[key], b[key]))
+        (operational if is_operational(key) or same_phase(key, a, b) else identity).append((key, a[key], b[key]))
     if not any(key.startswith("schedule.") for key, _, _ in identity) and a["trainer.max_steps"] != b["trainer.max_steps"]:
-        if _schedule_change(a, b, steps_taken):
+        if schedule_change(a, b, steps_taken):
             operational = [c for c in operational if c[0] != "trainer.max_steps"]
             identity.append(("trainer.max_steps", a["trainer.max_steps"], b["trainer.max_steps"]))
     return identity, operational
@@ -239,7 +197,7 @@ def check_resume(checkpoint: Path, meta: Dict[str, Any], cfg: TrainConfig,
     refused = [c for c in identity if not _allowed(c[0], allow)]
     if refused:
         keys_list = ",".join(key for key, _, _ in refused)
-        note = _longer_run_note(config_leaves(old), keys, int(meta["step"])) if any(
+        note = longer_run_note(config_leaves(old), keys, int(meta["step"])) if any(
             key == "trainer.max_steps" for key, _, _ in refused) else ""
         if ("model.float8", "auto") in [(key, was) for key, was, _ in refused]:
             note += (" (the run was saved before runs recorded what model.float8=auto did; if it trained as "
@@ -248,19 +206,6 @@ def check_resume(checkpoint: Path, meta: Dict[str, Any], cfg: TrainConfig,
                        f"resume with the original values, start a new trainer.run_dir, or accept the change "
                        f"deliberately with {OVERRIDE_KEY}=[{keys_list}] (recorded in the run's {CHANGES_FILE})")
     return identity, operational
-
-
-def _longer_run_note(old: Dict[str, Any], new: Dict[str, Any], steps_taken: int) -> str:
-    """Why a new trainer.max_steps rewrites the steps already taken, and, where giving phases that are
-    fractions in steps (as many as the run has had) keeps those steps as they were, which to give."""
-    note = f" ({_schedule_change(old, new, steps_taken)})"
-    fractions = [key for key in PHASE_KEYS if 0 < new[key] < 1 and _phase_steps(old, key) is not None]
-    for pinned in (fractions[:1], fractions):  # the warmup alone first: a decay may well grow with the run
-        steps = {key: _phase_steps(old, key) for key in pinned}
-        if steps and _schedule_change(old, {**new, **steps}, steps_taken) is None:
-            given = " ".join(f"{key}={value}" for key, value in steps.items())
-            return f"{note} (giving {given} keeps the steps taken as they were)"
-    return note
 
 
 def record_changes(run_dir: Path, checkpoint: Path, step: int, allowed: List[Change],
