@@ -9,7 +9,7 @@ run says so at start, logs ``epochs/<domain>``, and reports carry it next to the
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Mapping
+from typing import Any, Dict, Iterable, List, Mapping
 
 METRIC = "epochs/"
 """The metrics' prefix: ``epochs/<domain>`` in metrics.jsonl."""
@@ -23,6 +23,11 @@ def epochs(tokens: Mapping[str, float], train_tokens: Mapping[str, int]) -> Dict
     """Per domain, the tokens trained on divided by the tokens the domain's training data holds (for
     windows drawn at random offsets: how many times each token was seen, on average)."""
     return {d: tokens[d] / train_tokens[d] for d in tokens if train_tokens.get(d)}
+
+
+def logged(record: Mapping[str, Any]) -> Dict[str, float]:
+    """The epochs per domain a metrics record holds (its ``epochs/<domain>`` values; {} for none)."""
+    return {key[len(METRIC):]: value for key, value in record.items() if key.startswith(METRIC)}
 
 
 def planned_epochs(weights: Mapping[str, float], train_tokens: Mapping[str, int], total_tokens: int) -> Dict[str, float]:

@@ -10,7 +10,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import yaml
 
-from nexus_pretrain.data.epochs import METRIC as EPOCHS
+from nexus_pretrain.data.epochs import logged as logged_epochs
 from nexus_pretrain.data.store import sha256_file
 from nexus_pretrain.evaluation.benchmarks import TASKS_DIR, Benchmark, data_files, task_files
 from nexus_pretrain.rundir.metrics_file import read_metrics
@@ -64,7 +64,7 @@ def _progress(metrics_path: Path, step: Optional[int]) -> tuple:
             break
         last_step = row.get("step", last_step)
         tokens = row.get("tokens", tokens)
-        epochs = {key[len(EPOCHS):]: value for key, value in row.items() if key.startswith(EPOCHS)} or epochs
+        epochs = logged_epochs(row) or epochs
     return (step if step is not None else last_step), tokens, epochs
 
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from nexus_pretrain.data.epochs import METRIC as EPOCHS
+from nexus_pretrain.data.epochs import logged as logged_epochs
 from nexus_pretrain.data.epochs import repeated_data_notes
 from nexus_pretrain.report.stats import mean_ci, summarize
 from nexus_pretrain.rundir.metrics_file import final_metrics
@@ -241,7 +241,7 @@ def compare_runs(run_dirs: Sequence[Path], baseline: Optional[str] = None) -> st
         notes.append("Improvement: the baseline's loss minus the row's, so positive means the row's loss is lower.")
     if any(len(g.members) > 1 for g in groups):
         notes.append("Rows of several seeds: mean ± half-width of the 95% t interval of the mean.")
-    notes += repeated_data_notes({k[len(EPOCHS):]: v for k, v in f.items() if k.startswith(EPOCHS)} for f in finals)
+    notes += repeated_data_notes(logged_epochs(f) for f in finals)
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
